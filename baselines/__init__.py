@@ -1,0 +1,1 @@
+"""Baseline methods: one module each, registered with hashbench.registry.register."""
