@@ -50,6 +50,7 @@ class DatasetSpec:
     lightgcn_train: int | None = None
     lightgcn_test: int | None = None
     note: str | None = None
+    homepage: str | None = None
     params: dict = field(default_factory=dict)  # builtin generator parameters
 
 

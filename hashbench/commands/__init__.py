@@ -1,0 +1,1 @@
+"""One module per CLI command; each registers itself with hashbench.cli.command."""

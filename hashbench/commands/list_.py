@@ -1,0 +1,25 @@
+from rich.table import Table
+
+from hashbench.cli import command, console
+
+
+@command("list")
+def list_command():
+    """List the registered methods and the datasets."""
+    from hashbench.registry import available_methods
+    from hashbench.specs import load_registry
+
+    methods = Table(title="methods", title_justify="left")
+    for col in ("name", "kind", "description"):
+        methods.add_column(col)
+    for name, cls in available_methods().items():
+        methods.add_row(name, "hashing" if cls.hashing else "float (reference)", cls.description)
+    datasets = Table(title="datasets", title_justify="left")
+    for col in ("name", "users", "items", "interactions", "source"):
+        datasets.add_column(col)
+    for name, spec in load_registry().items():
+        datasets.add_row(name, f"{spec.users:,}", f"{spec.items:,}",
+                         f"{spec.interactions:,}" if spec.interactions else "generated",
+                         "built in" if spec.builtin else spec.homepage or "")
+    console.print(methods)
+    console.print(datasets)

@@ -1,0 +1,220 @@
+"""Tables from results/runs.jsonl: Table 1 (methods × datasets × metrics) and Table 2 (data).
+
+Rows are methods, column groups datasets, cells mean ± std over seeds. The best hashing
+row of each column is bold and the second underlined, as in the paper; float reference rows
+(not hashing) are listed after a rule and never marked. Published numbers appear in their
+own block, labelled as the paper's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+from hashbench import records
+from hashbench.errors import HashbenchError
+
+FORMATS = ("markdown", "latex", "csv")
+MAIN_METRICS = ("recall@50", "recall@100", "ndcg@50", "ndcg@100")
+RETRIEVED_METRICS = ("ndcg_retrieved@50", "ndcg_retrieved@100")
+SHORT = {"recall": "R", "ndcg": "N", "ndcg_retrieved": "N*", "recall_micro": "Rµ"}
+# the paper's row order first; anything else alphabetically after
+ORDER = ("proposed", "bgch", "hashgnn", "hashrec", "ccsr", "dcf", "lsh", "mostpop", "lightgcn")
+
+
+def short(metric: str) -> str:
+    name, k = metric.split("@")
+    return f"{SHORT.get(name, name)}@{k}"
+
+
+@dataclass
+class Cell:
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
+
+
+@dataclass
+class Table:
+    datasets: list[str]
+    metrics: tuple[str, ...]
+    rows: dict[str, dict[tuple[str, str], Cell]]  # method -> (dataset, metric) -> Cell
+    hashing: dict[str, bool]
+    published: dict[str, dict[tuple[str, str], float]]
+
+
+def select_records(results_dir: Path, bits: int, protocol: str) -> list[dict]:
+    """The ok records of each (method, dataset): of its configurations, the one with most seeds."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for rec in records.latest_by_cell(results_dir).values():
+        if rec.get("status") != "ok" or rec["bits"] != bits or rec["protocol"] != protocol:
+            continue
+        config = json.dumps({k: rec[k] for k in ("params", "ks")}, sort_keys=True)
+        groups.setdefault((rec["method"], rec["dataset"]), {}).setdefault(config, []).append(rec)
+    chosen = []
+    for configs in groups.values():
+        best = max(configs.values(), key=lambda rs: (len(rs), max(r["finished_at"] for r in rs)))
+        chosen.extend(best)
+    return chosen
+
+
+def load_published() -> tuple[str, dict]:
+    data = tomllib.loads((Path(__file__).parent / "published.toml").read_text())
+    return data.pop("source"), data
+
+
+def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1",
+                metrics: tuple[str, ...] = MAIN_METRICS, split: str = "test") -> Table:
+    recs = select_records(results_dir, bits, protocol)
+    if not recs:
+        raise HashbenchError(f"no finished runs with {bits} bits and protocol {protocol} in {results_dir}; "
+                             "run `hashbench run` first")
+    datasets = sorted({r["dataset"] for r in recs}, key=lambda d: (d == "synthetic", d))
+    rows: dict[str, dict] = {}
+    hashing = {}
+    for r in recs:
+        hashing[r["method"]] = r.get("hashing", True)
+        for m in metrics:
+            value = r["metrics"][split].get(m)
+            if value is not None:
+                rows.setdefault(r["method"], {}).setdefault((r["dataset"], m), Cell([])).values.append(value)
+    _, pub = load_published()
+    published = {method: {(d, m): v for d, vals in per.items() if d in datasets for m, v in vals.items()
+                          if m in metrics}
+                 for method, per in pub.items()} if bits == 64 and protocol == "random-8-1-1" else {}
+    published = {k: v for k, v in published.items() if v}
+    order = sorted(rows, key=lambda m: (not hashing[m], ORDER.index(m) if m in ORDER else len(ORDER), m))
+    return Table(datasets, metrics, {m: rows[m] for m in order}, hashing, published)
+
+
+def ranks(table: Table) -> dict[tuple[str, str, str], int]:
+    """(method, dataset, metric) -> 1 for best, 2 for second, among hashing rows."""
+    marks = {}
+    for d in table.datasets:
+        for m in table.metrics:
+            scored = sorted(((row[(d, m)].mean, method) for method, row in table.rows.items()
+                             if table.hashing[method] and (d, m) in row), reverse=True)
+            for place, (_, method) in enumerate(scored[:2], 1):
+                marks[(method, d, m)] = place
+    return marks
+
+
+def _fmt(cell: Cell | None) -> str:
+    if cell is None:
+        return "–"
+    return f"{cell.mean:.4f}" if math.isnan(cell.std) else f"{cell.mean:.4f} ± {cell.std:.4f}"
+
+
+def _label(table: Table, method: str) -> str:
+    return method if table.hashing[method] else f"{method} (not hashing)"
+
+
+def _grid(table: Table, bold, underline, paper_label) -> tuple[list[str], list[list[str]]]:
+    marks = ranks(table)
+    header = ["method"] + [f"{d} {short(m)}" for d in table.datasets for m in table.metrics]
+    body = []
+    for method, row in table.rows.items():
+        cells = []
+        for d in table.datasets:
+            for m in table.metrics:
+                text = _fmt(row.get((d, m)))
+                place = marks.get((method, d, m))
+                cells.append(bold(text) if place == 1 else underline(text) if place == 2 else text)
+        body.append([_label(table, method)] + cells)
+    for method, values in table.published.items():
+        body.append([paper_label(method)] + [f"{values[(d, m)]:.4f}" if (d, m) in values else "–"
+                                             for d in table.datasets for m in table.metrics])
+    return header, body
+
+
+def render_markdown(table: Table, title: str) -> str:
+    header, body = _grid(table, lambda t: f"**{t}**", lambda t: f"<u>{t}</u>", lambda m: f"{m} — paper's number")
+    return f"{title}\n\n" + tabulate(body, header, tablefmt="github", disable_numparse=True)
+
+
+def render_latex(table: Table, caption: str) -> str:
+    def esc(text):
+        return text.replace("±", r"$\pm$").replace("_", r"\_").replace("–", "--")
+
+    header, body = _grid(table, lambda t: rf"\textbf{{{t}}}", lambda t: rf"\underline{{{t}}}",
+                         lambda m: rf"{m} (paper)")
+    n = len(table.metrics)
+    lines = [r"\begin{table*}[t]", r"\centering", rf"\caption{{{esc(caption)}}}",
+             r"\begin{tabular}{l" + ("c" * n) * len(table.datasets) + "}", r"\toprule",
+             " & " + " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{esc(d)}}}" for d in table.datasets) + r" \\",
+             "".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(table.datasets))),
+             "Method & " + " & ".join(esc(short(m)) for _ in table.datasets for m in table.metrics) + r" \\",
+             r"\midrule"]
+    n_ours = len(table.rows)
+    for i, row in enumerate(body):
+        if i == n_ours and table.published:
+            lines.append(r"\midrule")
+        elif 0 < i < n_ours and table.hashing[list(table.rows)[i - 1]] and not table.hashing[list(table.rows)[i]]:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(esc(c) for c in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
+    return "\n".join(lines)
+
+
+def render_csv(table: Table) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["source", "method", "dataset", "metric", "mean", "std", "seeds"])
+    for method, row in table.rows.items():
+        for (d, m), cell in row.items():
+            writer.writerow(["hashbench", method, d, m, f"{cell.mean:.6f}",
+                             "" if math.isnan(cell.std) else f"{cell.std:.6f}", len(cell.values)])
+    for method, values in table.published.items():
+        for (d, m), v in values.items():
+            writer.writerow(["paper", method, d, m, v, "", ""])
+    return out.getvalue()
+
+
+def dataset_rows(results_dir: Path) -> list[list]:
+    seen = {}
+    for rec in records.latest_by_cell(results_dir).values():
+        if rec.get("status") == "ok" and "dataset_stats" in rec:
+            seen[rec["dataset"]] = rec["dataset_stats"]
+    return [[s["dataset"], f"{s['users']:,}", f"{s['items']:,}", f"{s['interactions']:,}",
+             f"{100 * s['density']:.3f}%"] for _, s in sorted(seen.items())]
+
+
+def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, protocol: str = "random-8-1-1") -> str:
+    if fmt not in FORMATS:
+        raise HashbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    main = build_table(results_dir, bits, protocol)
+    if fmt == "csv":
+        return render_csv(main)
+    caption = (f"Table 1: test Recall@K (R) and NDCG@K (N), {bits}-bit codes, {protocol} split, tie-exact "
+               "Hamming ranking; mean ± std over seeds. Best hashing row bold, second underlined.")
+    stats_header = ["dataset", "users", "items", "interactions", "density"]
+    stats = dataset_rows(results_dir)
+    alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS)
+    alt_caption = ("Table 1b: NDCG with the hits-based IDCG of the BGCH/HashGNN code (non-standard, N*), "
+                   "the variant the paper's N columns most likely use.")
+    if fmt == "markdown":
+        parts = [render_markdown(main, f"### {caption}"),
+                 "### Table 2: datasets\n\n" + tabulate(stats, stats_header, tablefmt="github", disable_numparse=True),
+                 render_markdown(alt, f"### {alt_caption}")]
+        if main.published:
+            parts.append(f"Paper's numbers: {load_published()[0]}.")
+        return "\n\n".join(parts) + "\n"
+    stats_tex = "\n".join([r"\begin{table}[t]", r"\centering", r"\caption{Table 2: dataset statistics}",
+                           r"\begin{tabular}{lrrrr}", r"\toprule", " & ".join(stats_header) + r" \\", r"\midrule",
+                           *[" & ".join(row).replace("%", r"\%") + r" \\" for row in stats],
+                           r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+    return "\n\n".join([render_latex(main, caption), stats_tex, render_latex(alt, alt_caption)]) + "\n"

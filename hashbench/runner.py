@@ -1,0 +1,254 @@
+"""Run cells (method × dataset × bits × seed): split → fit → codes → evaluate → record.
+
+One cell is one record in runs.jsonl and, for a hashing method, one codes file. A cell
+whose record exists is skipped (ann-benchmarks' rule), so a killed sweep re-run with the
+same command finishes only what is missing; a training run killed mid-way resumes from
+the checkpoint in results/checkpoints/<cell>/.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import hashbench
+from hashbench import records, seeds
+from hashbench.data import Interactions, atomic_save_npz
+from hashbench.datasets import load_dataset
+from hashbench.errors import HashbenchError
+from hashbench.evaluate import evaluate_split_codes, evaluate_split_scores
+from hashbench.registry import FitContext, Method, TrainData, check_bits, get_method
+from hashbench.splits import Split, make_split
+
+OVERWRITE = ("never", "failed", "always")
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    dataset: str
+    bits: int
+    seed: int
+    protocol: str = "random-8-1-1"
+    params: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
+    ks: tuple[int, ...] = (50, 100)
+
+    def config(self) -> dict[str, Any]:
+        cls = get_method(self.method)
+        return {
+            "method": self.method, "dataset": self.dataset, "bits": self.bits, "seed": self.seed,
+            "protocol": self.protocol, "ks": list(self.ks), "params": {**cls.defaults, **self.params},
+        }
+
+    def config_hash(self) -> str:
+        return records.config_hash(self.config())
+
+    def codes_name(self) -> str:
+        """<dataset>-<method>-<bits>b-seed<seed>.npz, plus a tag when protocol or params differ."""
+        name = f"{self.dataset}-{self.method}-{self.bits}b-seed{self.seed}"
+        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100):
+            name += f"-{self.config_hash()[:8]}"
+        return name + ".npz"
+
+
+def parse_param(text: str) -> tuple[str | None, str, Any]:
+    """'beta=20' or 'proposed.beta=20' -> (method or None, key, value parsed as int/float/bool/str)."""
+    if "=" not in text:
+        raise HashbenchError(f"--param expects KEY=VALUE or METHOD.KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    method, _, key = key.rpartition(".")
+    value: Any = raw
+    for cast in (int, float):
+        try:
+            value = cast(raw)
+            break
+        except ValueError:
+            pass
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    return method or None, key, value
+
+
+def params_for(method: str, overrides: list[tuple[str | None, str, Any]]) -> dict[str, Any]:
+    defaults = get_method(method).defaults
+    return {k: v for m, k, v in overrides if (m == method) or (m is None and k in defaults)}
+
+
+def plan_cells(methods: list[str], datasets: list[str], bits: int, seeds_: list[int], protocol: str,
+               overrides: list, ks: tuple[int, ...]) -> list[Cell]:
+    for m, key, _ in overrides:
+        targets = [m] if m else methods
+        if not any(key in get_method(t).defaults for t in targets if t in methods or m):
+            raise HashbenchError(f"--param {key}: no selected method has a parameter {key!r}")
+    return [Cell(m, d, check_bits(bits), s, protocol, params_for(m, overrides), ks)
+            for d in datasets for m in methods for s in seeds_]
+
+
+def environment() -> dict[str, Any]:
+    def pkg(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = None, None
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "hashbench": hashbench.__version__, "git_sha": sha, "git_dirty": dirty,
+        "python": platform.python_version(),
+        "packages": {n: pkg(n) for n in ("torch", "numpy", "scipy", "numba", "pandas")},
+        "hardware": {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                     "platform": platform.platform()},
+    }
+
+
+def _reset_peak_rss() -> None:
+    try:  # Linux: writing 5 to clear_refs resets VmHWM, so each cell reports its own peak
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise HashbenchError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return device
+
+
+def evaluate_method(method: Method, split: Split, on: str, ks) -> dict[str, float]:
+    if method.hashing:
+        user_codes, item_codes = method.codes()
+        return evaluate_split_codes(user_codes, item_codes, split, on, ks).metrics
+    return evaluate_split_scores(method.scores, split, on, ks).metrics
+
+
+class Runner:
+    """Runs cells into a results directory; caches datasets and splits across cells."""
+
+    def __init__(self, results_dir: Path, cache_dir: Path | None = None, mirror: str | None = None,
+                 device: str = "auto", overwrite: str = "failed",
+                 progress: Callable[..., None] | None = None):
+        if overwrite not in OVERWRITE:
+            raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
+        self.results_dir = Path(results_dir)
+        self.cache_dir, self.mirror, self.overwrite = cache_dir, mirror, overwrite
+        self.device = resolve_device(device)
+        self.progress = progress or (lambda *a, **k: None)
+        self._datasets: dict[str, Interactions] = {}
+        self._splits: dict[tuple, Split] = {}
+        self._env = None
+
+    def dataset(self, name: str) -> Interactions:
+        if name not in self._datasets:
+            self._datasets[name] = load_dataset(name, self.cache_dir, self.mirror)
+        return self._datasets[name]
+
+    def split(self, dataset: str, protocol: str, seed: int) -> Split:
+        key = (dataset, protocol, seed)
+        if key not in self._splits:
+            self._splits[key] = make_split(self.dataset(dataset), protocol, seed)
+        return self._splits[key]
+
+    def should_run(self, cell: Cell, existing: dict[str, dict]) -> bool:
+        record = existing.get(cell.config_hash())
+        if record is None or self.overwrite == "always":
+            return True
+        return self.overwrite == "failed" and record["status"] != "ok"
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        key = cell.config_hash()
+        checkpoint_dir = self.results_dir / "checkpoints" / key[:16]
+        record: dict[str, Any] = {
+            **cell.config(), "config_hash": key, "started_at": _now(), "device": self.device,
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        }
+        if self._env is None:
+            self._env = environment()
+        record.update(self._env)
+        cls = get_method(cell.method)
+        record["hashing"] = cls.hashing
+        try:
+            split = self.split(cell.dataset, cell.protocol, cell.seed)
+            data = self.dataset(cell.dataset)
+            record.update(dataset_hash=split.dataset_hash, split_hash=split.hash, split_sizes=split.sizes(),
+                          dataset_stats=data.stats())
+            _reset_peak_rss()
+
+            def validate(m: Method) -> dict[str, float]:
+                return evaluate_method(m, split, "valid", (50,))
+
+            ctx = FitContext(seed=seeds.seed_sequence(cell.seed, "method"), device=self.device,
+                             checkpoint_dir=checkpoint_dir, validate=validate, progress=self.progress)
+            method = cls(cell.bits, ctx, **cell.params)
+            started = time.perf_counter()
+            method.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))
+            record["train_seconds"] = time.perf_counter() - started
+            started = time.perf_counter()
+            record["metrics"] = {on: evaluate_method(method, split, on, cell.ks) for on in ("valid", "test")}
+            record["eval_seconds"] = time.perf_counter() - started
+            record["peak_rss_mb"] = _peak_rss_mb()
+            record["extras"] = method.extras()
+            if method.hashing:
+                user_codes, item_codes = method.codes()
+                path = self.results_dir / "codes" / cell.codes_name()
+                atomic_save_npz(path, user_codes=user_codes, item_codes=item_codes, bits=cell.bits,
+                                split_hash=split.hash, dataset=cell.dataset, method=cell.method, seed=cell.seed,
+                                protocol=cell.protocol)
+                record["codes_file"] = str(path.relative_to(self.results_dir))
+                record["storage_bytes"] = int(user_codes.nbytes + item_codes.nbytes)
+            record["status"] = "ok"
+        except KeyboardInterrupt:
+            raise
+        except HashbenchError:
+            raise  # bad input: stop the sweep with the one-line message
+        except Exception as exc:  # a method's failure is recorded; the sweep goes on
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        record["finished_at"] = _now()
+        records.append_record(self.results_dir, record)
+        if record["status"] == "ok":
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        return record
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
