@@ -1,0 +1,331 @@
+"""Tie-aware top-K metrics from binary codes or float scores (protocol.md §4).
+
+Every user with at least one relevant (held-out) item ranks all items except its excluded
+(training, and at test time validation) items. Ties are resolved by the exact expectation
+under a uniformly random order inside each group of equal score (McSherry & Najork, ECIR
+2008): a group of g candidates holding h relevant ones at ranks a..b adds h/g hits per rank
+position and h/g·1/log2(r+1) of DCG at each rank r, clipped at K. Both paths reduce to the
+same description, one (start, g) per relevant pair: `start` candidates score strictly
+higher, `g` candidates (itself included) score the same. `_group_metrics` turns that into
+the metrics.
+
+- Codes: per user a histogram of the f+1 Hamming distances to all items (hamming.py, the
+  one dense step), minus a histogram of the excluded pairs, computed sparsely. No sort.
+- Floats: per batch of users, excluded items are set to -inf, `torch.topk(max K)` gives the
+  top values; only the boundary value v_K needs a full count (S == v_K).
+
+Metric keys, for each K: recall@K, ndcg@K (standard: IDCG over min(K, |rel|) positions),
+recall_micro@K (hits over all users / relevant pairs over all users, Proposed paper Eq. 1),
+ndcg_retrieved@K (NON-STANDARD, methods.md E1: IDCG over the hits actually retrieved, as in
+the BGCH/BiGeaR/HashGNN code; its exact expectation under ties, see `_ndcg_retrieved`).
+
+Relevant and excluded pairs must be disjoint (checked) and each free of duplicates (checked).
+
+Speed, all Gowalla users (29,858 x 40,981, 64-bit codes, K = 50 and 100, test split,
+~920k excluded pairs), 2-core AMD EPYC, benchmarks/eval_speed.py: see `_SPEED` below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.special import gammaln
+
+from hashbench.errors import HashbenchError
+from hashbench.splits import Split
+
+DEFAULT_KS = (50, 100)
+
+_SPEED = """filled in by benchmarks/eval_speed.py"""
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # recall@K, ndcg@K, recall_micro@K, ndcg_retrieved@K for each K
+    users: np.ndarray  # evaluated users (>= 1 relevant item), ascending
+    per_user: dict[str, np.ndarray]  # the metric keys minus recall_micro, one value per user
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+
+def held_out(split: Split, on: str) -> tuple[np.ndarray, np.ndarray]:
+    """(relevant, exclude): on="valid" -> (valid, train); on="test" -> (test, train + valid)."""
+    if on == "valid":
+        return split.valid, split.train
+    if on == "test":
+        return split.test, np.concatenate([split.train, split.valid])
+    raise HashbenchError(f"unknown evaluation set {on!r}: use 'valid' or 'test'")
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+def _check_ks(ks, n_items: int) -> tuple[int, ...]:
+    ks = tuple(sorted({int(k) for k in ks}))
+    if not ks or ks[0] < 1:
+        raise HashbenchError(f"cut-offs K must be positive integers, got {ks}")
+    if ks[-1] > n_items:
+        raise HashbenchError(f"K = {ks[-1]} is larger than the catalogue ({n_items} items)")
+    return ks
+
+
+def _pair_keys(pairs, label: str, n_users: int, n_items: int) -> np.ndarray:
+    """Sorted int64 keys user * n_items + item; rejects bad shapes, out-of-range ids, duplicates."""
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or (len(pairs) and pairs.dtype.kind not in "iu"):
+        raise HashbenchError(f"{label} pairs must be an integer [n, 2] array, got shape {pairs.shape}")
+    pairs = pairs.astype(np.int64, copy=False)
+    if len(pairs):
+        lo, hi = pairs.min(axis=0), pairs.max(axis=0)
+        if lo.min() < 0 or hi[0] >= n_users or hi[1] >= n_items:
+            raise HashbenchError(
+                f"{label} pairs refer to user {hi[0]} / item {hi[1]} (or a negative id), outside "
+                f"the {n_users} users x {n_items} items scored: do the codes/scores match the split?")
+    keys = pairs[:, 0] * n_items + pairs[:, 1]
+    if len(keys) > 1 and not np.all(keys[1:] > keys[:-1]):
+        keys = np.sort(keys)
+        dup = keys[1:] == keys[:-1]
+        if dup.any():
+            k = keys[1:][dup][0]
+            raise HashbenchError(f"{label} pairs hold duplicates, e.g. (user {k // n_items}, item {k % n_items})")
+    return keys
+
+
+@dataclass
+class _Pairs:
+    n_items: int
+    users: np.ndarray  # evaluated users, ascending
+    n_relevant: np.ndarray  # per evaluated user
+    rel_row: np.ndarray  # per relevant pair: row in `users`; sorted
+    rel_item: np.ndarray
+    exc_row: np.ndarray  # per excluded pair of an evaluated user: row in `users`; sorted
+    exc_item: np.ndarray
+
+
+def _prepare(relevant, exclude, n_users: int, n_items: int) -> _Pairs:
+    rel = _pair_keys(relevant, "relevant", n_users, n_items)
+    if len(rel) == 0:
+        raise HashbenchError("the relevant set is empty: no user has a held-out item to evaluate")
+    exc = _pair_keys(exclude, "exclude", n_users, n_items)
+    if len(exc):
+        at = np.minimum(np.searchsorted(exc, rel), len(exc) - 1)
+        clash = exc[at] == rel
+        if clash.any():
+            k = rel[clash][0]
+            raise HashbenchError(
+                f"{int(clash.sum())} relevant pairs are also excluded, e.g. (user {k // n_items}, "
+                f"item {k % n_items}): held-out items must not be masked")
+    rel_user, rel_item = np.divmod(rel, n_items)
+    users, n_relevant = np.unique(rel_user, return_counts=True)
+    row_of = np.full(n_users, -1, dtype=np.int64)
+    row_of[users] = np.arange(len(users))
+    exc_user, exc_item = np.divmod(exc, n_items)
+    exc_row = row_of[exc_user]
+    keep = exc_row >= 0
+    return _Pairs(n_items, users, n_relevant, row_of[rel_user], rel_item, exc_row[keep], exc_item[keep])
+
+
+# --- metrics from tie groups -----------------------------------------------------------------
+
+def _discount_prefix(k_max: int) -> np.ndarray:
+    """C[r] = sum_{j=1..r} 1/log2(j+1), C[0] = 0."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k_max + 2)))])
+
+
+def _log_choose(n, k):
+    return gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
+
+
+def _ndcg_retrieved(row, start, g, dcg_pair, k: int, disc: np.ndarray, n_rows: int) -> np.ndarray:
+    """E[DCG@K / IDCG_retrieved] per user, IDCG_retrieved = C[hits in top K] (0/0 := 0).
+
+    Groups wholly inside the top K give fixed hits H_in and DCG D_in. The one group that
+    straddles rank K (g candidates, h relevant, m = K - start slots inside) puts
+    X ~ Hypergeometric(g, h, m) relevant items in the top K, each inside slot equally likely
+    to hold one, so E[ratio] = sum_x P(X=x) (D_in + x S_b / m) / C[H_in + x], with S_b the
+    discount mass of the m slots.
+    """
+    inside = start + g <= k
+    h_in = np.bincount(row[inside], minlength=n_rows)
+    d_in = np.bincount(row[inside], dcg_pair[inside], minlength=n_rows)
+    ratio = np.divide(d_in, disc[h_in], out=np.zeros(n_rows), where=h_in > 0)
+
+    straddle = (start < k) & ~inside
+    if straddle.any():
+        h_b = np.bincount(row[straddle], minlength=n_rows)
+        users = np.flatnonzero(h_b)
+        g_all = np.zeros(n_rows, np.int64)
+        s_all = np.zeros(n_rows, np.int64)
+        g_all[row[straddle]] = g[straddle]
+        s_all[row[straddle]] = start[straddle]
+        h, gg, s = h_b[users], g_all[users], s_all[users]
+        m = k - s
+        x_lo = np.maximum(0, m - (gg - h))
+        x_hi = np.minimum(h, m)
+        n_x = x_hi - x_lo + 1
+        owner = np.repeat(np.arange(len(users)), n_x)
+        x = x_lo[owner] + np.arange(n_x.sum()) - np.repeat(np.cumsum(n_x) - n_x, n_x)
+        h, gg, m, s = h[owner], gg[owner], m[owner], s[owner]
+        p = np.exp(_log_choose(h, x) + _log_choose(gg - h, m - x) - _log_choose(gg, m))
+        hits = h_in[users][owner] + x
+        dcg = d_in[users][owner] + x * (disc[k] - disc[s]) / m
+        value = np.divide(dcg, disc[hits], out=np.zeros(len(x)), where=hits > 0)
+        ratio[users] = np.bincount(owner, p * value, minlength=len(users))
+    return ratio
+
+
+def _group_metrics(pairs: _Pairs, start: np.ndarray, g: np.ndarray, ks) -> EvalResult:
+    """Metrics from, per relevant pair, `start` candidates above it and `g` tied with it."""
+    row, n_rows, n_rel = pairs.rel_row, len(pairs.users), pairs.n_relevant
+    disc = _discount_prefix(max(ks))
+    metrics, per_user = {}, {}
+    for k in ks:
+        lo, hi = np.minimum(start, k), np.minimum(start + g, k)
+        hits = np.bincount(row, (hi - lo) / g, minlength=n_rows)
+        dcg_pair = (disc[hi] - disc[lo]) / g
+        dcg = np.bincount(row, dcg_pair, minlength=n_rows)
+        per_user[f"recall@{k}"] = hits / n_rel
+        per_user[f"ndcg@{k}"] = dcg / disc[np.minimum(k, n_rel)]
+        per_user[f"ndcg_retrieved@{k}"] = _ndcg_retrieved(row, start, g, dcg_pair, k, disc, n_rows)
+        metrics[f"recall@{k}"] = float(per_user[f"recall@{k}"].mean())
+        metrics[f"ndcg@{k}"] = float(per_user[f"ndcg@{k}"].mean())
+        metrics[f"recall_micro@{k}"] = float(hits.sum() / n_rel.sum())
+        metrics[f"ndcg_retrieved@{k}"] = float(per_user[f"ndcg_retrieved@{k}"].mean())
+    return EvalResult(metrics=metrics, users=pairs.users, per_user=per_user)
+
+
+# --- codes -----------------------------------------------------------------------------------
+
+def _check_codes(user_codes, item_codes, bits: int | None) -> int:
+    for label, codes in (("user", user_codes), ("item", item_codes)):
+        if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.ndim != 2:
+            got = f"{codes.dtype} {codes.shape}" if isinstance(codes, np.ndarray) else type(codes).__name__
+            raise HashbenchError(f"{label} codes must be a 2-D uint8 numpy.packbits array, got {got}")
+    n_bytes = user_codes.shape[1]
+    if item_codes.shape[1] != n_bytes:
+        raise HashbenchError(f"user codes have {n_bytes} bytes per row, item codes {item_codes.shape[1]}")
+    bits = n_bytes * 8 if bits is None else int(bits)
+    if bits < 1 or -(-bits // 8) != n_bytes:
+        raise HashbenchError(f"{bits}-bit codes take {-(-bits // 8)} packed bytes per row, got {n_bytes}")
+    return bits
+
+
+def evaluate_codes(user_codes: np.ndarray, item_codes: np.ndarray, relevant: np.ndarray,
+                   exclude: np.ndarray, ks=DEFAULT_KS, bits: int | None = None) -> EvalResult:
+    """Tie-aware metrics of the ranking by Hamming similarity s(u, i) = bits - 2·Ham(b_u, d_i).
+
+    Codes are numpy.packbits rows: uint8 [n_users, ceil(bits/8)] and [n_items, ceil(bits/8)];
+    `bits` defaults to 8 x bytes per row.
+    """
+    from hashbench import hamming  # numba import + cached kernels: only when codes are evaluated
+
+    bits = _check_codes(user_codes, item_codes, bits)
+    n_items = item_codes.shape[0]
+    ks = _check_ks(ks, n_items)
+    pairs = _prepare(relevant, exclude, user_codes.shape[0], n_items)
+    user_words = hamming.pack_words(user_codes[pairs.users], bits)
+    item_words = hamming.pack_words(item_codes, bits)
+    n_bins = bits + 1
+
+    hist = hamming.distance_histograms(user_words, item_words, bits)  # [rows, bits+1], all items
+    if len(pairs.exc_row):
+        d = hamming.pair_distances(user_words, item_words, pairs.exc_row, pairs.exc_item)
+        hist -= np.bincount(pairs.exc_row * n_bins + d, minlength=hist.size).reshape(hist.shape).astype(np.int32)
+    above = np.cumsum(hist, axis=1, dtype=np.int64) - hist  # candidates strictly closer than d
+    d = hamming.pair_distances(user_words, item_words, pairs.rel_row, pairs.rel_item)
+    return _group_metrics(pairs, above[pairs.rel_row, d], hist[pairs.rel_row, d].astype(np.int64), ks)
+
+
+# --- float scores ----------------------------------------------------------------------------
+
+def _as_float_tensor(scores, n_rows: int, n_items: int):
+    import torch
+
+    if isinstance(scores, np.ndarray):
+        if not scores.flags.writeable:
+            scores = scores.copy()
+        scores = torch.from_numpy(scores)
+    if not isinstance(scores, torch.Tensor):
+        raise HashbenchError(f"score_fn must return a numpy array or torch tensor, got {type(scores).__name__}")
+    if tuple(scores.shape) != (n_rows, n_items):
+        raise HashbenchError(f"score_fn returned shape {tuple(scores.shape)}, expected ({n_rows}, {n_items})")
+    scores = scores.detach()
+    if scores.device.type != "cpu":
+        scores = scores.cpu()
+    if not scores.is_floating_point():
+        scores = scores.to(torch.float64)  # exact for any integer scores a hashing method gives
+    elif scores.dtype in (torch.float16, torch.bfloat16):
+        scores = scores.float()
+    return scores
+
+
+def evaluate_scores(score_fn: Callable, n_users: int, n_items: int, relevant: np.ndarray,
+                    exclude: np.ndarray, ks=DEFAULT_KS, batch_users: int = 2048) -> EvalResult:
+    """Tie-aware metrics of the ranking by float scores (the non-hashing reference rows).
+
+    score_fn(users: int64 array) -> numpy array or torch tensor [len(users), n_items]. The
+    returned array is modified while a batch is ranked (excluded entries set to -inf) and
+    restored before returning. Scores must not be NaN; candidates must not score -inf.
+    """
+    import torch
+
+    ks = _check_ks(ks, n_items)
+    pairs = _prepare(relevant, exclude, n_users, n_items)
+    k_max = ks[-1]
+    n_rows = len(pairs.users)
+    start = np.empty(len(pairs.rel_row), np.int64)
+    g = np.empty(len(pairs.rel_row), np.int64)
+    exc_bounds = np.searchsorted(pairs.exc_row, np.arange(0, n_rows + batch_users, batch_users))
+    rel_bounds = np.searchsorted(pairs.rel_row, np.arange(0, n_rows + batch_users, batch_users))
+    n_excluded = np.bincount(pairs.exc_row, minlength=n_rows)
+    for b, r0 in enumerate(range(0, n_rows, batch_users)):
+        r1 = min(r0 + batch_users, n_rows)
+        raw = score_fn(pairs.users[r0:r1])
+        scores = _as_float_tensor(raw, r1 - r0, n_items)
+        ex = slice(exc_bounds[b], exc_bounds[b + 1])
+        ex_r = torch.from_numpy(pairs.exc_row[ex] - r0)
+        ex_i = torch.from_numpy(pairs.exc_item[ex])
+        saved = scores[ex_r, ex_i].clone()
+        scores[ex_r, ex_i] = -torch.inf
+        try:
+            top = torch.topk(scores, k_max, dim=1).values  # [rows, k_max], descending
+            v_k = top[:, -1]
+            n_at_boundary = (scores == v_k[:, None]).sum(1)
+            rel = slice(rel_bounds[b], rel_bounds[b + 1])
+            rel_r = torch.from_numpy(pairs.rel_row[rel] - r0)
+            s = scores[rel_r, torch.from_numpy(pairs.rel_item[rel])]
+        finally:
+            scores[ex_r, ex_i] = saved  # the caller's array is left as it was
+        n_cand = torch.from_numpy(n_items - n_excluded[r0:r1])
+        real = torch.arange(k_max)[None, :] < n_cand[:, None]
+        if torch.isnan(top).any() or torch.isnan(s).any() or (top[real] == -torch.inf).any():
+            raise HashbenchError("score_fn returned NaN, or -inf for an item that is not excluded")
+        top_r = top[rel_r]
+        above = (top_r > s[:, None]).sum(1)
+        tied = torch.where(s == v_k[rel_r], n_at_boundary[rel_r], (top_r == s[:, None]).sum(1))
+        outside = s < v_k[rel_r]  # below the k_max-th score: no part of any top K
+        start[rel] = torch.where(outside, k_max, above).numpy()
+        g[rel] = torch.where(outside, 1, tied).numpy()
+    return _group_metrics(pairs, start, g, ks)
+
+
+# --- split conveniences ----------------------------------------------------------------------
+
+def evaluate_split_codes(user_codes, item_codes, split: Split, on: str, ks=DEFAULT_KS,
+                         bits: int | None = None) -> EvalResult:
+    relevant, exclude = held_out(split, on)
+    if user_codes.shape[0] != split.n_users or item_codes.shape[0] != split.n_items:
+        raise HashbenchError(
+            f"codes cover {user_codes.shape[0]} users x {item_codes.shape[0]} items, the split "
+            f"{split.n_users} x {split.n_items}")
+    return evaluate_codes(user_codes, item_codes, relevant, exclude, ks=ks, bits=bits)
+
+
+def evaluate_split_scores(score_fn: Callable, split: Split, on: str, ks=DEFAULT_KS,
+                          batch_users: int = 2048) -> EvalResult:
+    relevant, exclude = held_out(split, on)
+    return evaluate_scores(score_fn, split.n_users, split.n_items, relevant, exclude, ks=ks,
+                           batch_users=batch_users)
