@@ -136,7 +136,7 @@ class SignSwishEstimator(_Annealed):
 
     SS_β(x) = 2σ(βx)[1 + βx(1 − σ(βx))] − 1,
     SS'_β(x) = 2βσ(βx)(1 − σ(βx))·[2 + βx(1 − 2σ(βx))]  — the σ-form: no exp/cosh overflow.
-    Peak 2β at 0, integral 2; slightly negative beyond |βx| ≈ 2.4 (SignSwish overshoots ±1).
+    Peak β at 0 (methods.md says 2β; β(2−0)/(1+cosh 0) = β), integral 2; slightly negative beyond |βx| ≈ 2.4 (SignSwish overshoots ±1).
     """
 
     name = "signswish"

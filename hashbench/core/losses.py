@@ -12,12 +12,13 @@ Two ways to get the inner sum:
 
 - `smooth_recall_loss_sampled`: over M sampled items, rescaled by (n_items − 1)/M so that N
   keeps its meaning. O(pairs · M).
-- `smooth_recall_loss_exact`: over *all* items, exactly, for scores that take only a few
-  values — ±1 codes give s = bᵀd/f ∈ {−1, −1 + 2/f, …, 1}, f + 1 values. Then
+- `smooth_recall_loss_histogram` / `_exact`: for scores that take only a few values — ±1
+  codes give s = bᵀd/f ∈ {−1, −1 + 2/f, …, 1}, f + 1 values — the sum over items is
       Σ_j σ((s_uj − s_ui)/ψ) = Σ_v count_u(v) σ((v − s_ui)/ψ),
   a per-user histogram of the batch score matrix, and ∂L/∂s_uj depends only on the value of
-  s_uj (plus a correction at u's own positives). The custom autograd function costs
-  O(|U_b| · I) in memory and time instead of O(pairs · I).
+  s_uj. The custom autograd function costs O(|U_b| · C + pairs · (f+1)) for C columns (all
+  items: exact; or M shared sampled items, rescaled) instead of O(pairs · C), so every
+  training positive of a batch user can be a pair at no extra cost.
 """
 
 from __future__ import annotations
@@ -57,57 +58,59 @@ def smooth_recall_loss_sampled(pos_scores: torch.Tensor, sampled_scores: torch.T
     return -torch.sigmoid((top_n - rank) / phi).mean()
 
 
-class _ExactRankRecallLoss(torch.autograd.Function):
-    """Forward: SRLoss with the exact smooth rank over all items (histogram of quantised scores).
-    Backward: dL/dS as a dense [users, items] matrix, built from per-user, per-value gradients."""
+class _HistogramRecallLoss(torch.autograd.Function):
+    """Forward: SRLoss with the smooth rank from a per-row histogram of quantised scores.
+    Backward: dL/dscores (dense, from per-row, per-value gradients) and dL/dpos_scores."""
 
     @staticmethod
-    def forward(ctx, scores, pos_rows, pos_items, levels, top_n, phi, psi, exclude_positives, chunk):
+    def forward(ctx, scores, pos_scores, pos_rows, pos_cols, levels, top_n, phi, psi, scale,
+                exclude_positives, chunk):
         n_rows = scores.shape[0]
         half = (levels - 1) / 2.0
         values = torch.linspace(-1.0, 1.0, levels, dtype=scores.dtype, device=scores.device)
         counts = torch.zeros(n_rows, levels, dtype=scores.dtype, device=scores.device)
         for start in range(0, n_rows, chunk):
-            idx = _quantise(scores[start:start + chunk], half)
-            counts[start:start + chunk].scatter_add_(1, idx, torch.ones_like(scores[start:start + chunk]))
-        s_pos = scores[pos_rows, pos_items]
-        v_pos = _quantise(s_pos, half)
-        if exclude_positives:  # rank among the non-positive items only (what evaluation does)
-            counts.index_put_((pos_rows, v_pos), torch.full_like(s_pos, -1.0), accumulate=True)
-        sig = torch.sigmoid((values[None, :] - s_pos[:, None]) / psi)  # [P, levels]
-        self_term = 0.0 if exclude_positives else 0.5  # j = i sits in its own bin: σ(0) = ½
-        rank = 1.0 + (counts[pos_rows] * sig).sum(1) - self_term
+            block = scores[start:start + chunk]
+            counts[start:start + chunk].scatter_add_(1, _quantise(block, half), torch.ones_like(block))
+        present = pos_cols >= 0  # is item i itself among the columns?
+        v_pos = _quantise(pos_scores, half)
+        if exclude_positives:  # rank among the non-positive columns only (what evaluation does)
+            counts.index_put_((pos_rows[present], v_pos[present]),
+                              torch.full_like(pos_scores[present], -1.0), accumulate=True)
+            self_term = torch.zeros_like(pos_scores)
+        else:  # j = i sits in its own bin with σ(0) = ½: leave it out of Σ_{j≠i}
+            self_term = 0.5 * present.to(scores.dtype)
+        sig = torch.sigmoid((values[None, :] - pos_scores[:, None]) / psi)  # [P, levels]
+        row_counts = counts[pos_rows]
+        rank = 1.0 + scale * ((row_counts * sig).sum(1) - self_term)
         z = torch.sigmoid((top_n - rank) / phi)
-        n_pairs = len(s_pos)
+        n_pairs = len(pos_scores)
         loss = -z.sum() / n_pairs
-        # dL/dπ̂_p = σ'(z)/(φ·P) ≥ 0, and dπ̂_p/ds_uj = σ'((s_uj − s_up)/ψ)/ψ for every other item j
-        w = z * (1.0 - z) / (phi * n_pairs)
+        # dL/dπ̂_p = σ'(z)/(φ·P) ≥ 0;  dπ̂_p/ds_uj = scale·σ'((s_uj − s_up)/ψ)/ψ for every column j
+        w = z * (1.0 - z) / (phi * n_pairs) * scale
         dsig = sig * (1.0 - sig) / psi  # [P, levels]
         per_value = torch.zeros(n_rows, levels, dtype=scores.dtype, device=scores.device)
         per_value.index_add_(0, pos_rows, w[:, None] * dsig)
-        # the positive's own score: dπ̂_p/ds_up = −Σ_{j≠i} σ'(...)/ψ
-        own = -w * ((counts[pos_rows] * dsig).sum(1) - self_term * 0.5 / psi)
-        ctx.save_for_backward(scores, pos_rows, pos_items, per_value, own, w)
-        ctx.constants = (half, psi, exclude_positives, chunk)
+        # the positive's own score: dπ̂_p/ds_up = −scale·Σ_j σ'(...)/ψ. Where i is a column and
+        # counted, its self term here cancels the one its column receives from per_value.
+        own = -w * (row_counts * dsig).sum(1)
+        ctx.save_for_backward(scores, pos_rows[present], pos_cols[present], per_value, own)
+        ctx.constants = (half, exclude_positives, chunk)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        scores, pos_rows, pos_items, per_value, own, w = ctx.saved_tensors
-        half, psi, exclude_positives, chunk = ctx.constants
+        scores, rows_present, cols_present, per_value, own = ctx.saved_tensors
+        half, exclude_positives, chunk = ctx.constants
         grad = torch.empty_like(scores)
         for start in range(0, len(scores), chunk):
             idx = _quantise(scores[start:start + chunk], half)
             torch.gather(per_value[start:start + chunk], 1, idx, out=grad[start:start + chunk])
-        if exclude_positives:
-            # positives are not "other items" in anyone's rank: only their own-score term remains
-            grad.index_put_((pos_rows, pos_items), torch.zeros_like(own))
-        else:
-            # per_value at i's own bin included the j = i term of pair p (σ'(0)/ψ = ¼/ψ): remove it
-            grad.index_put_((pos_rows, pos_items), -w * 0.25 / psi, accumulate=True)
-        grad.index_put_((pos_rows, pos_items), own, accumulate=True)
+        if exclude_positives:  # positives are nobody's "other item"
+            grad.index_put_((rows_present, cols_present), torch.zeros(len(rows_present), dtype=grad.dtype,
+                                                                      device=grad.device))
         grad.mul_(grad_out)
-        return grad, None, None, None, None, None, None, None, None
+        return grad, own * grad_out, None, None, None, None, None, None, None, None, None
 
 
 def _quantise(s: torch.Tensor, half: float) -> torch.Tensor:
@@ -115,18 +118,30 @@ def _quantise(s: torch.Tensor, half: float) -> torch.Tensor:
     return torch.round((s + 1.0) * half).long()
 
 
+def smooth_recall_loss_histogram(scores: torch.Tensor, pos_scores: torch.Tensor, pos_rows: torch.Tensor,
+                                 pos_cols: torch.Tensor, bits: int, top_n: float = 50.0, phi: float = 50.0,
+                                 psi: float = 0.05, scale: float = 1.0, exclude_positives: bool = False,
+                                 chunk: int = 512) -> torch.Tensor:
+    """SRLoss with the smooth rank from a histogram of ±1-code scores.
+
+    scores [rows, C]: s = bᵀd / bits of each batch user (row) against C items (all items, or a
+    sample); they must lie on the grid of bits + 1 values in [−1, 1]. Pair p is (user
+    pos_rows[p], item i) with score pos_scores[p]; pos_cols[p] is i's column in `scores`, or −1
+    if i is not among them. The rank is 1 + scale·Σ_{columns j ≠ i} σ((s_uj − s_ui)/ψ); scale
+    = (n_items − 1)/C for sampled columns, 1 for all items. With exclude_positives, columns
+    that are positives of the row's user are left out of the sum (then the pairs must cover
+    *all* of each user's positives).
+    """
+    return _HistogramRecallLoss.apply(scores, pos_scores, pos_rows, pos_cols, bits + 1, float(top_n),
+                                      float(phi), float(psi), float(scale), bool(exclude_positives), int(chunk))
+
+
 def smooth_recall_loss_exact(scores: torch.Tensor, pos_rows: torch.Tensor, pos_items: torch.Tensor,
                              bits: int, top_n: float = 50.0, phi: float = 50.0, psi: float = 0.05,
                              exclude_positives: bool = False, chunk: int = 512) -> torch.Tensor:
-    """SRLoss with the exact smooth rank of each positive among all items.
-
-    scores [users, n_items] must be ±1-code scores normalised to s = bᵀd / bits (so they lie on
-    the grid of bits + 1 values in [−1, 1]); (pos_rows[p], pos_items[p]) are the observed pairs,
-    pos_rows indexing rows of `scores`. With exclude_positives the rank of i counts only the
-    items that are not positives of u (i.e. pos_items must list *all* of u's positives).
-    """
-    return _ExactRankRecallLoss.apply(scores, pos_rows, pos_items, bits + 1, float(top_n), float(phi),
-                                      float(psi), bool(exclude_positives), int(chunk))
+    """SRLoss with the exact smooth rank of each positive among *all* items (scores [users, n_items])."""
+    return smooth_recall_loss_histogram(scores, scores[pos_rows, pos_items], pos_rows, pos_items, bits,
+                                        top_n, phi, psi, 1.0, exclude_positives, chunk)
 
 
 def smooth_recall_loss_dense(scores: torch.Tensor, pos_rows: torch.Tensor, pos_items: torch.Tensor,

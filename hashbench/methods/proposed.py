@@ -7,10 +7,11 @@ scores s = bᵀd / bits; the smooth recall loss with outer kernel σ((N − π̂
 
 Choices the abstract leaves open (all parameters, tuned on validation only):
 
-- `rank = "exact"` (default): the smooth rank of each positive over *all* items, exactly,
-  from a per-user histogram of the batch's score matrix (codes give only bits + 1 score
-  values; core.losses.smooth_recall_loss_exact). `rank = "sampled"`: M items shared by all
-  users of a step, with the (n_items − 1)/M rescaling (the feasibility run in methods.md).
+- `rank = "exact"`: the smooth rank of each positive over *all* items, exactly, from a
+  per-user histogram of the batch's score matrix (codes give only bits + 1 score values;
+  core.losses.smooth_recall_loss_histogram). `rank = "sampled"`: over `sampled_items` = M
+  items shared by all users of a step, with the (n_items − 1)/M rescaling (the feasibility
+  run in methods.md); the same histogram form makes its cost O(users·M), not O(pairs·M).
 - Each step: `batch_users` users (every user once per epoch, shuffled) and up to
   `positives` of each user's training items (0 = all of them) as the pairs Ω of the loss
   (micro-average over pairs, as the paper's 1/|Ω|).
@@ -27,7 +28,7 @@ import torch
 
 from hashbench.core.estimators import get_estimator
 from hashbench.core.graph import LightGCNEncoder, UserItemIndex
-from hashbench.core.losses import smooth_recall_loss_exact, smooth_recall_loss_sampled
+from hashbench.core.losses import smooth_recall_loss_histogram
 from hashbench.core.training import (TrainConfig, child_seed, fingerprint, peak_rss_mib, resolve_device,
                                      train_loop)
 from hashbench.registry import Method, TrainData, register
@@ -46,7 +47,7 @@ class Proposed(Method):
     hashing = True
     defaults = {
         "layers": 3, "init_std": 0.1,
-        "rank": "exact", "sampled_items": 1000, "exclude_positives": False,
+        "rank": "sampled", "sampled_items": 1000, "exclude_positives": False,
         "top_n": 50.0, "phi": 50.0, "psi": 0.05,
         "estimator": "signswish", "beta": 15.0, "beta_schedule": "constant", "beta_end": None,
         "anneal_epochs": 0,
@@ -81,8 +82,11 @@ class Proposed(Method):
                 batch = users[start:start + p["batch_users"]]
                 per_user = None if p["exclude_positives"] else p["positives"]
                 rows, items = index.positives(batch, rng, per_user)
-                sampled = (rng.choice(n_items, size=min(p["sampled_items"], n_items), replace=False)
-                           if p["rank"] == "sampled" else None)
+                sampled = None
+                if p["rank"] == "sampled":  # M items shared by the whole step, and each positive's column
+                    items_s = np.sort(rng.choice(n_items, size=min(p["sampled_items"], n_items), replace=False))
+                    col = np.minimum(np.searchsorted(items_s, items), len(items_s) - 1)
+                    sampled = items_s, np.where(items_s[col] == items, col, -1)
                 yield batch, rows, items, sampled
 
         def batch_loss(batch, epoch):
@@ -92,17 +96,17 @@ class Proposed(Method):
             user_emb, item_emb = self.encoder()
             b = self.estimator(user_emb[users_t])
             if p["rank"] == "exact":
-                d = self.estimator(item_emb)
-                scores = b @ d.T / bits
-                loss = smooth_recall_loss_exact(scores, rows_t, items_t, bits, p["top_n"], p["phi"],
-                                                p["psi"], exclude_positives=p["exclude_positives"])
+                cols_t, d = items_t, self.estimator(item_emb)
+                scale = 1.0
             else:
-                sampled_t = torch.from_numpy(sampled).to(device)
-                d_pos = self.estimator(item_emb[items_t])
-                s_pos = (b[rows_t] * d_pos).sum(1) / bits
-                s_samp = (b @ self.estimator(item_emb[sampled_t]).T / bits)[rows_t]
-                same = items_t[:, None] == sampled_t[None, :]
-                loss = smooth_recall_loss_sampled(s_pos, s_samp, n_items, p["top_n"], p["phi"], p["psi"], same)
+                sampled, cols = sampled
+                cols_t = torch.from_numpy(cols).to(device)
+                d = self.estimator(item_emb[torch.from_numpy(sampled).to(device)])
+                scale = (n_items - 1) / len(sampled)
+            scores = b @ d.T / bits
+            s_pos = (b[rows_t] * self.estimator(item_emb[items_t])).sum(1) / bits
+            loss = smooth_recall_loss_histogram(scores, s_pos, rows_t, cols_t, bits, p["top_n"], p["phi"],
+                                                p["psi"], scale, exclude_positives=p["exclude_positives"])
             reg = 0.5 * (self.encoder.ego_users(users_t).pow(2).sum()
                          + self.encoder.ego_items(items_t).pow(2).sum()) / len(users)
             return loss + p["l2"] * reg
