@@ -72,44 +72,43 @@ def _check_ks(ks, n_items: int) -> tuple[int, ...]:
     return ks
 
 
-def _pair_keys(pairs, label: str, n_users: int, n_items: int) -> np.ndarray:
-    """Sorted int64 keys user * n_items + item; rejects bad shapes, out-of-range ids, duplicates."""
+def _sorted_pairs(pairs, label: str, n_users: int, n_items: int):
+    """(keys, users, items) sorted by key = user * n_items + item; rejects bad shapes,
+    out-of-range ids and duplicates."""
     pairs = np.asarray(pairs)
     if pairs.ndim != 2 or pairs.shape[1] != 2 or (len(pairs) and pairs.dtype.kind not in "iu"):
         raise HashbenchError(f"{label} pairs must be an integer [n, 2] array, got shape {pairs.shape}")
-    pairs = pairs.astype(np.int64, copy=False)
-    if len(pairs):
-        lo, hi = pairs.min(axis=0), pairs.max(axis=0)
-        if lo.min() < 0 or hi[0] >= n_users or hi[1] >= n_items:
-            raise HashbenchError(
-                f"{label} pairs refer to user {hi[0]} / item {hi[1]} (or a negative id), outside "
-                f"the {n_users} users x {n_items} items scored: do the codes/scores match the split?")
-    keys = pairs[:, 0] * n_items + pairs[:, 1]
+    users, items = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)  # (axis-0 reductions of [n, 2] are slow)
+    if len(pairs) and (min(users.min(), items.min()) < 0 or users.max() >= n_users or items.max() >= n_items):
+        raise HashbenchError(
+            f"{label} pairs refer to user {users.max()} / item {items.max()} (or a negative id), outside "
+            f"the {n_users} users x {n_items} items scored: do the codes/scores match the split?")
+    keys = users * n_items + items
     if len(keys) > 1 and not np.all(keys[1:] > keys[:-1]):
-        keys = np.sort(keys)
+        order = np.argsort(keys, kind="stable")  # timsort: train + valid is two sorted runs, merged in O(n)
+        keys, users, items = keys[order], users[order], items[order]
         dup = keys[1:] == keys[:-1]
         if dup.any():
             k = keys[1:][dup][0]
             raise HashbenchError(f"{label} pairs hold duplicates, e.g. (user {k // n_items}, item {k % n_items})")
-    return keys
+    return keys, users, items
 
 
 @dataclass
 class _Pairs:
-    n_items: int
     users: np.ndarray  # evaluated users, ascending
     n_relevant: np.ndarray  # per evaluated user
-    rel_row: np.ndarray  # per relevant pair: row in `users`; sorted
+    rel_row: np.ndarray  # per relevant pair: row in `users`; ascending
     rel_item: np.ndarray
-    exc_row: np.ndarray  # per excluded pair of an evaluated user: row in `users`; sorted
+    exc_row: np.ndarray  # per excluded pair of an evaluated user: row in `users`; ascending
     exc_item: np.ndarray
 
 
 def _prepare(relevant, exclude, n_users: int, n_items: int) -> _Pairs:
-    rel = _pair_keys(relevant, "relevant", n_users, n_items)
+    rel, rel_user, rel_item = _sorted_pairs(relevant, "relevant", n_users, n_items)
     if len(rel) == 0:
         raise HashbenchError("the relevant set is empty: no user has a held-out item to evaluate")
-    exc = _pair_keys(exclude, "exclude", n_users, n_items)
+    exc, exc_user, exc_item = _sorted_pairs(exclude, "exclude", n_users, n_items)
     if len(exc):
         at = np.minimum(np.searchsorted(exc, rel), len(exc) - 1)
         clash = exc[at] == rel
@@ -118,14 +117,16 @@ def _prepare(relevant, exclude, n_users: int, n_items: int) -> _Pairs:
             raise HashbenchError(
                 f"{int(clash.sum())} relevant pairs are also excluded, e.g. (user {k // n_items}, "
                 f"item {k % n_items}): held-out items must not be masked")
-    rel_user, rel_item = np.divmod(rel, n_items)
-    users, n_relevant = np.unique(rel_user, return_counts=True)
+    first = np.flatnonzero(np.r_[True, rel_user[1:] != rel_user[:-1]])  # rel_user is sorted
+    users = rel_user[first]
+    n_relevant = np.diff(np.r_[first, len(rel_user)])
     row_of = np.full(n_users, -1, dtype=np.int64)
     row_of[users] = np.arange(len(users))
-    exc_user, exc_item = np.divmod(exc, n_items)
     exc_row = row_of[exc_user]
     keep = exc_row >= 0
-    return _Pairs(n_items, users, n_relevant, row_of[rel_user], rel_item, exc_row[keep], exc_item[keep])
+    if not keep.all():
+        exc_row, exc_item = exc_row[keep], exc_item[keep]
+    return _Pairs(users, n_relevant, row_of[rel_user], rel_item, exc_row, exc_item)
 
 
 # --- metrics from tie groups -----------------------------------------------------------------
@@ -245,7 +246,7 @@ def _as_float_tensor(scores, n_rows: int, n_items: int):
     import torch
 
     if isinstance(scores, np.ndarray):
-        if not scores.flags.writeable:
+        if not scores.flags.writeable or any(st < 0 for st in scores.strides):
             scores = scores.copy()
         scores = torch.from_numpy(scores)
     if not isinstance(scores, torch.Tensor):
@@ -255,11 +256,41 @@ def _as_float_tensor(scores, n_rows: int, n_items: int):
     scores = scores.detach()
     if scores.device.type != "cpu":
         scores = scores.cpu()
+    scores = scores.contiguous()
     if not scores.is_floating_point():
         scores = scores.to(torch.float64)  # exact for any integer scores a hashing method gives
     elif scores.dtype in (torch.float16, torch.bfloat16):
         scores = scores.float()
     return scores
+
+
+def _rank_batch(scores, ex_flat, rel_r, rel_flat, n_cand, k_max: int):
+    """(start, g) of each relevant pair of one batch of users; flat indices into `scores`."""
+    import torch
+
+    flat = scores.view(-1)
+    saved = flat[ex_flat]
+    flat[ex_flat] = -torch.inf
+    try:
+        top = torch.topk(scores, k_max, dim=1).values  # [rows, k_max], descending
+        v_k = top[:, -1]
+        s = flat[rel_flat]
+        v_rel = v_k[rel_r]
+        # a full count only for rows where a relevant item ties with the k_max-th score
+        at_boundary = torch.zeros(len(scores), dtype=torch.int64)
+        need = torch.unique(rel_r[s == v_rel])
+        if len(need):
+            at_boundary[need] = (scores[need] == v_k[need, None]).sum(1)
+    finally:
+        flat[ex_flat] = saved  # the caller's array is left as it was
+    real = torch.arange(k_max)[None, :] < n_cand[:, None]
+    if torch.isnan(top).any() or torch.isnan(s).any() or (top[real] == -torch.inf).any():
+        raise HashbenchError("score_fn returned NaN, or -inf for an item that is not excluded")
+    top_r = top[rel_r]
+    above = (top_r > s[:, None]).sum(1)
+    tied = torch.where(s == v_rel, at_boundary[rel_r], (top_r == s[:, None]).sum(1))
+    outside = s < v_rel  # below the k_max-th score: no part of any top K
+    return torch.where(outside, k_max, above).numpy(), torch.where(outside, 1, tied).numpy()
 
 
 def evaluate_scores(score_fn: Callable, n_users: int, n_items: int, relevant: np.ndarray,
@@ -283,32 +314,13 @@ def evaluate_scores(score_fn: Callable, n_users: int, n_items: int, relevant: np
     n_excluded = np.bincount(pairs.exc_row, minlength=n_rows)
     for b, r0 in enumerate(range(0, n_rows, batch_users)):
         r1 = min(r0 + batch_users, n_rows)
-        raw = score_fn(pairs.users[r0:r1])
-        scores = _as_float_tensor(raw, r1 - r0, n_items)
-        ex = slice(exc_bounds[b], exc_bounds[b + 1])
-        ex_r = torch.from_numpy(pairs.exc_row[ex] - r0)
-        ex_i = torch.from_numpy(pairs.exc_item[ex])
-        saved = scores[ex_r, ex_i].clone()
-        scores[ex_r, ex_i] = -torch.inf
-        try:
-            top = torch.topk(scores, k_max, dim=1).values  # [rows, k_max], descending
-            v_k = top[:, -1]
-            n_at_boundary = (scores == v_k[:, None]).sum(1)
-            rel = slice(rel_bounds[b], rel_bounds[b + 1])
-            rel_r = torch.from_numpy(pairs.rel_row[rel] - r0)
-            s = scores[rel_r, torch.from_numpy(pairs.rel_item[rel])]
-        finally:
-            scores[ex_r, ex_i] = saved  # the caller's array is left as it was
-        n_cand = torch.from_numpy(n_items - n_excluded[r0:r1])
-        real = torch.arange(k_max)[None, :] < n_cand[:, None]
-        if torch.isnan(top).any() or torch.isnan(s).any() or (top[real] == -torch.inf).any():
-            raise HashbenchError("score_fn returned NaN, or -inf for an item that is not excluded")
-        top_r = top[rel_r]
-        above = (top_r > s[:, None]).sum(1)
-        tied = torch.where(s == v_k[rel_r], n_at_boundary[rel_r], (top_r == s[:, None]).sum(1))
-        outside = s < v_k[rel_r]  # below the k_max-th score: no part of any top K
-        start[rel] = torch.where(outside, k_max, above).numpy()
-        g[rel] = torch.where(outside, 1, tied).numpy()
+        scores = _as_float_tensor(score_fn(pairs.users[r0:r1]), r1 - r0, n_items)
+        ex, rel = slice(exc_bounds[b], exc_bounds[b + 1]), slice(rel_bounds[b], rel_bounds[b + 1])
+        rel_r = pairs.rel_row[rel] - r0
+        start[rel], g[rel] = _rank_batch(
+            scores, torch.from_numpy((pairs.exc_row[ex] - r0) * n_items + pairs.exc_item[ex]),
+            torch.from_numpy(rel_r), torch.from_numpy(rel_r * n_items + pairs.rel_item[rel]),
+            torch.from_numpy(n_items - n_excluded[r0:r1]), k_max)
     return _group_metrics(pairs, start, g, ks)
 
 
