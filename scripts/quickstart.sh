@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# hashbench quick start: install into .venv, then fetch → run → report.
+# Uses real Gowalla when it can be fetched (HASHBENCH_MIRROR or the upstream URLs);
+# otherwise the built-in synthetic dataset, so the main job always runs end to end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/hashbench ]; then
+  python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q torch==2.13.0   # CPU wheel first: a bare `torch` pulls CUDA
+  .venv/bin/python -m pip install -q -e ".[test]"
+fi
+hb=.venv/bin/hashbench
+results=${HASHBENCH_QUICKSTART_RESULTS:-quickstart-results}
+if $hb fetch gowalla --quiet 2>/dev/null; then
+  dataset=gowalla methods=mostpop,lsh,proposed
+else
+  echo "Gowalla is not reachable (set HASHBENCH_MIRROR to a local copy); using the built-in synthetic dataset."
+  dataset=synthetic methods=all
+fi
+$hb run --methods "$methods" --datasets "$dataset" --bits 64 --results "$results"
+$hb report --results "$results"
