@@ -1,0 +1,237 @@
+"""BGCH — Bipartite Graph Convolutional Hashing (Chen, Fang, Zhang, King, WWW 2023).
+
+Spec: ../shared/design/methods.md §2, read from yankai-chen/BGCH @ b18f509e3b9b0202da3c5a3ec0c8abb5ce018a4d
+(src/model.py, src/gradient.py, src/evals.py, src/parse.py, src/run_all.py).
+
+What it does, as in the reference code:
+
+- Ego tables E_u, E_i (N(0, 0.1²)). *Latent feature dispersion* (code: `random_projection`)
+  on each table separately, in every forward pass and with gradient: v = mean over `rp_avg`
+  draws of (XᵀX)^T g, g ~ N(0, `rp_variance`·I), T = `rp_iterations`; X ← X − η·X v vᵀ/‖v‖²
+  (shrinks the component of every row along the estimated top singular direction by η).
+- X⁽⁰⁾ = [dispersed E_u; dispersed E_i], X⁽ˡ⁺¹⁾ = Â X⁽ˡ⁾ (core.graph: continuous LightGCN
+  propagation, codes are not propagated). Every layer goes through one shared hash layer
+  h⁽ˡ⁾ = W X⁽ˡ⁾ (no bias) and is binarised with a per-node scale, c⁽ˡ⁾ = α⁽ˡ⁾·sgn(h⁽ˡ⁾),
+  α⁽ˡ⁾ = mean |h⁽ˡ⁾| of the node; the training code is the concatenation over l = 0..L.
+- Backward of sgn: the Fourier-series estimator (core.estimators.FourierEstimator, N = 8
+  terms, w = 1 as run_all.py), not multiplied by α and with no gradient through α (as the
+  reference's custom Function).
+- Loss = BPR(mean softplus) on ⟨c_u, c_i⟩ − ⟨c_u, c_j⟩ + BCE on the raw ego embeddings
+  (σ(e_uᵀe_i) → 1, σ(e_uᵀe_j) → 0) + decay·[½(‖E_u‖² + ‖E_i‖²) + ½‖C‖² + ½‖W‖²]/B with the
+  *full* tables and all nodes' scaled codes, decay = 1e-4 (core.losses.bpr_loss, bce_loss).
+- Each epoch: for every user, floor(|train|/|users|) triples (u, uniform training positive,
+  uniform non-training negative), shuffled; Adam.
+
+Decisions and deviations (also in `extras()["deviations"]`), with reasons:
+
+1. 64 bits in total: `layers` L = 1 with 32 bits per layer (reference L = 2, 256 bits per
+   layer = 768 bits). 64/(L+1) must be an integer, so L = 2 is impossible; of L = 1 (32 bits
+   per layer) and L = 3 (16 bits per layer) we take L = 1: one sparse product per step
+   instead of three (the full-graph propagation dominates a step on CPU), and each layer's
+   code keeps 32 bits rather than 16 (a 16-bit layer code separates only 17 score levels).
+2. The hash projection W is **trained** (`train_hash_layer = True`). The paper describes a
+   learned hash layer; the released code keeps the Linear in a plain Python list, so it is
+   not a registered parameter and stays at its random init — an accident, not a design
+   choice. `train_hash_layer = False` reproduces the code's fixed random W. W's init is
+   PyTorch's Linear default U(±1/√con_dim), as in the code.
+3. The **ranking codes are pure sign bits**: b = concat_l sgn(W x⁽ˡ⁾) (sgn(0) = +1; the code's
+   torch.sign gives 0, which is not a bit), scored by Hamming similarity. The α-scaled inner
+   product (real values at query time) is used only in the training loss, never for ranking
+   (protocol §3: pure-Hamming main row).
+4. `con_dim` 64 instead of 256 and `batch_size` 16384 with lr 1e-2 instead of 4096 with lr
+   1e-3: on 2 shared CPU cores a step costs ≈ one full-graph sparse product forward and
+   backward at con_dim width (≈ 0.4 s at 64, ≈ 1–1.5 s at 256 on Gowalla, unloaded); with
+   the reference's 4096-triple batches and 256 dims an epoch would take ≈ 5 minutes. With
+   these settings an epoch is ≈ 50 steps; the step cost barely depends on the batch, so a
+   larger batch buys a better gradient per step, and the larger lr (the value the Proposed
+   method's LightGCN encoder trains well with, methods.md §1) makes up for the fewer steps.
+   The regulariser keeps the code's /B normalisation with the actual batch size.
+5. Dispersion at inference (codes()) uses a fixed generator (seeded from the run seed), so
+   the codes are a function of the trained parameters; the reference draws fresh noise in
+   every scoring pass. Training draws come from the shared loop's torch RNG (checkpointed).
+6. Model selection on validation Recall@50 every `eval_every` = 4 epochs (the code tests
+   every 5), stopping after `patience` evaluations without improvement, at most `epochs`
+   epochs, and — a wall-clock guard, because the machine is shared — after `max_minutes` of
+   training (the best state so far is kept; `extras()["stopped"]` says which limit ended the
+   run; set max_minutes=None for a purely epoch-bounded, machine-independent run). Reference:
+   1000 epochs, best *test* Recall@20 (methods.md E3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from hashbench.core.estimators import get_estimator
+from hashbench.core.graph import SymmetricSpMM, UserItemIndex, normalized_adjacency
+from hashbench.core.losses import bce_loss, bpr_loss
+from hashbench.core.training import (TrainConfig, child_seed, fingerprint, peak_rss_mib, resolve_device,
+                                     train_loop)
+from hashbench.registry import Method, TrainData, register
+from hashbench.seeds import torch_seed
+
+REFERENCE_DEFAULTS = {"layers": 2, "con_dim": 256, "bits_per_layer": 256, "batch_size": 4096, "lr": 1e-3,
+                      "epochs": 1000, "train_hash_layer": False}
+
+
+def dominant_direction(x: torch.Tensor, iterations: int = 2, draws: int = 2, variance: float = 1.0,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """v = mean over `draws` of (XᵀX)^iterations g, g ~ N(0, variance·I) (unnormalised, as BGCH).
+
+    Computed as Xᵀ(X(…)) so XᵀX is never formed; differentiable in x."""
+    v = x.new_zeros(x.shape[1], 1)
+    for _ in range(draws):
+        vk = torch.randn(x.shape[1], 1, generator=generator, dtype=x.dtype) * variance ** 0.5
+        for _ in range(iterations):
+            vk = x.T @ (x @ vk)
+        v = v + vk
+    return v / draws
+
+
+def disperse(x: torch.Tensor, eta: float = 0.1, iterations: int = 2, draws: int = 2, variance: float = 1.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Latent feature dispersion: X − η·X v vᵀ/‖v‖², v the power-iteration estimate of the top
+    right-singular direction — the component of every row along v shrinks by the factor 1 − η."""
+    v = dominant_direction(x, iterations, draws, variance, generator)
+    return x - eta * (x @ v) @ v.T / v.pow(2).sum()
+
+
+def scaled_sign(h: torch.Tensor, estimator) -> torch.Tensor:
+    """α·sgn(h), α = mean |h| per row. Backward: grad · estimator'(h), not scaled by α, and no
+    gradient through α — the reference's custom Function."""
+    s = estimator(h)
+    alpha = h.detach().abs().mean(1, keepdim=True)
+    return s + ((alpha - 1.0) * s.detach())
+
+
+class BGCHEncoder(nn.Module):
+    def __init__(self, train: np.ndarray, n_users: int, n_items: int, con_dim: int, bits_per_layer: int,
+                 layers: int, train_hash_layer: bool, generator: torch.Generator, device: torch.device):
+        super().__init__()
+        self.n_users, self.n_items, self.layers = n_users, n_items, layers
+        self.adj = normalized_adjacency(train, n_users, n_items, device)
+        self.user_ego = nn.Parameter(torch.empty(n_users, con_dim).normal_(0.0, 0.1, generator=generator).to(device))
+        self.item_ego = nn.Parameter(torch.empty(n_items, con_dim).normal_(0.0, 0.1, generator=generator).to(device))
+        bound = 1.0 / con_dim ** 0.5  # nn.Linear's default init
+        w = torch.empty(bits_per_layer, con_dim).uniform_(-bound, bound, generator=generator)
+        self.hash_weight = nn.Parameter(w.to(device), requires_grad=train_hash_layer)
+
+    def layer_projections(self, rp: dict, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """h⁽ˡ⁾ = W X⁽ˡ⁾ for l = 0..L over all nodes (users first)."""
+        x = torch.cat([disperse(self.user_ego, generator=generator, **rp),
+                       disperse(self.item_ego, generator=generator, **rp)])
+        out = [x @ self.hash_weight.T]
+        for _ in range(self.layers):
+            x = SymmetricSpMM.apply(self.adj, x)
+            out.append(x @ self.hash_weight.T)
+        return out
+
+
+@register
+class BGCH(Method):
+    name = "bgch"
+    description = "BGCH: dispersed LightGCN propagation, per-layer scaled-sign hashing, Fourier estimator (Chen et al., WWW 2023)"
+    defaults = {
+        "layers": 1, "con_dim": 64, "bits_per_layer": None,  # None: bits // (layers + 1)
+        "train_hash_layer": True,
+        "rp_eta": 0.1, "rp_iterations": 2, "rp_avg": 2, "rp_variance": 1.0,
+        "fourier_terms": 8, "fourier_w": 1.0,
+        "decay": 1e-4, "lr": 1e-2, "lr_decay": 1.0, "batch_size": 16384,
+        "epochs": 60, "eval_every": 4, "patience": 4, "max_minutes": 20.0,
+    }
+
+    def _rp(self) -> dict:
+        p = self.params
+        return {"eta": p["rp_eta"], "iterations": p["rp_iterations"], "draws": p["rp_avg"],
+                "variance": p["rp_variance"]}
+
+    def fit(self, data: TrainData) -> None:
+        p, bits = self.params, self.bits
+        per_layer = p["bits_per_layer"] or bits // (p["layers"] + 1)
+        if per_layer * (p["layers"] + 1) != bits:
+            raise ValueError(f"bgch: {bits} bits do not split into {p['layers'] + 1} layers of "
+                             f"{per_layer} bits")
+        self.per_layer = per_layer
+        device = self.device = resolve_device(self.ctx.device)
+        gen = torch.Generator().manual_seed(torch_seed(child_seed(self.ctx.seed, 0)))
+        self.encoder = BGCHEncoder(data.train, data.n_users, data.n_items, p["con_dim"], per_layer, p["layers"],
+                                   p["train_hash_layer"], gen, device)
+        self.estimator = get_estimator("fourier", terms=p["fourier_terms"], w=p["fourier_w"])
+        self.inference_seed = torch_seed(child_seed(self.ctx.seed, 2))
+        index = UserItemIndex(data.train, data.n_users, data.n_items)
+        per_user = max(1, len(data.train) // max(len(index.active_users), 1))
+        n_users, rp = data.n_users, self._rp()
+
+        def epoch_batches(epoch, rng):
+            users = np.repeat(index.active_users, per_user)
+            pos = index.items[index.indptr[users] + rng.integers(index.degree[users])]
+            neg = index.sample_negatives(users, rng)
+            order = rng.permutation(len(users))
+            for start in range(0, len(order), p["batch_size"]):
+                take = order[start:start + p["batch_size"]]
+                yield tuple(torch.from_numpy(a[take]).to(device) for a in (users, pos, neg))
+
+        def batch_loss(batch, epoch):
+            users, pos, neg = batch
+            enc = self.encoder
+            codes = torch.cat([scaled_sign(h, self.estimator) for h in enc.layer_projections(rp)], dim=1)
+            cu, ci, cj = codes[users], codes[pos + n_users], codes[neg + n_users]
+            ranking = bpr_loss((cu * ci).sum(1), (cu * cj).sum(1))
+            eu, ei, ej = enc.user_ego[users], enc.item_ego[pos], enc.item_ego[neg]
+            logits = torch.cat([(eu * ei).sum(1), (eu * ej).sum(1)])
+            labels = torch.cat([torch.ones_like(users), torch.zeros_like(users)])
+            reconstruction = bce_loss(logits, labels)
+            reg = 0.5 * (enc.user_ego.pow(2).sum() + enc.item_ego.pow(2).sum() + codes.pow(2).sum()
+                         + enc.hash_weight.pow(2).sum()) / len(users)
+            return ranking + reconstruction + p["decay"] * reg
+
+        config = TrainConfig(lr=p["lr"], epochs=p["epochs"], eval_every=p["eval_every"], patience=p["patience"],
+                             lr_decay=p["lr_decay"], max_minutes=p["max_minutes"])
+        config_hash = fingerprint(method=self.name, bits=bits, params=p, dataset=data.dataset,
+                                  n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
+        params = [t for t in self.encoder.parameters() if t.requires_grad]
+        self.result = train_loop(self, self.encoder, config, epoch_batches, batch_loss, config_hash=config_hash,
+                                 params=params)
+        self.peak_rss_mib = peak_rss_mib()
+
+    @torch.no_grad()
+    def sign_bits(self) -> torch.Tensor:
+        """[users + items, bits] booleans: concat over layers of sgn(W x⁽ˡ⁾) ≥ 0."""
+        gen = torch.Generator().manual_seed(self.inference_seed)
+        layers = self.encoder.layer_projections(self._rp(), generator=gen)
+        return torch.cat(layers, dim=1) >= 0
+
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        bits = self.sign_bits().cpu().numpy()
+        n_users = self.encoder.n_users
+        return np.packbits(bits[:n_users], axis=1), np.packbits(bits[n_users:], axis=1)
+
+    def extras(self) -> dict:
+        r, p = self.result, self.params
+        here = {**p, "bits_per_layer": self.per_layer}
+        return {
+            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stopped": r.stopped,
+            "best_valid": r.best_valid, "train_seconds": round(r.train_seconds, 2),
+            "seconds_to_best": round(r.seconds_to_best, 2), "seconds_per_epoch": round(r.seconds_per_epoch, 3),
+            "resumed_from_epoch": r.resumed_from_epoch, "peak_rss_mib": round(self.peak_rss_mib, 1),
+            "estimator": self.estimator.describe(), "device": str(self.device),
+            "layout": f"{p['layers'] + 1} layers x {self.per_layer} bits, concatenated",
+            "reference_defaults_changed": {k: {"reference": v, "here": here[k]}
+                                           for k, v in REFERENCE_DEFAULTS.items() if here[k] != v},
+            "deviations": [
+                f"64-bit budget: L = {p['layers']} layers with {self.per_layer} bits per layer "
+                "(reference L = 2 x 256 bits)",
+                "hash projection W trained (paper intent; the released code leaves it at its random init by accident)"
+                if p["train_hash_layer"] else "hash projection W fixed at its random init (as the released code)",
+                "ranking by pure Hamming similarity of the sign bits; the alpha-scaled score is used only in training",
+                "sgn(0) = +1 (torch.sign's 0 is not a bit)",
+                f"con_dim {p['con_dim']}, batch {p['batch_size']}, lr {p['lr']} for CPU speed "
+                "(reference 256, 4096, 1e-3)",
+                "dispersion noise at inference from a fixed seed (codes are a function of the parameters)",
+                f"early stopping on valid recall@50 every {p['eval_every']} epochs, patience {p['patience']}, "
+                f"at most {p['epochs']} epochs / {p['max_minutes']} minutes "
+                "(reference: 1000 epochs, best test recall@20)",
+            ],
+            "curve": [h for h in r.history if "valid" in h],
+        }
