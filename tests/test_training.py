@@ -1,0 +1,84 @@
+"""The training loop: same seed → same codes; a killed run resumes to bitwise the same codes."""
+
+import numpy as np
+import pytest
+
+from hashbench import seeds
+from hashbench.datasets import load_dataset
+from hashbench.evaluate import evaluate_split_codes
+from hashbench.registry import FitContext, TrainData, get_method
+from hashbench.runner import evaluate_method
+from hashbench.splits import make_split
+
+SMALL = {"proposed": {"epochs": 12, "eval_every": 3, "patience": 10, "batch_users": 128, "sampled_items": 200},
+         "lightgcn": {"epochs": 6, "eval_every": 2, "patience": 10, "batch_size": 2048}}
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def split():
+    return make_split(load_dataset("synthetic"), "random-8-1-1", 0)
+
+
+def fit(split, checkpoint_dir=None, crash_at_epoch=None, method="proposed", **params):
+    def validate(m):
+        return evaluate_method(m, split, "valid", (50,))
+
+    def progress(description, completed, total, **fields):
+        if crash_at_epoch is not None and completed == crash_at_epoch:
+            raise Interrupted(f"killed at epoch {completed}")
+
+    ctx = FitContext(seed=seeds.seed_sequence(0, "method"), checkpoint_dir=checkpoint_dir, validate=validate,
+                     progress=progress)
+    m = get_method(method)(64, ctx, **{**SMALL[method], **params})
+    m.fit(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid))
+    return m
+
+
+def test_same_seed_same_codes(split):
+    a, b = fit(split).codes(), fit(split).codes()
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("crash_at_epoch", [4, 7])
+def test_interrupted_run_resumes_to_bitwise_the_same_codes(split, tmp_path, crash_at_epoch):
+    reference = fit(split, tmp_path / "uninterrupted")
+    with pytest.raises(Interrupted):
+        fit(split, tmp_path / "killed", crash_at_epoch=crash_at_epoch)
+    assert (tmp_path / "killed" / "train_state.pt").is_file()
+    resumed = fit(split, tmp_path / "killed")
+    assert resumed.result.resumed_from_epoch == 3 * (crash_at_epoch // 3)  # the last evaluation
+    for x, y in zip(reference.codes(), resumed.codes()):
+        assert np.array_equal(x, y)
+    assert resumed.result.best_epoch == reference.result.best_epoch
+    assert [h["loss"] for h in resumed.result.history] == [h["loss"] for h in reference.result.history]
+
+
+def test_a_finished_run_is_not_trained_again(split, tmp_path):
+    first = fit(split, tmp_path)
+    again = fit(split, tmp_path)
+    assert again.result.resumed_from_epoch == first.result.epochs_run
+    for x, y in zip(first.codes(), again.codes()):
+        assert np.array_equal(x, y)
+
+
+def test_early_stopping_keeps_the_best_validation_state(split):
+    m = fit(split, epochs=30, eval_every=2, patience=2, lr=0.05)
+    curve = [h["valid"]["recall@50"] for h in m.result.history if "valid" in h]
+    assert m.result.best_valid["recall@50"] == max(curve)
+    final = evaluate_split_codes(*m.codes(), split, "valid", (50,)).metrics["recall@50"]
+    assert final == pytest.approx(max(curve))
+    if m.result.stopped == "patience":
+        assert len(curve) - 1 - int(np.argmax(curve)) == 2
+
+
+def test_lightgcn_resumes_too(split, tmp_path):
+    reference = fit(split, tmp_path / "a", method="lightgcn")
+    with pytest.raises(Interrupted):
+        fit(split, tmp_path / "b", crash_at_epoch=3, method="lightgcn")
+    resumed = fit(split, tmp_path / "b", method="lightgcn")
+    users = np.arange(split.n_users)
+    assert np.array_equal(reference.scores(users), resumed.scores(users))
