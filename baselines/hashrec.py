@@ -1,0 +1,135 @@
+"""HashRec (Kang & McAuley, CIKM 2019) — the binary-code learner of CIGAR (its coarse model).
+
+Spec: ../shared/design/methods.md §4, read from kang205/CIGAR @ 29fed7ee (main.py,
+model.py CoarseGrainedModel, sampler.py). Free embeddings P ∈ R^{U×d}, Q ∈ R^{I×d} (d = bits,
+glorot-uniform init as TF's default); training scores use the relaxed codes
+p̃ = tanh(β_e p), q̃ = tanh(β_e q) with the continuation β_e = √(1 + 10(e − 1)) at epoch
+e = 1, 2, … (β = 1 → ≈ 31.5 at epoch 100); s_ui = α⟨p̃_u, q̃_i⟩ with α = 10/d; loss = BPR
+summed over the batch + C_lam·½(‖P_u‖² + ‖Q_i‖² + ‖Q_j‖²) on the gathered rows. Samples:
+uniform user (with ≥ 1 training item), uniform positive of that user, uniform negative not
+in the user's training items; batches of 10,000, min(#train, 1e7) // 10,000 batches per
+epoch; lr 1e-3; 100 epochs. Codes: sgn(P), sgn(Q) (sgn(0) = +1), at test time only.
+
+Trained with the shared loop (core.training.train_loop: Adam, validation every
+`eval_every` epochs, best state kept, checkpoints and resumption); the β continuation is
+the loop's `on_epoch_start` hook setting the β of core.estimators.TanhEstimator, whose
+`surrogate` tanh(βx) is the relaxation (HashRec uses tanh(βx) itself in the forward pass,
+not sgn with a tanh backward, so the estimator's __call__ is not used). BPR is
+core.losses.bpr_loss (a mean) times the batch size, i.e. the code's sum.
+
+Deviations from the code, and why:
+
+1. Retrieval is exhaustive Hamming ranking of all items (training items masked), not
+   multi-index-hashing lookup: the MIH lookup returns an unordered candidate set when it
+   finds fewer than the requested number (methods.md §4), so ranking metrics on it would be
+   meaningless; exhaustive ranking gives the same top of the list MIH approximates.
+2. Early stopping on validation Recall@50 (hashbench protocol) instead of leave-one-out
+   validation HR@200; same cadence (evaluate every 10 epochs, stop after 30 epochs without
+   improvement = 3 evaluations).
+3. Adam (the shared loop's optimiser) instead of TF's LazyAdam: LazyAdam only updates the
+   rows gathered in the batch; with 10,000-sample batches over ~30k users / ~40k items most
+   rows are in every batch anyway.
+4. Only the coarse (HashRec) model: CIGAR's real-valued re-ranker would break the pure
+   Hamming protocol (methods.md E4).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from hashbench.core.estimators import TanhEstimator
+from hashbench.core.graph import UserItemIndex
+from hashbench.core.losses import bpr_loss, l2_penalty
+from hashbench.core.training import TrainConfig, child_seed, fingerprint, peak_rss_mib, train_loop
+from hashbench.registry import Method, TrainData, register
+from hashbench.seeds import torch_seed
+
+
+def beta_at(epoch: int) -> float:
+    """CIGAR's continuation: β_e = √(1 + 10(e − 1)) for epoch e ≥ 1."""
+    return math.sqrt(1.0 + 10.0 * (epoch - 1))
+
+
+def glorot_uniform(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
+    limit = math.sqrt(6.0 / (rows + cols))
+    return (torch.rand(rows, cols, generator=generator) * 2.0 - 1.0) * limit
+
+
+class FreeEmbeddings(nn.Module):
+    def __init__(self, n_users: int, n_items: int, dim: int, generator: torch.Generator):
+        super().__init__()
+        self.users = nn.Parameter(glorot_uniform(n_users, dim, generator))
+        self.items = nn.Parameter(glorot_uniform(n_items, dim, generator))
+
+
+@register
+class HashRec(Method):
+    name = "hashrec"
+    description = "HashRec, CIGAR's coarse model: tanh(βx) continuation, α-scaled BPR, sgn codes (Kang & McAuley, CIKM 2019)"
+    defaults = {
+        "lr": 1e-3, "c_lam": 1e-3, "batch_size": 10000, "max_batches": 10_000_000,
+        "epochs": 100, "eval_every": 10, "patience": 3, "max_minutes": None,
+    }
+
+    def fit(self, data: TrainData) -> None:
+        p, bits = self.params, self.bits
+        gen = torch.Generator().manual_seed(torch_seed(child_seed(self.ctx.seed, 0)))
+        self.model = FreeEmbeddings(data.n_users, data.n_items, bits, gen)
+        self.relax = TanhEstimator(beta=1.0)
+        self.betas: list[float] = []
+        alpha = 10.0 / bits
+        index = UserItemIndex(data.train, data.n_users, data.n_items)
+        batches = max(1, min(len(data.train), p["max_batches"]) // p["batch_size"])
+
+        def on_epoch_start(epoch: int) -> None:
+            self.relax.beta = beta_at(epoch)
+            self.betas.append(self.relax.beta)
+
+        def epoch_batches(epoch, rng):
+            for _ in range(batches):
+                users = index.active_users[rng.integers(len(index.active_users), size=p["batch_size"])]
+                pos = index.items[index.indptr[users] + rng.integers(index.degree[users])]
+                neg = index.sample_negatives(users, rng)
+                yield torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg)
+
+        def batch_loss(batch, epoch):
+            users, pos, neg = batch
+            pu, qi, qj = self.model.users[users], self.model.items[pos], self.model.items[neg]
+            bu, bi, bj = self.relax.surrogate(pu), self.relax.surrogate(qi), self.relax.surrogate(qj)
+            s_pos, s_neg = alpha * (bu * bi).sum(1), alpha * (bu * bj).sum(1)
+            n = len(users)
+            return n * (bpr_loss(s_pos, s_neg) + p["c_lam"] * l2_penalty(pu, qi, qj))
+
+        config = TrainConfig(lr=p["lr"], epochs=p["epochs"], eval_every=p["eval_every"],
+                             patience=p["patience"], max_minutes=p["max_minutes"])
+        config_hash = fingerprint(method=self.name, bits=bits, params=p, dataset=data.dataset,
+                                  n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
+        self.result = train_loop(self, self.model, config, epoch_batches, batch_loss,
+                                 on_epoch_start=on_epoch_start, config_hash=config_hash)
+        self.peak_rss_mib = peak_rss_mib()
+
+    @torch.no_grad()
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        return (np.packbits((self.model.users >= 0).numpy(), axis=1),
+                np.packbits((self.model.items >= 0).numpy(), axis=1))
+
+    def extras(self) -> dict:
+        r = self.result
+        return {
+            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stopped": r.stopped,
+            "best_valid": r.best_valid, "beta_at_best_epoch": beta_at(max(r.best_epoch, 1)),
+            "train_seconds": round(r.train_seconds, 2), "seconds_per_epoch": round(r.seconds_per_epoch, 3),
+            "resumed_from_epoch": r.resumed_from_epoch, "peak_rss_mib": round(self.peak_rss_mib, 1),
+            "curve": [h for h in r.history if "valid" in h],
+            "deviations": [
+                "exhaustive Hamming ranking of all items instead of multi-index-hashing lookup",
+                "early stopping on validation recall@50 (every "
+                f"{self.params['eval_every']} epochs, patience {self.params['patience']}) instead of LOO HR@200",
+                "Adam (shared training loop) instead of LazyAdam",
+                "coarse HashRec model only, no CIGAR real-valued re-ranking",
+            ],
+        }
