@@ -21,8 +21,17 @@ the BGCH/BiGeaR/HashGNN code; its exact expectation under ties, see `_ndcg_retri
 
 Relevant and excluded pairs must be disjoint (checked) and each free of duplicates (checked).
 
-Speed, all Gowalla users (29,858 x 40,981, 64-bit codes, K = 50 and 100, test split,
-~920k excluded pairs), 2-core AMD EPYC, benchmarks/eval_speed.py: see `_SPEED` below.
+Speed (benchmarks/eval_speed.py; all Gowalla users, 29,858 x 40,981 items, random 64-bit
+codes, K = 50 and 100, test split: 103k relevant and 924k excluded pairs; 2-core AMD EPYC
+shared with other jobs, load average 11-13, so CPU seconds are the steadier figure):
+- evaluate_codes, warm: 0.57-0.63 CPU s, 1.1 s wall under that load; the histogram kernel is
+  0.48-0.51 CPU s of it and ran in 0.25 s wall on the idle machine, so about 0.3-0.35 s
+  wall when idle (target <= 0.5 s). The rest (pair checks, sparse histograms, metrics) is
+  serial numpy, ~0.06-0.1 s.
+- First call in a new process: 5-8 s with an empty numba cache (JIT compile, once per
+  install), 2.1-2.3 s under load with the cache filled (numba import, loading the kernels).
+- evaluate_scores, 64-d float32 torch embeddings: 10-12.5 CPU s (20-26 s wall under load),
+  most of it the benchmark's own score matmul (writing 4.9 GB of scores); topk ~3 CPU s.
 """
 
 from __future__ import annotations
@@ -37,8 +46,6 @@ from hashbench.errors import HashbenchError
 from hashbench.splits import Split
 
 DEFAULT_KS = (50, 100)
-
-_SPEED = """filled in by benchmarks/eval_speed.py"""
 
 
 @dataclass

@@ -9,17 +9,23 @@ pair: 1.22e9 of them for all of Gowalla.
 to all items into a small uint8 (uint16 above 255 bits) buffer (LLVM turns the `ctpop` into
 AVX-512 VPOPCNTQ where the CPU has it), then a scalar pass scatters the buffer into 8
 interleaved sub-histograms, so consecutive increments of the same bin do not wait on each
-other's store. Measured on the 2-core AMD EPYC (Gowalla, 29,858 x 40,981, 64 bits, warm,
-benchmarks/eval_speed.py): 0.25-0.27 s. Alternatives measured on the same input:
+other's store. All Gowalla (29,858 x 40,981, 64 bits), benchmarks/eval_speed.py, 2-core
+AMD EPYC: 0.25 s wall on the idle machine, 0.48-0.51 CPU s under load. Alternatives
+(wall on the idle machine, or CPU s from --alternatives under load):
 
-    numba, XOR+popcount+scatter into one histogram per item       0.65 s
-    numba, 64-bit specialised, 4 sub-histograms                   0.26 s
-    numba, only counting distances <= a threshold (branchy)       0.37 s
-    (numpy / torch alternatives: benchmarks/eval_speed.py --alternatives)
+    numba, XOR+popcount+scatter into one histogram, generic width     0.65 s wall
+    numba, 64-bit specialised, 4 sub-histograms, no buffer            0.26 s wall
+    numba, only counting distances <= a threshold (branchy)           0.37 s wall
+    numba, skip 64-item blocks above a sampled threshold              ~1.4 CPU s (the
+        block-minimum pass did not vectorise; slower than scattering everything)
+    numpy np.bitwise_count in user chunks + bincount                  6.3 CPU s
+    torch ±1 float matmul + scatter_add_ of the distances             31 CPU s
 
 Codes are numpy `packbits` rows; bit order does not matter for a distance as long as users
 and items share it. Codes whose length is not a multiple of 64 are zero-padded to whole
 words (padding XORs to 0), and stray bits past `bits` in the last byte are cleared.
+Threads: numba's own setting (NUMBA_NUM_THREADS, else all cores). Kernels are cached on
+disk (cache=True): the JIT compile (~5 s) is paid once per install, not per run.
 """
 
 from __future__ import annotations
