@@ -11,9 +11,9 @@ from hashbench.runner import evaluate_method
 from hashbench.splits import make_split
 
 FAST = {
-    "proposed": {"epochs": 25, "eval_every": 5, "batch_users": 128, "sampled_items": 400},
-    "proposed-exact": {"epochs": 25, "eval_every": 5, "batch_users": 128, "rank": "exact", "positives": 0},
-    "lightgcn": {"epochs": 40, "eval_every": 5, "batch_size": 2048, "lr": 1e-2},
+    "proposed": {"epochs": 10, "eval_every": 5, "batch_users": 128, "sampled_items": 400},
+    "proposed-exact": {"epochs": 10, "eval_every": 5, "batch_users": 128, "rank": "exact", "positives": 0},
+    "lightgcn": {"epochs": 10, "eval_every": 5, "batch_size": 2048, "lr": 1e-2},
 }
 
 

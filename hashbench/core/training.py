@@ -25,6 +25,7 @@ import json
 import os
 import resource
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -131,7 +132,23 @@ def train_loop(method, module: nn.Module, config: TrainConfig,
                batch_loss: Callable[[Any, int], torch.Tensor],
                on_epoch_start: Callable[[int], None] | None = None,
                config_hash: str = "", params: Iterable[nn.Parameter] | None = None) -> TrainResult:
-    """Train `module` (the parameters of `params`, default all) and leave it in its best state."""
+    """Train `module` (the parameters of `params`, default all) and leave it in its best state.
+
+    Runs with torch's deterministic algorithms on: the backward of embedding lookups with
+    repeated indices (index_put_ with accumulate) otherwise sums in a thread-dependent order,
+    and a resumed run would drift from an uninterrupted one in the last float bits.
+    """
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*deterministic.*")
+            return _train_loop(method, module, config, epoch_batches, batch_loss, on_epoch_start, config_hash, params)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _train_loop(method, module, config, epoch_batches, batch_loss, on_epoch_start, config_hash, params):
     ctx = method.ctx
     tune_malloc()
     torch.manual_seed(torch_seed(ctx.seed))
