@@ -6,10 +6,11 @@ init, dim = bits so it stores 32× more than a code) trained with BPR, scores = 
 Deviations from LightGCN-PyTorch's defaults (gusye1234/LightGCN-PyTorch `parse.py`), all for
 speed on a 2-core CPU; every one is in `extras()["deviations"]`:
 
-- `batch_size` 16384 instead of 2048 and `lr` 5e-3 instead of 1e-3. One step propagates the
+- `batch_size` 32768 instead of 2048 and `lr` 1e-2 instead of 1e-3. One step propagates the
   whole graph (its cost hardly depends on the batch), so LightGCN's 400 steps per Gowalla
-  epoch cost ~160 s here; 8× larger batches with a larger learning rate make an epoch ~8×
-  cheaper.
+  epoch cost ~160 s here; 16× larger batches with a 10× learning rate make an epoch 16×
+  cheaper (a Gowalla dev run: valid Recall@50 0.21 after 12 epochs).
+- `patience` 3 evaluations of every 5 epochs (its curve is smooth; the Proposed method keeps 5).
 - An epoch visits every training pair once in a random order with one uniform negative
   (rejecting the user's training items), instead of LightGCN's n_train uniformly drawn
   users with a random positive each: same number of triples, lower variance.
@@ -39,8 +40,8 @@ class LightGCN(Method):
     description = "Full-precision LightGCN with BPR (reference row, float scores, not hashing)"
     hashing = False
     defaults = {
-        "layers": 3, "dim": None, "init_std": 0.1, "lr": 5e-3, "lr_decay": 1.0, "l2": 1e-4,
-        "batch_size": 16384, "epochs": 400, "eval_every": 5, "patience": 5, "max_minutes": None,
+        "layers": 3, "dim": None, "init_std": 0.1, "lr": 1e-2, "lr_decay": 1.0, "l2": 1e-4,
+        "batch_size": 32768, "epochs": 400, "eval_every": 5, "patience": 3, "max_minutes": None,
     }
 
     def fit(self, data: TrainData) -> None:
