@@ -285,7 +285,7 @@ class DCF(Method):
             self.init_iters_run, elapsed_before, bad = meta["init_iters_run"], meta["elapsed"], meta["bad"]
             self.resumed_from = meta["iteration"]
             if meta.get("finished"):
-                self.stopped = meta["stopped"]
+                self.stopped, self.iterations_run = meta["stopped"], meta["iteration"]
                 self._set_codes(self.best_B, self.best_D)
                 self.train_seconds = elapsed_before
                 return
@@ -326,11 +326,15 @@ class DCF(Method):
                 stop = "converged"
             elif self.ctx.validate is not None and bad >= p["patience"]:
                 stop = "patience"
-            self._save(B, D, X, Y, it, bad, elapsed_before + time.perf_counter() - t0)
+            elif it == p["max_iters"]:
+                stop = "max_iters"
+            if stop:
+                self.stopped = stop
+            # a run killed after this save resumes as finished when this iteration was the last
+            self._save(B, D, X, Y, it, bad, elapsed_before + time.perf_counter() - t0, finished=bool(stop))
             self.ctx.progress(self.name, it, p["max_iters"], valid=record.get("valid", {}).get("recall@50"),
                               best=self.best_valid.get("recall@50"))
             if stop:
-                self.stopped = stop
                 break
         self.iterations_run = it
         self._set_codes(self.best_B, self.best_D)

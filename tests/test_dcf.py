@@ -99,19 +99,23 @@ def test_beats_popularity_and_is_deterministic(split, fitted):
     assert extras["best_iteration"] >= 1 and extras["deviations"]
 
 
-def test_resumes_after_interruption(split, fitted, tmp_path):
+@pytest.mark.parametrize("kill_at", ["early", "last"])
+def test_resumes_after_interruption(split, fitted, tmp_path, kill_at):
     reference = fitted.codes()
+    # "last": killed right after the iteration that stopped the run was saved
+    at = 3 if kill_at == "early" else fitted.iterations_run
 
     class Killed(Exception):
         pass
 
-    def kill_at_3(description, completed, total, **fields):
-        if description == "dcf" and completed == 3:
+    def kill(description, completed, total, **fields):
+        if description == "dcf" and completed == at:
             raise Killed
 
     with pytest.raises(Killed):
-        fit(split, checkpoint_dir=tmp_path, progress=kill_at_3)
+        fit(split, checkpoint_dir=tmp_path, progress=kill)
     resumed = fit(split, checkpoint_dir=tmp_path)
-    assert resumed.resumed_from == 3
+    assert resumed.resumed_from == at
+    assert resumed.iterations_run == fitted.iterations_run
     assert np.array_equal(resumed.codes()[0], reference[0])
     assert np.array_equal(resumed.codes()[1], reference[1])
