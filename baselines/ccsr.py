@@ -41,7 +41,8 @@ Choices the paper leaves open, and deviations, with reasons:
    batch's L_b and L_ae are over the distinct users and items in it; the total is divided
    by the number of pairs in the batch (a step-size constant, same for every term, so the
    paper's λ ratios are kept).
-4. Hidden nonlinearity ReLU, Adam, PyTorch's default Linear init: the paper does not say.
+4. Hidden nonlinearity ReLU, Adam with lr 1e-2, PyTorch's default Linear init: the paper
+   does not say (lr 1e-2 reached synthetic validation Recall@50 0.64 within 3 epochs).
 5. Early stopping on validation Recall@50 (hashbench protocol); the paper does not state
    its stopping rule.
 6. Only CCSR-S (sign after training) is the hashing row: CCSR-ST outputs continuous codes
@@ -128,7 +129,7 @@ class CCSR(Method):
     defaults = {
         "hidden": 128, "dropout": 0.8, "lambda_ae": 0.1, "lambda_b": 1e-4, "negatives": 1,
         "full_sum": False,
-        "lr": 1e-3, "batch_size": 16384, "epochs": 100, "eval_every": 2, "patience": 5,
+        "lr": 1e-2, "batch_size": 16384, "epochs": 100, "eval_every": 2, "patience": 5,
         "max_minutes": None,
     }
 
