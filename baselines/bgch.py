@@ -82,7 +82,8 @@ def dominant_direction(x: torch.Tensor, iterations: int = 2, draws: int = 2, var
     Computed as Xᵀ(X(…)) so XᵀX is never formed; differentiable in x."""
     v = x.new_zeros(x.shape[1], 1)
     for _ in range(draws):
-        vk = torch.randn(x.shape[1], 1, generator=generator, dtype=x.dtype) * variance ** 0.5
+        # drawn on the CPU (the shared loop's RNG, or the inference generator), then moved
+        vk = (torch.randn(x.shape[1], 1, generator=generator) * variance ** 0.5).to(x.device, x.dtype)
         for _ in range(iterations):
             vk = x.T @ (x @ vk)
         v = v + vk

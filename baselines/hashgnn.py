@@ -1,0 +1,358 @@
+"""HashGNN — Learning to Hash with Graph Neural Networks for Recommender Systems (Tan et al., WWW 2020).
+
+Spec: ../shared/design/methods.md §3, read from qiaoyu-tan/HashGNN @ 8f4ba8165abe4fc81ea611c6a8f3cc8485a3ffe3
+(main.py, model.py, aggregators.py, wide_n_deep_encoder.py, sampler.py, metrics_rs.py,
+evaluate_recall.py).
+
+What it does, as in the reference code:
+
+- Node input: an ID embedding (`id_dim` 120, glorot-uniform; separate user and item tables)
+  → dense to 68 units + bias, leaky-ReLU (slope 0.2, TF's default).
+- GraphSAGE mean aggregation over *sampled* neighbourhoods, h ← leakyReLU([h_self; mean h_neigh] W)
+  (W 136×68, no bias). Users: a 2-hop tree, 10 items then 5 users per item (schema u-i-u: user
+  encoder at hops 0 and 2, item encoder at hop 1); `u_agg_0` on (user, its items) and on
+  (each item, its users), then `u_agg_1`. Items: 1 hop, 10 users, `i_agg_0`. Fan-out without
+  replacement when the degree allows, else uniform with replacement.
+- Hash layer: dense to `final_dim` K = 64 (= bits) with tanh, separate `u_proj`/`i_proj`;
+  z ∈ (−1, 1)^K, h = sgn(z) with the straight-through (identity) backward
+  (core.estimators.StraightThroughEstimator).
+- Continuous/hash mixing: each row used in the loss is z with probability 1 − β_t and h with
+  probability β_t (uniform U > β_t picks z); user and positive item share one draw, each
+  negative has its own. β_t = generate_beta()[t] = 0, 0, 0.02, 0.02, 0.04, … 1.0, 1.0
+  (102 entries) for the t-th epoch (t = 0, 1, …), 0 after the list ends.
+- Loss on the mixed vectors: `lambda_`·BCE(logits ⟨u, i⟩ → 1, 10 × ⟨u, j⟩ → 0; mean over
+  11·B) + BPR(mean over the 10·B pairs) (core.losses.bce_loss, bpr_loss), `lambda_` 0.1.
+- Negatives: uniform over items that occur in training, excluding the user's training items,
+  10 per positive; an epoch is one pass over the shuffled training edges; Adam.
+
+Decisions and deviations (also in `extras()["deviations"]`), with reasons:
+
+1. `final_dim` = bits = 64 (reference 32): hashbench's 64-bit budget.
+2. Main ranking is pure Hamming over sgn(z) codes, with training (and at test validation)
+   items masked; the reference's continuous re-ranking of the top-500 Hamming candidates
+   by σ(z_uᵀz_i) uses real values at query time and is not used (protocol §3, methods.md E4),
+   and the reference does not mask training items (E2).
+3. Model selection on validation Recall@50 (reference: test metrics every epoch, E3).
+4. `batch_size` 4096 with lr 4e-3 instead of 256 with lr 1e-3: 3,200 steps of 256 per
+   Gowalla epoch are dominated by per-step overhead (a dense Adam update of the 8.5M-entry ID
+   tables) on 2 CPU cores. `epochs` 20 as the reference, so the β schedule is the reference's
+   per-epoch schedule (it reaches β = 0.18 at epoch 20); training may stop earlier on
+   validation.
+5. Per step, the dense ID encoders are applied to the whole user and item tables once, and a
+   neighbour mean is a sparse "mean over the sampled ids" matrix times that table
+   (`SampledMean`) — the same function as encoding every tree node separately and averaging,
+   without materialising the [B, 10, 5, 68] trees (cheaper in time and memory when a batch
+   touches most nodes).
+6. Neighbour sampling at inference (codes()) uses a fixed seed derived from the run seed, so
+   the codes are a function of the trained parameters (the reference resamples at every
+   export). Items without training interactions have no neighbours; their neighbour mean is
+   0 (the reference leaves such items out of the graph, with an all-zero code).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numba
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hashbench.core.estimators import StraightThroughEstimator
+from hashbench.core.graph import UserItemIndex
+from hashbench.core.losses import bce_loss, bpr_loss
+from hashbench.core.training import (TrainConfig, child_seed, fingerprint, peak_rss_mib, resolve_device,
+                                     train_loop)
+from hashbench.registry import Method, TrainData, register
+from hashbench.seeds import torch_seed
+
+REFERENCE_DEFAULTS = {"final_dim": 32, "batch_size": 256, "lr": 1e-3, "epochs": 20}
+LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu's default alpha
+
+
+def generate_beta() -> list[float]:
+    """The reference's schedule: 0, 0, 0.02, 0.02, …, 1.0, 1.0 (each value twice, 102 entries)."""
+    return [round(0.02 * (i // 2), 10) for i in range(102)]
+
+
+BETA_SCHEDULE = generate_beta()
+
+
+def beta_at(epoch_index: int) -> float:
+    """β for the epoch with 0-based index t (0 once the schedule runs out, as main.py)."""
+    return BETA_SCHEDULE[epoch_index] if 0 <= epoch_index < len(BETA_SCHEDULE) else 0.0
+
+
+def mix(continuous: torch.Tensor, hashed: torch.Tensor, uniform: torch.Tensor, beta: float) -> torch.Tensor:
+    """Row-wise: the continuous vector where uniform > β, the hash code otherwise."""
+    return torch.where((uniform > beta)[:, None], continuous, hashed)
+
+
+@numba.njit(cache=True)
+def _sample_neighbours(indptr, neighbours, nodes, fanout, seed):
+    """[len(nodes), fanout] neighbour ids: without replacement (Floyd) when degree ≥ fanout, else
+    uniform with replacement; −1 for nodes without neighbours."""
+    np.random.seed(seed)
+    out = np.empty((len(nodes), fanout), dtype=np.int64)
+    chosen = np.empty(fanout, dtype=np.int64)
+    for r in range(len(nodes)):
+        start, end = indptr[nodes[r]], indptr[nodes[r] + 1]
+        degree = end - start
+        if degree == 0:
+            out[r, :] = -1
+        elif degree < fanout:
+            for k in range(fanout):
+                out[r, k] = neighbours[start + np.random.randint(0, degree)]
+        else:
+            count = 0
+            for j in range(degree - fanout, degree):  # Floyd's algorithm: a uniform fanout-subset
+                t = np.random.randint(0, j + 1)
+                seen = False
+                for q in range(count):
+                    if chosen[q] == t:
+                        seen = True
+                        break
+                chosen[count] = j if seen else t
+                count += 1
+            for k in range(fanout):
+                out[r, k] = neighbours[start + chosen[k]]
+    return out
+
+
+class NeighbourSampler:
+    """User→items and item→users adjacency lists of the training graph, sampled with a fan-out."""
+
+    def __init__(self, train: np.ndarray, n_users: int, n_items: int):
+        train = np.asarray(train, dtype=np.int64)
+        self.user_items = self._csr(train[:, 0], train[:, 1], n_users)
+        self.item_users = self._csr(train[:, 1], train[:, 0], n_items)
+
+    @staticmethod
+    def _csr(src, dst, n):
+        order = np.lexsort((dst, src))
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(src, minlength=n), out=indptr[1:])
+        return indptr, dst[order].copy()
+
+    def trees(self, users: np.ndarray, items: np.ndarray, fan_user: tuple[int, int], fan_item: int,
+              rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """Users' 2-hop trees (items [B, f1], their users [B, f1, f2]) and items' 1-hop users [N, fi]."""
+        seeds = rng.integers(0, 2**31 - 1, size=3)
+        hop1 = _sample_neighbours(*self.user_items, users, fan_user[0], seeds[0])
+        hop2 = _sample_neighbours(*self.item_users, hop1.ravel(), fan_user[1], seeds[1])
+        item_hop = _sample_neighbours(*self.item_users, items, fan_item, seeds[2])
+        return hop1, hop2.reshape(len(users), fan_user[0], fan_user[1]), item_hop
+
+
+def glorot_(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    fan_out, fan_in = tensor.shape[0], tensor.shape[1]
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        return tensor.uniform_(-limit, limit, generator=generator)
+
+
+def _dense(n_in: int, n_out: int, bias: bool, generator: torch.Generator) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out, bias=bias)
+    glorot_(layer.weight, generator)  # TF dense / aggregator kernels: glorot-uniform, zero bias
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class SampledMean(torch.autograd.Function):
+    """y = S x with S [rows, nodes] the sparse "mean over sampled neighbours" operator; the
+    backward uses a precomputed Sᵀ (no sparse transpose inside autograd)."""
+
+    @staticmethod
+    def forward(ctx, s: torch.Tensor, s_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.s_t = s_t
+        return s @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, None, ctx.s_t @ grad.contiguous()
+
+
+def mean_operator(neighbours: np.ndarray, n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, Sᵀ) as torch CSR for neighbours [rows, fanout] (−1 = none): row r of S x is
+    Σ_k x[neighbours[r, k]] / fanout (a missing neighbour counts as a zero vector)."""
+    import scipy.sparse as sp
+
+    rows, fanout = neighbours.shape
+    r = np.repeat(np.arange(rows), fanout)
+    c = neighbours.ravel()
+    keep = c >= 0
+    values = np.full(int(keep.sum()), 1.0 / fanout, dtype=np.float32)
+    s = sp.csr_matrix((values, (r[keep], c[keep])), shape=(rows, n_nodes))  # duplicates summed
+
+    def to_torch(m):
+        m = m.tocsr()
+        m.sort_indices()
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                       torch.from_numpy(m.indices.astype(np.int64)),
+                                       torch.from_numpy(m.data), size=m.shape, check_invariants=False)
+
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return to_torch(s), to_torch(s.T)
+
+
+class HashGNNNet(nn.Module):
+    def __init__(self, n_users: int, n_items: int, id_dim: int, hidden: int, final_dim: int,
+                 generator: torch.Generator):
+        super().__init__()
+        self.user_ids = nn.Parameter(glorot_(torch.empty(n_users, id_dim), generator))
+        self.item_ids = nn.Parameter(glorot_(torch.empty(n_items, id_dim), generator))
+        self.user_encoder = _dense(id_dim, hidden, True, generator)
+        self.item_encoder = _dense(id_dim, hidden, True, generator)
+        self.u_agg_0 = _dense(2 * hidden, hidden, False, generator)
+        self.u_agg_1 = _dense(2 * hidden, hidden, False, generator)
+        self.i_agg_0 = _dense(2 * hidden, hidden, False, generator)
+        self.u_proj = _dense(hidden, final_dim, True, generator)
+        self.i_proj = _dense(hidden, final_dim, True, generator)
+
+    def encoded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every node's encoder output (leakyReLU(dense(id embedding))), users and items."""
+        return (F.leaky_relu(self.user_encoder(self.user_ids), LEAKY_SLOPE),
+                F.leaky_relu(self.item_encoder(self.item_ids), LEAKY_SLOPE))
+
+    @staticmethod
+    def _aggregate(layer: nn.Linear, own: torch.Tensor, neighbour_mean: torch.Tensor) -> torch.Tensor:
+        """GraphSAGE mean aggregator: leakyReLU([h_self; mean h_neigh] W)."""
+        return F.leaky_relu(layer(torch.cat([own, neighbour_mean], dim=-1)), LEAKY_SLOPE)
+
+    def users(self, enc_u, enc_i, users, hop1, hop2) -> torch.Tensor:
+        """z = tanh(u_proj(...)) of users from their sampled u-i-u trees (hop1 [B, f1] items,
+        hop2 [B, f1, f2] users; numpy)."""
+        n_users, n_items = enc_u.shape[0], enc_i.shape[0]
+        b, f1 = hop1.shape
+        dev = enc_u.device
+        s1 = [t.to(dev) for t in mean_operator(hop1, n_items)]
+        s2 = [t.to(dev) for t in mean_operator(hop2.reshape(b * f1, -1), n_users)]
+        a0 = self._aggregate(self.u_agg_0, enc_u[torch.from_numpy(users).to(dev)],
+                             SampledMean.apply(*s1, enc_i))
+        a1 = self._aggregate(self.u_agg_0, enc_i[torch.from_numpy(hop1.ravel()).to(dev)],
+                             SampledMean.apply(*s2, enc_u))
+        return torch.tanh(self.u_proj(self._aggregate(self.u_agg_1, a0, a1.view(b, f1, -1).mean(1))))
+
+    def items(self, enc_u, enc_i, items, hop) -> torch.Tensor:
+        """z = tanh(i_proj(...)) of items from their sampled users (hop [N, fi], −1 = none)."""
+        s = [t.to(enc_u.device) for t in mean_operator(hop, enc_u.shape[0])]
+        own = enc_i[torch.from_numpy(items).to(enc_u.device)]
+        return torch.tanh(self.i_proj(self._aggregate(self.i_agg_0, own, SampledMean.apply(*s, enc_u))))
+
+
+@register
+class HashGNN(Method):
+    name = "hashgnn"
+    description = "HashGNN: GraphSAGE sampled mean aggregation, tanh hash layer, STE with Bernoulli continuous/hash mixing (Tan et al., WWW 2020)"
+    defaults = {
+        "id_dim": 120, "hidden": 68, "user_fanout": [10, 5], "item_fanout": 10,
+        "neg_num": 10, "lambda_": 0.1,
+        "lr": 4e-3, "batch_size": 4096, "epochs": 20, "eval_every": 1, "patience": 4,
+        "max_minutes": None, "infer_batch": 8192,
+    }
+
+    def fit(self, data: TrainData) -> None:
+        p, bits = self.params, self.bits
+        device = self.device = resolve_device(self.ctx.device)
+        gen = torch.Generator().manual_seed(torch_seed(child_seed(self.ctx.seed, 0)))
+        self.net = HashGNNNet(data.n_users, data.n_items, p["id_dim"], p["hidden"], bits, gen).to(device)
+        self.sign = StraightThroughEstimator()
+        self.sampler = NeighbourSampler(data.train, data.n_users, data.n_items)
+        self.inference_seed = child_seed(self.ctx.seed, 2)
+        self.n_users, self.n_items = data.n_users, data.n_items
+        index = UserItemIndex(data.train, data.n_users, data.n_items)
+        train = np.asarray(data.train, dtype=np.int64)
+        pool = np.unique(train[:, 1])  # negatives come from items seen in training
+        fan_u, fan_i, k = tuple(p["user_fanout"]), int(p["item_fanout"]), int(p["neg_num"])
+
+        def negatives(users, rng):
+            items = pool[rng.integers(len(pool), size=len(users))]
+            for _ in range(20):
+                hit = index.is_positive(users, items)
+                if not hit.any():
+                    break
+                items[hit] = pool[rng.integers(len(pool), size=int(hit.sum()))]
+            return items
+
+        def epoch_batches(epoch, rng):
+            order = rng.permutation(len(train))
+            for start in range(0, len(order), p["batch_size"]):
+                pairs = train[order[start:start + p["batch_size"]]]
+                users, pos = pairs[:, 0], pairs[:, 1]
+                neg = negatives(np.repeat(users, k), rng)
+                items = np.concatenate([pos, neg])
+                hop1, hop2, item_hop = self.sampler.trees(users, items, fan_u, fan_i, rng)
+                selectors = (torch.from_numpy(rng.random(len(users))).to(device),
+                             torch.from_numpy(rng.random(len(neg))).to(device))
+                yield users, items, hop1, hop2, item_hop, *selectors
+
+        def batch_loss(batch, epoch):
+            users, items, hop1, hop2, item_hop, sel_pair, sel_neg = batch
+            beta = beta_at(epoch - 1)
+            enc_u, enc_i = self.net.encoded()
+            zu = self.net.users(enc_u, enc_i, users, hop1, hop2)
+            zi = self.net.items(enc_u, enc_i, items, item_hop)
+            b = len(users)
+            u = mix(zu, self.sign(zu), sel_pair, beta)
+            pos = mix(zi[:b], self.sign(zi[:b]), sel_pair, beta)
+            neg = mix(zi[b:], self.sign(zi[b:]), sel_neg, beta)
+            u_rep = u.repeat_interleave(k, dim=0)
+            pos_logit, neg_logit = (u * pos).sum(1), (u_rep * neg).sum(1)
+            logits = torch.cat([pos_logit, neg_logit])
+            labels = torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)])
+            return p["lambda_"] * bce_loss(logits, labels) + bpr_loss(pos_logit.repeat_interleave(k), neg_logit)
+
+        config = TrainConfig(lr=p["lr"], epochs=p["epochs"], eval_every=p["eval_every"], patience=p["patience"],
+                             max_minutes=p["max_minutes"])
+        config_hash = fingerprint(method=self.name, bits=bits, params=p, dataset=data.dataset,
+                                  n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
+        self.result = train_loop(self, self.net, config, epoch_batches, batch_loss, config_hash=config_hash)
+        self.peak_rss_mib = peak_rss_mib()
+
+    @torch.no_grad()
+    def continuous(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """z for every user and item, neighbourhoods sampled with the fixed inference seed."""
+        p, net = self.params, self.net
+        rng = np.random.default_rng(self.inference_seed)
+        enc_u, enc_i = net.encoded()
+        all_users, all_items = np.arange(self.n_users), np.arange(self.n_items)
+        hop1, hop2, item_hop = self.sampler.trees(all_users, all_items, tuple(p["user_fanout"]),
+                                                  int(p["item_fanout"]), rng)
+        step = p["infer_batch"]
+        zu = torch.cat([net.users(enc_u, enc_i, all_users[s:s + step], hop1[s:s + step], hop2[s:s + step])
+                        for s in range(0, self.n_users, step)])
+        zi = torch.cat([net.items(enc_u, enc_i, all_items[s:s + step], item_hop[s:s + step])
+                        for s in range(0, self.n_items, step)])
+        return zu, zi
+
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        zu, zi = self.continuous()
+        return np.packbits((zu >= 0).cpu().numpy(), axis=1), np.packbits((zi >= 0).cpu().numpy(), axis=1)
+
+    def extras(self) -> dict:
+        r, p = self.result, self.params
+        here = {**p, "final_dim": self.bits}
+        return {
+            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stopped": r.stopped,
+            "best_valid": r.best_valid, "beta_at_best_epoch": beta_at(max(r.best_epoch, 1) - 1),
+            "train_seconds": round(r.train_seconds, 2), "seconds_to_best": round(r.seconds_to_best, 2),
+            "seconds_per_epoch": round(r.seconds_per_epoch, 3), "resumed_from_epoch": r.resumed_from_epoch,
+            "peak_rss_mib": round(self.peak_rss_mib, 1), "device": str(self.device),
+            "reference_defaults_changed": {k: {"reference": v, "here": here[k]}
+                                           for k, v in REFERENCE_DEFAULTS.items() if here[k] != v},
+            "deviations": [
+                f"final_dim = {self.bits} (64-bit budget; reference 32)",
+                "pure Hamming ranking of sgn(z) codes; no continuous re-ranking of the top-500 candidates",
+                "training (and at test validation) items masked in the ranking (the reference does not mask)",
+                "model selection on validation recall@50 (the reference reads test metrics every epoch)",
+                f"batch {p['batch_size']}, lr {p['lr']} for CPU speed (reference 256, 1e-3); "
+                "beta schedule per epoch as the reference",
+                "neighbour sampling at inference with a fixed seed (codes are a function of the parameters)",
+                "items without training interactions: neighbour mean 0 (reference: left out, all-zero code)",
+            ],
+            "curve": [h for h in r.history if "valid" in h],
+        }
