@@ -1,8 +1,10 @@
 """Results are append-only JSON lines, one per finished run cell, written by one writer.
 
-An append is one write() of one line under a file lock, so concurrent sweeps on the same
-directory interleave whole lines; a line cut short by kill -9 is skipped on reading (with a
-warning) and the next append starts on a fresh line, so nothing is lost or corrupted.
+An append is one O_APPEND write() of one line under a file lock, fsync'ed before the lock is
+released, so concurrent sweeps on the same directory interleave whole lines; a line cut short
+by kill -9 is skipped on reading (with a warning) and the next append starts on a fresh
+line, so nothing is lost or corrupted. Records are never rewritten: a re-run cell appends a
+new record, and the newest record of a cell (its config hash) is the one that counts.
 """
 
 from __future__ import annotations
@@ -31,31 +33,57 @@ def _lock(path: Path) -> FileLock:
 def append_record(results_dir: Path, record: dict[str, Any]) -> None:
     path = Path(results_dir) / RUNS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
     with _lock(path):
-        with open(path, "ab") as fh:
-            if fh.tell() > 0:
-                with open(path, "rb") as check:
-                    check.seek(-1, os.SEEK_END)
-                    if check.read(1) != b"\n":  # a previous writer was killed mid-line
-                        line = "\n" + line
-            fh.write(line.encode())
-            fh.flush()
-            os.fsync(fh.fileno())
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size > 0 and os.pread(fd, 1, size - 1) != b"\n":  # a previous writer was killed mid-line
+                line = b"\n" + line
+            view = memoryview(line)
+            while view:  # a regular file takes it in one write(); loop only for the rare short write
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:  # make the new directory entry durable too
+            _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _parse(line: bytes, where: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        warnings.warn(f"{where}: skipping a truncated record (a run killed mid-write)")
+        return None
+    if not isinstance(record, dict) or "config_hash" not in record:
+        warnings.warn(f"{where}: skipping a line that is not a run record")
+        return None
+    return record
 
 
 def read_records(results_dir: Path) -> Iterator[dict[str, Any]]:
     path = Path(results_dir) / RUNS_FILE
     if not path.is_file():
         return
-    with open(path) as fh:
+    with open(path, "rb") as fh:
         for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                warnings.warn(f"{path}:{number}: skipping a truncated record (a run killed mid-write)")
+            if line.strip() and (record := _parse(line, f"{path}:{number}")) is not None:
+                yield record
 
 
 def latest_by_cell(results_dir: Path) -> dict[str, dict[str, Any]]:
@@ -64,3 +92,33 @@ def latest_by_cell(results_dir: Path) -> dict[str, dict[str, Any]]:
     for record in read_records(results_dir):
         latest[record["config_hash"]] = record
     return latest
+
+
+class RecordLog:
+    """latest_by_cell, kept up to date by reading only what was appended since the last look.
+
+    A sweep re-checks a cell just before running it (another sweep may have finished it
+    meanwhile); reading the whole file each time would cost O(cells × records).
+    """
+
+    def __init__(self, results_dir: Path):
+        self.path = Path(results_dir) / RUNS_FILE
+        self.latest: dict[str, dict[str, Any]] = {}
+        self._offset = 0
+        self._line = 0
+        self.refresh()
+
+    def refresh(self) -> dict[str, dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return self.latest
+        end = chunk.rfind(b"\n") + 1  # a line still being written is left for the next look
+        for line in chunk[:end].splitlines():
+            self._line += 1
+            if line.strip() and (record := _parse(line, f"{self.path}:{self._line}")) is not None:
+                self.latest[record["config_hash"]] = record
+        self._offset += end
+        return self.latest

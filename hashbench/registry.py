@@ -64,6 +64,9 @@ class Method(abc.ABC):
     description: ClassVar[str] = ""
     hashing: ClassVar[bool] = True  # False: a float-score reference row (scores() instead of codes())
     defaults: ClassVar[dict[str, Any]] = {}
+    # what one cell asks a Ray cluster for (Ray's num_cpus / num_gpus / custom resources);
+    # a method that trains on a GPU declares {"num_cpus": 1, "num_gpus": 1} (or a fraction)
+    resources: ClassVar[dict[str, float]] = {"num_cpus": 1}
 
     def __init__(self, bits: int, ctx: FitContext, **params):
         unknown = set(params) - set(self.defaults)

@@ -4,10 +4,15 @@ One cell is one record in runs.jsonl and, for a hashing method, one codes file. 
 whose record exists is skipped (ann-benchmarks' rule), so a killed sweep re-run with the
 same command finishes only what is missing; a training run killed mid-way resumes from
 the checkpoint in results/checkpoints/<cell>/.
+
+Computing a cell (Runner.compute_cell) and saving it (save_result) are separate steps so
+that a cell can be computed in a worker process or on another node while the driver stays
+the single writer of the results directory (hashbench/executors.py).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
@@ -162,18 +167,80 @@ def evaluate_method(method: Method, split: Split, on: str, ks) -> dict[str, floa
     return evaluate_split_scores(method.scores, split, on, ks).metrics
 
 
+class NonFiniteLoss(FloatingPointError):
+    """A method reported a NaN or infinite training loss: its cell is recorded as failed."""
+
+
+@dataclass
+class CellResult:
+    """What computing a cell gives the driver: the record and (hashing methods) the codes.
+
+    Workers never write results; the driver saves the codes file and then appends the
+    record (save_result), so one process is the only writer of a results directory's files.
+    """
+
+    cell: Cell
+    record: dict[str, Any]
+    codes: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def checkpoint_dir_for(results_dir: Path, cell: Cell) -> Path:
+    return Path(results_dir) / "checkpoints" / cell.config_hash()[:16]
+
+
+def should_run(cell: Cell, existing: dict[str, dict], overwrite: str) -> bool:
+    record = existing.get(cell.config_hash())
+    if record is None or overwrite == "always":
+        return True
+    return overwrite == "failed" and record.get("status") != "ok"
+
+
+def save_result(results_dir: Path, result: CellResult) -> dict[str, Any]:
+    """Codes first (atomic rename), then the record (atomic append); then drop the checkpoint.
+
+    Killed between the two steps, a re-run finds no record, recomputes the cell (from its
+    finished checkpoint) and replaces the codes file with identical bytes.
+    """
+    results_dir = Path(results_dir)
+    record = result.record
+    if result.codes is not None and record.get("status") == "ok":
+        user_codes, item_codes = result.codes
+        cell = result.cell
+        atomic_save_npz(results_dir / record["codes_file"], user_codes=user_codes, item_codes=item_codes,
+                        bits=cell.bits, split_hash=record["split_hash"], dataset=cell.dataset, method=cell.method,
+                        seed=cell.seed, protocol=cell.protocol)
+    records.append_record(results_dir, record)
+    if record.get("status") == "ok":
+        shutil.rmtree(checkpoint_dir_for(results_dir, result.cell), ignore_errors=True)
+    return record
+
+
+def failed_record(cell: Cell, error: str, trace: str = "", **fields) -> dict[str, Any]:
+    """A failed record for a cell whose worker never returned one (process or node lost)."""
+    cls = get_method(cell.method)
+    now = _now()
+    return {**cell.config(), "config_hash": cell.config_hash(), "hashing": cls.hashing, "status": "failed",
+            "error": error, "traceback": trace, "started_at": now, "finished_at": now, **fields}
+
+
 class Runner:
-    """Runs cells into a results directory; caches datasets and splits across cells."""
+    """Computes cells for a results directory; caches datasets and splits across cells.
+
+    compute_cell() writes nothing but the training checkpoint, so it can run in a worker
+    process or on another machine; run_cell() computes and saves, for one-process use.
+    """
 
     def __init__(self, results_dir: Path, cache_dir: Path | None = None, mirror: str | None = None,
                  device: str = "auto", overwrite: str = "failed",
-                 progress: Callable[..., None] | None = None):
+                 progress: Callable[..., None] | None = None, command: str | None = None):
         if overwrite not in OVERWRITE:
             raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
-        self.results_dir = Path(results_dir)
+        # absolute: checkpoints must land in the same place whatever a worker's cwd is
+        self.results_dir = Path(results_dir).absolute()
         self.cache_dir, self.mirror, self.overwrite = cache_dir, mirror, overwrite
         self.device = resolve_device(device)
         self.progress = progress or (lambda *a, **k: None)
+        self.command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
         self._datasets: dict[str, Interactions] = {}
         self._splits: dict[tuple, Split] = {}
         self._env = None
@@ -190,23 +257,34 @@ class Runner:
         return self._splits[key]
 
     def should_run(self, cell: Cell, existing: dict[str, dict]) -> bool:
-        record = existing.get(cell.config_hash())
-        if record is None or self.overwrite == "always":
-            return True
-        return self.overwrite == "failed" and record["status"] != "ok"
+        return should_run(cell, existing, self.overwrite)
 
-    def run_cell(self, cell: Cell) -> dict[str, Any]:
+    def _checked_progress(self, cell: Cell) -> Callable[..., None]:
+        """The progress callback, which also stops a run whose loss is no longer a number."""
+
+        def progress(description, completed, total=None, **fields):
+            loss = fields.get("loss")
+            if isinstance(loss, (float, np.floating)) and not math.isfinite(loss):
+                raise NonFiniteLoss(f"{cell.method}: training loss is {loss} at step {completed} "
+                                    "(diverged; try a smaller learning rate)")
+            self.progress(description, completed, total, **fields)
+
+        return progress
+
+    def compute_cell(self, cell: Cell) -> CellResult:
+        """Split → fit → evaluate one cell. A method's exception or NaN loss gives a `failed`
+        record with its traceback; bad input (HashbenchError) is raised to stop the sweep."""
         key = cell.config_hash()
-        checkpoint_dir = self.results_dir / "checkpoints" / key[:16]
         record: dict[str, Any] = {
             **cell.config(), "config_hash": key, "started_at": _now(), "device": self.device,
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": self.command,
         }
         if self._env is None:
             self._env = environment()
         record.update(self._env)
         cls = get_method(cell.method)
         record["hashing"] = cls.hashing
+        codes = None
         try:
             split = self.split(cell.dataset, cell.protocol, cell.seed)
             data = self.dataset(cell.dataset)
@@ -221,24 +299,25 @@ class Runner:
                 return evaluate_method(m, split, "valid", (50,))
 
             ctx = FitContext(seed=seeds.seed_sequence(cell.seed, "method"), device=self.device,
-                             checkpoint_dir=checkpoint_dir, validate=validate, progress=self.progress)
+                             checkpoint_dir=checkpoint_dir_for(self.results_dir, cell), validate=validate,
+                             progress=self._checked_progress(cell))
             method = cls(cell.bits, ctx, **cell.params)
             started = time.perf_counter()
             method.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))
             record["train_seconds"] = time.perf_counter() - started
             started = time.perf_counter()
-            record["metrics"] = {on: evaluate_method(method, split, on, cell.ks) for on in ("valid", "test")}
+            metrics = {on: evaluate_method(method, split, on, cell.ks) for on in ("valid", "test")}
             record["eval_seconds"] = time.perf_counter() - started
+            bad = sorted(f"{on} {k}" for on, m in metrics.items() for k, v in m.items() if not math.isfinite(v))
+            if bad:
+                raise FloatingPointError(f"{cell.method}: non-finite metrics ({', '.join(bad)})")
+            record["metrics"] = metrics
             record["peak_rss_mb"] = _peak_rss_mb()
             record["extras"] = method.extras()
             if method.hashing:
-                user_codes, item_codes = method.codes()
-                path = self.results_dir / "codes" / cell.codes_name()
-                atomic_save_npz(path, user_codes=user_codes, item_codes=item_codes, bits=cell.bits,
-                                split_hash=split.hash, dataset=cell.dataset, method=cell.method, seed=cell.seed,
-                                protocol=cell.protocol)
-                record["codes_file"] = str(path.relative_to(self.results_dir))
-                record["storage_bytes"] = int(user_codes.nbytes + item_codes.nbytes)
+                codes = method.codes()
+                record["codes_file"] = str(Path("codes") / cell.codes_name())
+                record["storage_bytes"] = int(codes[0].nbytes + codes[1].nbytes)
             record["status"] = "ok"
         except KeyboardInterrupt:
             raise
@@ -246,11 +325,13 @@ class Runner:
             raise  # bad input: stop the sweep with the one-line message
         except Exception as exc:  # a method's failure is recorded; the sweep goes on
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            codes = None
         record["finished_at"] = _now()
-        records.append_record(self.results_dir, record)
-        if record["status"] == "ok":
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        return record
+        return CellResult(cell, record, codes)
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        """compute_cell + save_result, in this process."""
+        return save_result(self.results_dir, self.compute_cell(cell))
 
 
 def _now() -> str:

@@ -1,3 +1,5 @@
+"""`hashbench run`: plan the cells, run them on an executor, draw the sweep as it goes."""
+
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,6 +46,16 @@ def run_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     mirror: Mirror = None,
     cache_dir: CacheDir = None,
+    executor: Annotated[str, typer.Option("--executor", help="Where cells run: local (this machine) or ray "
+                                                             "(a Ray cluster; pip install 'hashbench[ray]').")] = "local",
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Cells at once: local worker processes "
+                                                "(default: 1, in this process), or Ray tasks in flight "
+                                                "(default: the cluster's CPUs).", show_default=False)] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster to join (e.g. "
+                                                       "auto, or ray://head:10001); default: $RAY_ADDRESS, else a "
+                                                       "new local Ray instance.", show_default=False)] = None,
+    retries: Annotated[int, typer.Option("--retries", help="Times a cell is re-run when its worker process or "
+                                                           "node is lost, before it is recorded as failed.")] = 2,
 ):
     """Train and evaluate methods on datasets; one JSON line per (method, dataset, seed) cell.
 
@@ -51,54 +63,96 @@ def run_command(
     valid and test, timings, peak memory, versions, hardware, git sha) and a hashing method's
     codes go to RESULTS/codes/. Cells that already have a record are skipped, and an
     interrupted training run resumes from its checkpoint: re-running a killed sweep with the
-    same command finishes it.
+    same command finishes it. `--jobs N` runs N cells at once in worker processes and
+    `--executor ray` on a Ray cluster; either way this process alone writes the results.
     """
-    from hashbench import records
+    from hashbench.executors import RunnerSpec, Sweep, make_executor
+    from hashbench.records import RUNS_FILE
     from hashbench.registry import available_methods
-    from hashbench.runner import Runner, parse_param, plan_cells
+    from hashbench.runner import OVERWRITE, parse_param, plan_cells, resolve_device
     from hashbench.specs import load_registry
 
     method_names = _names(methods, list(available_methods()), "method")
     dataset_names = _names(datasets, list(load_registry()), "dataset")
     if seeds < 1:
         raise HashbenchError(f"--seeds must be at least 1, got {seeds}")
+    if overwrite not in OVERWRITE:
+        raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
     cells = plan_cells(method_names, dataset_names, bits, list(range(first_seed, first_seed + seeds)), protocol,
                        [parse_param(p) for p in param or []], tuple(_ints(ks, "--ks")))
+    runner_executor = make_executor(executor, jobs, ray_address, retries)
+    if executor == "local":
+        resolve_device(device)  # fail before any work; on Ray each worker resolves its own
+    spec = RunnerSpec.for_cells(cells, results, cache_dir, mirror, device)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        sweep = progress.add_task("cells", total=len(cells), status="")
-        training = progress.add_task("", total=None, status="", visible=False)
-
-        def report_training(description, completed, total=None, **fields):
-            status = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
-            progress.update(training, description=f"  {description}", completed=completed, total=total,
-                            status=status, visible=True)
-
-        runner = Runner(results, cache_dir, mirror, device, overwrite, report_training)
-        existing = records.latest_by_cell(results)
-        done = failed = skipped = 0
-        for cell in cells:
-            label = f"{cell.method} · {cell.dataset} · {cell.bits}b · seed {cell.seed}"
-            if not runner.should_run(cell, existing):
-                skipped += 1
-                progress.update(sweep, advance=1, status=f"skipped {label} (result exists)")
-                continue
-            progress.update(sweep, status=f"running {label}")
-            progress.update(training, description=f"  {cell.method}", completed=0, total=None, status="",
-                            visible=True)
-            record = runner.run_cell(cell)
-            progress.update(training, visible=False)
-            if record["status"] == "ok":
-                done += 1
-                test = record["metrics"]["test"]
-                summary = "  ".join(f"{k} {v:.4f}" for k, v in test.items() if "@" in k and "_" not in k)
-                progress.console.print(f"[green]ok[/] {label}: {summary}  ({record['train_seconds']:.1f} s)")
-            else:
-                failed += 1
-                progress.console.print(f"[red]failed[/] {label}: {record['error']}")
-            progress.update(sweep, advance=1)
-        progress.update(sweep, status="")
-    console.print(f"{done} run, {skipped} skipped, {failed} failed -> {results / records.RUNS_FILE}")
-    if failed:
+        display = SweepDisplay(progress, len(cells))
+        sweep = Sweep(cells, spec, overwrite, display)
+        try:
+            counts = sweep.run(runner_executor)
+        finally:
+            display.close()
+    console.print(f"{counts['run']} run, {counts['skipped']} skipped, {counts['failed']} failed -> "
+                  f"{results / RUNS_FILE}")
+    if counts["failed"]:
         raise typer.Exit(1)
+
+
+def _label(cell) -> str:
+    return f"{cell.method} · {cell.dataset} · {cell.bits}b · seed {cell.seed}"
+
+
+class SweepDisplay:
+    """The sweep's bar, one live row per cell in flight, and a line per finished cell."""
+
+    def __init__(self, bars: Progress, total: int):
+        self.bars = bars
+        self.sweep = bars.add_task("cells", total=total, status="")
+        self.rows: dict[str, int] = {}
+
+    def _row(self, cell) -> int:
+        key = cell.config_hash()
+        if key not in self.rows:
+            self.rows[key] = self.bars.add_task(f"  {cell.method}", total=None, status="")
+        return self.rows[key]
+
+    def _drop(self, cell) -> None:
+        row = self.rows.pop(cell.config_hash(), None)
+        if row is not None:
+            self.bars.remove_task(row)
+
+    def skipped(self, cell, reason: str) -> None:
+        self.bars.update(self.sweep, advance=1, status=f"skipped {_label(cell)} ({reason})")
+
+    def waiting(self, cell) -> None:
+        self.bars.update(self.sweep, status=f"waiting for another sweep to finish {_label(cell)}")
+
+    def started(self, cell) -> None:
+        self.bars.update(self.sweep, status=f"running {_label(cell)}")
+        self.bars.update(self._row(cell), status="started")
+
+    def progress(self, cell, description, completed, total=None, **fields) -> None:
+        status = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        self.bars.update(self._row(cell), description=f"  {description} · {cell.dataset} · seed {cell.seed}",
+                             completed=completed, total=total, status=status)
+
+    def retried(self, cell, reason: str, attempt: int) -> None:
+        self.bars.console.print(f"[yellow]retry {attempt}[/] {_label(cell)}: {reason}")
+
+    def finished(self, cell, record) -> None:
+        self._drop(cell)
+        label = _label(cell)
+        if record["status"] == "ok":
+            test = record["metrics"]["test"]
+            summary = "  ".join(f"{k} {v:.4f}" for k, v in test.items() if "@" in k and "_" not in k)
+            self.bars.console.print(f"[green]ok[/] {label}: {summary}  ({record['train_seconds']:.1f} s)")
+        else:
+            self.bars.console.print(f"[red]failed[/] {label}: {record['error']}")
+        self.bars.update(self.sweep, advance=1)
+
+    def close(self) -> None:
+        for row in self.rows.values():
+            self.bars.remove_task(row)
+        self.rows.clear()
+        self.bars.update(self.sweep, status="")
