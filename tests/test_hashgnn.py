@@ -1,0 +1,91 @@
+"""HashGNN: the β mixing schedule and what β selects, the STE, the neighbour sampler and the
+sparse mean aggregation, and that it learns the planted data (beats popularity) reproducibly."""
+
+import numpy as np
+import pytest
+import torch
+
+from baselines import hashgnn
+from hashbench import seeds
+from hashbench.core.estimators import StraightThroughEstimator
+from hashbench.datasets import load_dataset
+from hashbench.registry import FitContext, TrainData, get_method
+from hashbench.runner import evaluate_method
+from hashbench.splits import make_split
+
+FAST = {"epochs": 4, "batch_size": 1024, "lr": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def split():
+    return make_split(load_dataset("synthetic"), "random-8-1-1", 0)
+
+
+def fit(split, name="hashgnn", **params):
+    ctx = FitContext(seed=seeds.seed_sequence(0, "method"),
+                     validate=lambda m: evaluate_method(m, split, "valid", (50,)))
+    method = get_method(name)(64, ctx, **params)
+    method.fit(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid))
+    return method
+
+
+def test_beta_schedule_is_the_reference_one():
+    betas = hashgnn.generate_beta()
+    assert len(betas) == 102
+    assert betas[:6] == pytest.approx([0.0, 0.0, 0.02, 0.02, 0.04, 0.04])
+    assert betas[-2:] == pytest.approx([1.0, 1.0])
+    assert all(b == pytest.approx(0.02 * (i // 2)) for i, b in enumerate(betas))
+    assert hashgnn.beta_at(0) == 0.0 and hashgnn.beta_at(2) == pytest.approx(0.02)
+    assert hashgnn.beta_at(102) == 0.0  # main.py falls back to 0 once the list runs out
+
+
+def test_beta_zero_uses_the_continuous_path_and_beta_one_the_hash_path():
+    rng = np.random.default_rng(0)
+    z = torch.tensor(rng.uniform(-1, 1, (200, 8)), dtype=torch.float32, requires_grad=True)
+    h = StraightThroughEstimator()(z)
+    uniform = torch.from_numpy(rng.random(200))
+    assert torch.equal(hashgnn.mix(z, h, uniform, 0.0), z)
+    assert torch.equal(hashgnn.mix(z, h, uniform, 1.0), torch.where(z >= 0, 1.0, -1.0))
+    mixed = hashgnn.mix(z, h, uniform, 0.3)
+    continuous_rows = uniform > 0.3  # whole rows, not single bits
+    assert torch.equal(mixed[continuous_rows], z[continuous_rows])
+    assert torch.equal(mixed[~continuous_rows].abs(), torch.ones_like(mixed[~continuous_rows]))
+    hashgnn.mix(z, h, uniform, 1.0).sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z))  # straight-through: identity backward
+
+
+def test_sampler_draws_true_neighbours_without_replacement_when_it_can():
+    train = np.array([[0, 0], [0, 1], [0, 2], [0, 3], [1, 4], [2, 0]])
+    sampler = hashgnn.NeighbourSampler(train, 3, 6)
+    hop1, hop2, item_hop = sampler.trees(np.array([0, 1, 2]), np.arange(6), (3, 2), 2, np.random.default_rng(0))
+    assert len(set(hop1[0])) == 3 and set(hop1[0]) <= {0, 1, 2, 3}  # degree 4 ≥ 3: distinct
+    assert set(hop1[1]) == {4}  # degree 1 < 3: with replacement
+    assert set(hop2[0].ravel()) <= {0, 2}
+    assert list(item_hop[5]) == [-1, -1]  # no training users
+
+
+def test_sampled_mean_matches_gather_and_mean():
+    rng = np.random.default_rng(0)
+    x = torch.randn(7, 3, dtype=torch.float32, requires_grad=True)
+    neighbours = rng.integers(-1, 7, size=(5, 4))
+    s, s_t = hashgnn.mean_operator(neighbours, 7)
+    y = hashgnn.SampledMean.apply(s, s_t, x)
+    idx = torch.from_numpy(neighbours)
+    expected = (x[idx.clamp(min=0)] * (idx >= 0).unsqueeze(-1)).sum(1) / 4
+    assert torch.allclose(y, expected, atol=1e-6)
+    g = torch.randn(5, 3)
+    (grad,) = torch.autograd.grad(y, x, g)
+    (grad_expected,) = torch.autograd.grad(expected, x, g)
+    assert torch.allclose(grad, grad_expected, atol=1e-6)
+
+
+def test_beats_popularity_and_same_seed_same_codes(split):
+    method = fit(split, **FAST)
+    user_codes, item_codes = method.codes()
+    assert user_codes.shape == (split.n_users, 8) and item_codes.dtype == np.uint8
+    popularity = evaluate_method(fit(split, "mostpop"), split, "test", (50,))["recall@50"]
+    recall = evaluate_method(method, split, "test", (50,))["recall@50"]
+    assert recall > 1.3 * popularity, (recall, popularity)
+    again = fit(split, **FAST)
+    for a, b in zip((user_codes, item_codes), again.codes()):
+        assert np.array_equal(a, b)
