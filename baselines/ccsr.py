@@ -43,8 +43,14 @@ Choices the paper leaves open, and deviations, with reasons:
    batch's L_b and L_ae are over the distinct users and items in it; the total is divided
    by the number of pairs in the batch (a step-size constant, same for every term, so the
    paper's λ ratios are kept).
-4. Hidden nonlinearity ReLU, Adam with lr 1e-2, PyTorch's default Linear init: the paper
-   does not say (lr 1e-2 reached synthetic validation Recall@50 0.64 within 3 epochs).
+4. Hidden nonlinearity tanh, Adam with lr 1e-2, PyTorch's default Linear init: the paper
+   does not say (lr 1e-2 reached synthetic validation Recall@50 0.64 within 3 epochs). With
+   ReLU and lr 1e-2 the Gowalla run collapsed (loss flat from epoch 2, every hidden unit
+   dead, codes constant: test Recall@50 0.0019, the first record); tanh cannot die.
+   Known weakness on real data (measured, Gowalla, 1 epoch): the continuous features first
+   learn popularity, which lives in their magnitude (float-score valid Recall@50 0.047)
+   and is lost by the sign (codes: 0.006); CCSR-S needs many epochs to put user/item
+   agreement into the signs.
 5. Early stopping on validation Recall@50 (hashbench protocol); the paper does not state
    its stopping rule.
 6. Only CCSR-S (sign after training) is the hashing row: CCSR-ST outputs continuous codes
@@ -83,11 +89,17 @@ class SparseRows:
         return self.cols[torch.from_numpy(flat)], torch.from_numpy(offsets)
 
 
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+
+
 class RowAutoencoder(nn.Module):
     """x (a sparse 0/1 row of length `width`) → F ∈ R^r → x̂ ∈ R^width."""
 
-    def __init__(self, width: int, code_dim: int, hidden: int, dropout: float):
+    def __init__(self, width: int, code_dim: int, hidden: int, dropout: float, activation: str = "relu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"ccsr: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        self.act = ACTIVATIONS[activation]
         enc_in = nn.Linear(width, hidden)  # PyTorch's default Linear init, used as an EmbeddingBag
         self.enc_in = nn.EmbeddingBag(width, hidden, mode="sum", _weight=enc_in.weight.detach().T.contiguous())
         self.enc_bias = nn.Parameter(enc_in.bias.detach().clone())
@@ -97,13 +109,13 @@ class RowAutoencoder(nn.Module):
         self.dec_out = nn.Linear(hidden, width)
 
     def encode(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.enc_in(indices, offsets) + self.enc_bias)
+        h = self.act(self.enc_in(indices, offsets) + self.enc_bias)
         return self.enc_out(self.dropout(h))
 
     def reconstruction_error(self, features: torch.Tensor, indices: torch.Tensor,
                              offsets: torch.Tensor) -> torch.Tensor:
         """Σ over rows of ‖x − x̂‖², exactly, without forming x̂ [rows × width]."""
-        h = torch.relu(self.dec_in(features))
+        h = self.act(self.dec_in(features))
         w, c = self.dec_out.weight, self.dec_out.bias  # x̂ = h wᵀ + c
         sq_norm = ((h @ (w.T @ w)) * h).sum(1) + 2.0 * h @ (w.T @ c) + (c * c).sum()
         at_ones = (h * F.embedding_bag(indices, w, offsets, mode="sum")).sum(1) \
@@ -118,10 +130,11 @@ def balance_loss(features: torch.Tensor) -> torch.Tensor:
 
 
 class CCSRModel(nn.Module):
-    def __init__(self, n_users: int, n_items: int, code_dim: int, hidden: int, dropout: float):
+    def __init__(self, n_users: int, n_items: int, code_dim: int, hidden: int, dropout: float,
+                 activation: str = "relu"):
         super().__init__()
-        self.user_ae = RowAutoencoder(n_items, code_dim, hidden, dropout)
-        self.item_ae = RowAutoencoder(n_users, code_dim, hidden, dropout)
+        self.user_ae = RowAutoencoder(n_items, code_dim, hidden, dropout, activation)
+        self.item_ae = RowAutoencoder(n_users, code_dim, hidden, dropout, activation)
 
 
 @register
@@ -129,7 +142,7 @@ class CCSR(Method):
     name = "ccsr"
     description = "CCSR-S: two row autoencoders, MAP similarity + balance + reconstruction, sign codes (Shi & Chung, AdKDD 2022)"
     defaults = {
-        "hidden": 128, "dropout": 0.8, "lambda_ae": 0.1, "lambda_b": 1e-4, "negatives": 1,
+        "hidden": 128, "activation": "tanh", "dropout": 0.8, "lambda_ae": 0.1, "lambda_b": 1e-4, "negatives": 1,
         "full_sum": False,
         "lr": 1e-2, "batch_size": 65536, "epochs": 100, "eval_every": 2, "patience": 5,
         "max_minutes": None,
@@ -138,7 +151,7 @@ class CCSR(Method):
     def fit(self, data: TrainData) -> None:
         p = self.params
         torch.manual_seed(torch_seed(child_seed(self.ctx.seed, 0)))  # the layers' default init
-        self.model = CCSRModel(data.n_users, data.n_items, self.bits, p["hidden"], p["dropout"])
+        self.model = CCSRModel(data.n_users, data.n_items, self.bits, p["hidden"], p["dropout"], p["activation"])
         train = np.asarray(data.train, dtype=np.int64)
         self.user_rows = SparseRows(train[:, 0], train[:, 1], data.n_users)
         self.item_rows = SparseRows(train[:, 1], train[:, 0], data.n_items)
@@ -217,7 +230,7 @@ class CCSR(Method):
                 "swamps the sampled similarity loss)",
                 "mini-batches of training pairs; balance and reconstruction over the batch's distinct "
                 "users/items; total divided by the batch's pair count",
-                f"ReLU hidden units, Adam lr {self.params['lr']}, PyTorch default init (unspecified in the paper)",
+                f"{self.params['activation']} hidden units, Adam lr {self.params['lr']}, PyTorch default init (unspecified in the paper)",
                 "early stopping on validation recall@50",
             ],
         }
