@@ -25,6 +25,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -311,8 +312,10 @@ def read_adjacency(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
     tokens = [line.split() for line in lines]
     counts = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
     try:
-        values = np.array(list(chain.from_iterable(tokens)), dtype=bytes).astype(np.int64)
-        ok = values.size == 0 or values.min() >= 0
+        raw = np.array(list(chain.from_iterable(tokens)), dtype=bytes)
+        # numpy's bytes -> int64 also takes '+3', '-0' and '1_0' (= 10): only ASCII digits are ids
+        ok = raw.size == 0 or bool(np.char.isdigit(raw).all())
+        values = raw.astype(np.int64) if ok else None
     except (ValueError, OverflowError):
         ok = False
     if not ok:  # slow path, only on failure: find the first bad line to show the user
@@ -328,6 +331,7 @@ def read_adjacency(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 TSV_HEADER = "user_id\titem_id"
+_TSV_ROWS = re.compile(rb"(?:\r?\n(?:[0-9]+\t[0-9]+\r?)?)*\r?\n?")
 
 
 def read_tsv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
@@ -341,6 +345,9 @@ def read_tsv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
             frame = pd.read_csv(path, sep="\t", dtype=np.int64, compression="gzip", index_col=False,
                                 quoting=csv.QUOTE_NONE, engine="c")
             ok = list(frame.columns) == ["user_id", "item_id"] and (frame.empty or frame.min().min() >= 0)
+            # pandas' int64 parser also takes ' 7', '+3', '-0' and '2.0': the rows must be digits only
+            with gzip.open(path, "rb") as fh:
+                ok = ok and _TSV_ROWS.fullmatch(fh.read(), len(TSV_HEADER)) is not None
         except (ValueError, OverflowError, pd.errors.ParserError):  # UnicodeDecodeError included
             ok = False
         if not ok:  # slow path, only on failure: find the first bad line to show the user

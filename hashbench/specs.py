@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -76,6 +77,49 @@ def _parse_file(dataset: str, raw: dict) -> FileSpec:
     return spec
 
 
+def _check_count(where: str, key: str, value, minimum: int = 1, optional: bool = True) -> None:
+    if (value is None and optional) or (type(value) is int and value >= minimum):
+        return
+    raise HashbenchError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_file(dataset: str, spec: FileSpec) -> None:
+    where = f"datasets.toml: [{dataset}] file {spec.name!r}"
+    if not isinstance(spec.name, str) or spec.name in ("", ".", "..") or "/" in spec.name or "\\" in spec.name:
+        raise HashbenchError(f"{where}: name must be a plain file name (it is written into the cache)")
+    for key, length in (("sha256", 64), ("git_blob", 40)):
+        value = getattr(spec, key)
+        if value is not None and not (isinstance(value, str) and re.fullmatch(f"[0-9a-fA-F]{{{length}}}", value)):
+            raise HashbenchError(f"{where}: {key} must be {length} hex digits, got {value!r}")
+    _check_count(where, "size", spec.size, minimum=0)
+    if spec.url is not None and not isinstance(spec.url, str):
+        raise HashbenchError(f"{where}: url must be a string")
+
+
+def _check_entry(name: str, spec: "DatasetSpec") -> None:
+    where = f"datasets.toml: [{name}]"
+    for key in ("title", "citation"):
+        if not isinstance(getattr(spec, key), str):
+            raise HashbenchError(f"{where}: {key} must be a string")
+    for key in ("note", "homepage"):
+        if getattr(spec, key) is not None and not isinstance(getattr(spec, key), str):
+            raise HashbenchError(f"{where}: {key} must be a string")
+    if type(spec.builtin) is not bool:
+        raise HashbenchError(f"{where}: builtin must be true or false, got {spec.builtin!r}")
+    _check_count(where, "users", spec.users, optional=False)
+    _check_count(where, "items", spec.items, optional=False)
+    _check_count(where, "interactions", spec.interactions)
+    _check_count(where, "lightgcn_train", spec.lightgcn_train, minimum=0)
+    _check_count(where, "lightgcn_test", spec.lightgcn_test, minimum=0)
+    for source in spec.sources:
+        for file in source.files:
+            _check_file(name, file)
+        roles = sorted(f.role for f in source.files)
+        if roles not in (["all"], ["test", "train"]):
+            raise HashbenchError(f"{where} source {source.name}: files must be one 'all' file, or one 'train' "
+                                 f"and one 'test' file; got roles {roles}")
+
+
 def parse_registry(text: str) -> dict[str, DatasetSpec]:
     """Parse the TOML text of a registry; every problem becomes a HashbenchError naming the entry."""
     try:
@@ -103,6 +147,7 @@ def parse_registry(text: str) -> dict[str, DatasetSpec]:
         for s in sources:
             if s.format not in FORMATS:
                 raise HashbenchError(f"datasets.toml: [{name}] source {s.name}: format must be one of {FORMATS}")
+        _check_entry(name, spec)
         if not spec.builtin and not sources:
             raise HashbenchError(f"datasets.toml: [{name}] has no sources and is not builtin")
         specs[name] = spec

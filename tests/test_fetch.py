@@ -403,7 +403,7 @@ def test_progress_and_stats_render(tmp_path):
     files = toy_files()
     mirror = make_mirror(tmp_path / "mirror", files, only=["interactions.tsv.gz"])
     out = io.StringIO()
-    console = Console(file=out, width=120)
+    console = Console(file=out, width=1000)  # long tmp paths must not wrap the checked phrases
     data = fetch(toy_spec(files), cache_dir=tmp_path / "cache", mirror=str(mirror), console=console)
     print_stats(data, console=console)
     text = out.getvalue()
