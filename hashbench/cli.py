@@ -8,7 +8,6 @@ one line on stderr with exit status 1, never as a traceback.
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -86,7 +85,3 @@ from hashbench.commands import fetch, list_, report, run, speed, split  # noqa: 
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,5 @@
+"""`python -m hashbench ...` = the `hashbench` command."""
+
+from hashbench.cli import main
+
+main()
