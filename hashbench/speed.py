@@ -214,7 +214,7 @@ class HashbenchHamming(Retriever):
         return top.ids, top.distances
 
     def index_bytes(self):
-        return self.index.nbytes + (self.case.mask.nbytes if self.masked and self.case.mask else 0)
+        return self.index.nbytes
 
 
 class FaissRetriever(Retriever):
@@ -318,7 +318,8 @@ def time_retriever(r: Retriever, case: Case, k: int, warmup: int, repeats: int, 
            "build_seconds": build_s, **summary, "qps": case.n_users / summary["seconds_median"],
            "item_bytes": int(case.item_vecs.nbytes if r.float_inputs else case.item_codes.nbytes),
            "user_bytes": int(case.user_vecs.nbytes if r.float_inputs else case.user_codes.nbytes),
-           "index_bytes": int(r.index_bytes())}
+           "index_bytes": int(r.index_bytes()),
+           "mask_bytes": int(case.mask.nbytes) if r.masked and case.mask is not None else 0}
     if latency_queries:
         one = np.random.default_rng(seed).choice(case.n_users, min(latency_queries, case.n_users), replace=False)
         lat = []
