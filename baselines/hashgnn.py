@@ -37,7 +37,11 @@ Decisions and deviations (also in `extras()["deviations"]`), with reasons:
    Gowalla epoch are dominated by per-step overhead (a dense Adam update of the 8.5M-entry ID
    tables) on 2 CPU cores. `epochs` 20 as the reference, so the β schedule is the reference's
    per-epoch schedule (it reaches β = 0.18 at epoch 20); training may stop earlier on
-   validation.
+   validation. On Gowalla validation (20 epochs) this reached Recall@50 0.113, batch 1024 with
+   lr 1e-3 0.111 — the larger batch costs nothing in quality. An epoch is ≈ 22 s (Gowalla) /
+   ≈ 33 s (Yelp2018) on an H100 machine, where neighbour sampling on the CPU dominates, and
+   ≈ 2 s per 4096-edge step (≈ 7 min per Gowalla epoch) on this 2-core machine under heavy
+   load; `max_minutes` caps the training time.
 5. Per step, the dense ID encoders are applied to the whole user and item tables once, and a
    neighbour mean is a sparse "mean over the sampled ids" matrix times that table
    (`SampledMean`) — the same function as encoding every tree node separately and averaging,

@@ -18,6 +18,8 @@ FAST_PARAMS = {
     "lsh": {"svd_dim": 8},  # 8 planted clusters: the signal is in the top singular directions
     "proposed": {"epochs": 30, "eval_every": 5},
     "lightgcn": {"epochs": 30, "eval_every": 5},
+    "bgch": {"epochs": 15, "batch_size": 1024, "eval_every": 5, "lr": 1e-2},
+    "hashgnn": {"epochs": 4, "batch_size": 1024, "lr": 1e-2},
 }
 
 
