@@ -109,8 +109,9 @@ def environment() -> dict[str, Any]:
             return None
 
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip() or None
+        rev = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+        sha = rev.stdout.strip() if rev.returncode == 0 and len(rev.stdout.strip()) == 40 else None
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                     text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip())
     except (OSError, subprocess.SubprocessError):
