@@ -388,8 +388,12 @@ def plot_lookup(rows: list[dict], path) -> None:
     import matplotlib.pyplot as plt
 
     cases = list(dict.fromkeys(r["case"] for r in rows))
-    fig, axes = plt.subplots(1, len(cases), figsize=(5.2 * len(cases), 4.2), squeeze=False)
-    for ax, case in zip(axes[0], cases):
+    n_cols = min(3, len(cases))
+    n_rows = -(-len(cases) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.6 * n_cols, 4.4 * n_rows), squeeze=False)
+    for ax in axes.flat[len(cases):]:
+        ax.set_visible(False)
+    for ax, case in zip(axes.flat, cases):
         mine = [r for r in rows if r["case"] == case]
         for method in dict.fromkeys(r["method"] for r in mine):
             pts = [r for r in mine if r["method"] == method]
@@ -403,6 +407,8 @@ def plot_lookup(rows: list[dict], path) -> None:
                title=case, ylim=(-0.02, 1.02))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    fig.suptitle("Hash-table lookup against exhaustive Hamming search; point labels: b,nflip (hash), "
+                 "nhash,b,nflip (multihash)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)

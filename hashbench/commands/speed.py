@@ -35,7 +35,12 @@ def _show(title: str, rows: list[dict]) -> None:
         table.add_row(r["label"], f"{r['n_items']:,}", f"{r['seconds_median']:.3f}",
                       f"{r['seconds_min']:.3f}-{r['seconds_max']:.3f}", f"{r['cpu_seconds_median']:.2f}",
                       f"{r['qps']:,.0f}", lat, f"{r['index_bytes'] / 2**20:.2f}", rec)
-    console.print(table, width=console.width if console.is_terminal else 150)  # no wrapping in logs
+    if console.is_terminal:
+        console.print(table)
+    else:  # a log file: no wrapping at 80 columns
+        from rich.console import Console
+
+        Console(file=console.file, width=150).print(table)
 
 
 def _ints(text: str, flag: str) -> list[int]:
