@@ -43,13 +43,13 @@ def test_same_seed_same_codes(split):
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("crash_at_epoch", [4, 7])
-def test_interrupted_run_resumes_to_bitwise_the_same_codes(split, tmp_path, crash_at_epoch):
-    reference = fit(split, tmp_path / "uninterrupted")
+@pytest.mark.parametrize("crash_at_epoch,rank", [(4, "exact"), (7, "sampled")])
+def test_interrupted_run_resumes_to_bitwise_the_same_codes(split, tmp_path, crash_at_epoch, rank):
+    reference = fit(split, tmp_path / "uninterrupted", rank=rank)
     with pytest.raises(Interrupted):
-        fit(split, tmp_path / "killed", crash_at_epoch=crash_at_epoch)
+        fit(split, tmp_path / "killed", crash_at_epoch=crash_at_epoch, rank=rank)
     assert (tmp_path / "killed" / "train_state.pt").is_file()
-    resumed = fit(split, tmp_path / "killed")
+    resumed = fit(split, tmp_path / "killed", rank=rank)
     assert resumed.result.resumed_from_epoch == 3 * (crash_at_epoch // 3)  # the last evaluation
     for x, y in zip(reference.codes(), resumed.codes()):
         assert np.array_equal(x, y)
