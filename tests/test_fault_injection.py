@@ -106,8 +106,8 @@ def run_and_kill(results: Path, args: list[str], trigger: str, rng: random.Rando
         if trigger == "time" and time.monotonic() - start >= delay:
             break
         time.sleep(0.02)
-    if trigger != "time":
-        time.sleep(jitter)
+    if trigger == "record":  # somewhere inside the next cell; a checkpoint trigger kills at once, since
+        time.sleep(jitter)     # under load a short training run can finish within the jitter
     workers = children_of(process.pid)
     state = {"trigger": trigger, "at_s": round(time.monotonic() - start, 2), "records": len(valid_records(results)),
              "checkpoints": len(checkpoints(results)), "killed": process.poll() is None, "group": whole_group}
