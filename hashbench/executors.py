@@ -158,6 +158,15 @@ class Sweep:
         self.written: list[dict[str, Any]] = []
 
     # claims ------------------------------------------------------------------------------
+    def _claim_or_defer(self, cell) -> bool:
+        """Claim a cell without waiting; a cell another sweep is running goes to the back of the queue."""
+        state = self._claim(cell, timeout=0)
+        if state == "busy":
+            self.deferred.append(cell)
+        elif state != "claimed":
+            self._skip(cell, "recorded by another sweep")
+        return state == "claimed"
+
     def _claim(self, cell: Cell, timeout: float) -> str:
         """'claimed', 'busy' (another sweep holds it) or 'done' (recorded since we began)."""
         key = cell.config_hash()
@@ -195,22 +204,12 @@ class Sweep:
             if not should_run(cell, self.initial, self.overwrite):
                 self._skip(cell, "result exists")
                 continue
-            state = self._claim(cell, timeout=0)
-            if state == "claimed":
+            if self._claim_or_defer(cell):
                 return cell
-            if state == "busy":
-                self.deferred.append(cell)
-            else:
-                self._skip(cell, "recorded by another sweep")
         for _ in range(len(self.deferred)):
             cell = self.deferred.popleft()
-            state = self._claim(cell, timeout=0)
-            if state == "claimed":
+            if self._claim_or_defer(cell):
                 return cell
-            if state == "busy":
-                self.deferred.append(cell)
-            else:
-                self._skip(cell, "recorded by another sweep")
         while block and self.deferred:  # nothing else to do: wait for the other sweep's cells
             cell = self.deferred.popleft()
             self.observer.waiting(cell)
