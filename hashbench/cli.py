@@ -80,7 +80,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 # The commands register themselves on import.
-from hashbench.commands import fetch, list_, report, run, speed, split  # noqa: E402,F401
+from hashbench.commands import campaign, fetch, list_, report, run, speed, split  # noqa: E402,F401
 
 
 def main() -> None:

@@ -105,14 +105,14 @@ def default_cache_dir() -> Path:
     return Path(base) / "hashbench"
 
 
-def atomic_save_npz(path: Path, **arrays) -> None:
+def atomic_save_npz(path: Path, compressed: bool = False, **arrays) -> None:
     """Write to a temporary name in the same directory, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

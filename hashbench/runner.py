@@ -33,7 +33,7 @@ from hashbench import records, seeds
 from hashbench.data import Interactions, atomic_save_npz
 from hashbench.datasets import load_dataset
 from hashbench.errors import HashbenchError
-from hashbench.evaluate import evaluate_split_codes, evaluate_split_scores
+from hashbench.evaluate import EvalResult, evaluate_split_codes, evaluate_split_scores
 from hashbench.registry import FitContext, Method, TrainData, check_bits, get_method
 from hashbench.splits import Split, make_split
 
@@ -61,7 +61,9 @@ class Cell:
         return records.config_hash(self.config())
 
     def codes_name(self) -> str:
-        """<dataset>-<method>-<bits>b-seed<seed>.npz, plus a tag when protocol or params differ."""
+        """<dataset>-<method>-<bits>b-seed<seed>.npz, plus a tag when protocol or params differ.
+
+        The same name is used under codes/ (the codes) and per_user/ (per-user test metrics)."""
         name = f"{self.dataset}-{self.method}-{self.bits}b-seed{self.seed}"
         if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100):
             name += f"-{self.config_hash()[:8]}"
@@ -161,11 +163,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def evaluate_method(method: Method, split: Split, on: str, ks) -> dict[str, float]:
+def evaluate_method_full(method: Method, split: Split, on: str, ks) -> EvalResult:
     if method.hashing:
         user_codes, item_codes = method.codes()
-        return evaluate_split_codes(user_codes, item_codes, split, on, ks).metrics
-    return evaluate_split_scores(method.scores, split, on, ks).metrics
+        return evaluate_split_codes(user_codes, item_codes, split, on, ks)
+    return evaluate_split_scores(method.scores, split, on, ks)
+
+
+def evaluate_method(method: Method, split: Split, on: str, ks) -> dict[str, float]:
+    return evaluate_method_full(method, split, on, ks).metrics
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -183,6 +189,7 @@ class CellResult:
     cell: Cell
     record: dict[str, Any]
     codes: tuple[np.ndarray, np.ndarray] | None = None
+    per_user: dict[str, np.ndarray] | None = None  # test metrics per user, for paired significance tests
 
 
 def checkpoint_dir_for(results_dir: Path, cell: Cell) -> Path:
@@ -210,6 +217,10 @@ def save_result(results_dir: Path, result: CellResult) -> dict[str, Any]:
         atomic_save_npz(results_dir / record["codes_file"], user_codes=user_codes, item_codes=item_codes,
                         bits=cell.bits, split_hash=record["split_hash"], dataset=cell.dataset, method=cell.method,
                         seed=cell.seed, protocol=cell.protocol)
+    if result.per_user is not None and record.get("status") == "ok":
+        # float32: the values are ratios of small integers; 4 metrics x 30k users is ~0.5 MB raw
+        atomic_save_npz(results_dir / record["per_user_file"], compressed=True, split_hash=record["split_hash"],
+                        **{k.replace("@", "_at_"): v.astype(np.float32) for k, v in result.per_user.items()})
     records.append_record(results_dir, record)
     if record.get("status") == "ok":
         shutil.rmtree(checkpoint_dir_for(results_dir, result.cell), ignore_errors=True)
@@ -285,7 +296,8 @@ class Runner:
         record.update(self._env)
         cls = get_method(cell.method)
         record["hashing"] = cls.hashing
-        codes = None
+        cpu_started = time.process_time()  # all threads of this process: the campaign's compute bill
+        codes = per_user = None
         try:
             split = self.split(cell.dataset, cell.protocol, cell.seed)
             data = self.dataset(cell.dataset)
@@ -307,8 +319,16 @@ class Runner:
             method.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))
             record["train_seconds"] = time.perf_counter() - started
             started = time.perf_counter()
-            metrics = {on: evaluate_method(method, split, on, cell.ks) for on in ("valid", "test")}
+            test = evaluate_method_full(method, split, "test", cell.ks)
+            metrics = {"valid": evaluate_method(method, split, "valid", cell.ks), "test": test.metrics}
             record["eval_seconds"] = time.perf_counter() - started
+            # users are the evaluated ones (>= 1 test item), ascending; fill the rest with NaN
+            per_user = {}
+            for key in (f"{name}@{k}" for name in ("recall", "ndcg") for k in cell.ks):
+                full = np.full(split.n_users, np.nan, dtype=np.float32)
+                full[test.users] = test.per_user[key]
+                per_user[key] = full
+            record["per_user_file"] = str(Path("per_user") / cell.codes_name())
             bad = sorted(f"{on} {k}" for on, m in metrics.items() for k, v in m.items() if not math.isfinite(v))
             if bad:
                 raise FloatingPointError(f"{cell.method}: non-finite metrics ({', '.join(bad)})")
@@ -326,9 +346,10 @@ class Runner:
             raise  # bad input: stop the sweep with the one-line message
         except Exception as exc:  # a method's failure is recorded; the sweep goes on
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-            codes = None
+            codes = per_user = None
+        record["cpu_seconds"] = time.process_time() - cpu_started
         record["finished_at"] = _now()
-        return CellResult(cell, record, codes)
+        return CellResult(cell, record, codes, per_user)
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         """compute_cell + save_result, in this process."""

@@ -66,20 +66,30 @@ def run_command(
     same command finishes it. `--jobs N` runs N cells at once in worker processes and
     `--executor ray` on a Ray cluster; either way this process alone writes the results.
     """
-    from hashbench.executors import RunnerSpec, Sweep, make_executor
-    from hashbench.records import RUNS_FILE
     from hashbench.registry import available_methods
-    from hashbench.runner import OVERWRITE, parse_param, plan_cells, resolve_device
+    from hashbench.runner import parse_param, plan_cells
     from hashbench.specs import load_registry
 
     method_names = _names(methods, list(available_methods()), "method")
     dataset_names = _names(datasets, list(load_registry()), "dataset")
     if seeds < 1:
         raise HashbenchError(f"--seeds must be at least 1, got {seeds}")
-    if overwrite not in OVERWRITE:
-        raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
     cells = plan_cells(method_names, dataset_names, bits, list(range(first_seed, first_seed + seeds)), protocol,
                        [parse_param(p) for p in param or []], tuple(_ints(ks, "--ks")))
+    counts = execute_cells(cells, results, overwrite, device, mirror, cache_dir, executor, jobs, ray_address, retries)
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+def execute_cells(cells, results: Path, overwrite: str = "failed", device: str = "auto", mirror=None,
+                  cache_dir=None, executor: str = "local", jobs=None, ray_address=None, retries: int = 2) -> dict:
+    """Run cells on an executor with the sweep's progress display; returns the run/skipped/failed counts."""
+    from hashbench.executors import RunnerSpec, Sweep, make_executor
+    from hashbench.records import RUNS_FILE
+    from hashbench.runner import OVERWRITE, resolve_device
+
+    if overwrite not in OVERWRITE:
+        raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
     runner_executor = make_executor(executor, jobs, ray_address, retries)
     if executor == "local":
         resolve_device(device)  # fail before any work; on Ray each worker resolves its own
@@ -95,8 +105,7 @@ def run_command(
             display.close()
     console.print(f"{counts['run']} run, {counts['skipped']} skipped, {counts['failed']} failed -> "
                   f"{results / RUNS_FILE}")
-    if counts["failed"]:
-        raise typer.Exit(1)
+    return counts
 
 
 def _label(cell) -> str:

@@ -1,0 +1,59 @@
+"""`hashbench campaign`: the Table 1 campaign of campaign.toml, stage by stage."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hashbench.cli import CacheDir, Mirror, ResultsDir, command, console
+from hashbench.commands.run import execute_cells
+from hashbench.errors import HashbenchError
+
+
+@command("campaign")
+def campaign_command(
+    stage: Annotated[str, typer.Option("--stage", "-s", help="tune, final, sweep, ablation, or all (in that "
+                                                             "order; each later stage needs the earlier ones).")] = "all",
+    spec: Annotated[Optional[Path], typer.Option("--spec", help="The campaign spec (default: ./campaign.toml, "
+                                                 "else $HASHBENCH_CAMPAIGN).", show_default=False)] = None,
+    budget_scale: Annotated[float, typer.Option("--budget-scale", help="Multiply every method's epoch budget "
+                                                "(e.g. 10 on a GPU for paper-length training).")] = 1.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the stage's cells and whether each is done; "
+                                                            "run nothing.")] = False,
+    results: ResultsDir = Path("results"),
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Cells at once in local worker processes "
+                                                "(default: 1, in this process).", show_default=False)] = None,
+    mirror: Mirror = None,
+    cache_dir: CacheDir = None,
+):
+    """Tune every method on validation, run the chosen configurations on every dataset and
+    seed, then the bits sweep and the gradient-estimator ablation (campaign.toml).
+
+    Every cell is an ordinary `hashbench run` cell recorded in RESULTS/runs.jsonl; recorded
+    cells are skipped and a killed training run resumes from its checkpoint, so re-running
+    the same command finishes a campaign. The tuning winner and the two best baselines are
+    read back from the records, never stored separately. `hashbench report` tabulates it all.
+    """
+    from hashbench.campaign import STAGES, load_campaign, stage_cells
+    from hashbench.records import latest_by_cell
+
+    stages = STAGES if stage == "all" else (stage,)
+    if any(s not in STAGES for s in stages):
+        raise HashbenchError(f"--stage must be one of {', '.join(STAGES)} or all, got {stage!r}")
+    campaign = load_campaign(spec, budget_scale)
+    for name in stages:
+        cells = stage_cells(campaign, name, results)
+        console.rule(f"campaign stage: {name} ({len(cells)} cells)")
+        if dry_run:
+            done = latest_by_cell(results)
+            for cell in cells:
+                rec = done.get(cell.config_hash())
+                state = rec.get("status", "?") if rec else "to run"
+                console.print(f"  {state:7} {cell.method:9} {cell.dataset:9} {cell.bits:4}b seed {cell.seed}  "
+                              f"{cell.params}")
+            continue
+        counts = execute_cells(cells, results, "failed", device, mirror, cache_dir, jobs=jobs)
+        if counts["failed"]:
+            console.print(f"[red]{counts['failed']} cells failed in stage {name}; fix and re-run to continue[/]")
+            raise typer.Exit(1)
