@@ -55,11 +55,14 @@ class Campaign:
 
 
 def campaign_path() -> Path:
-    """campaign.toml: $HASHBENCH_CAMPAIGN, else the one in the current directory, else the checkout's."""
+    """campaign.toml: $HASHBENCH_CAMPAIGN, else the current directory's, else the checkout's or the packaged copy."""
     if env := os.environ.get("HASHBENCH_CAMPAIGN"):
         return Path(env)
-    here = Path("campaign.toml")
-    return here if here.exists() else Path(__file__).resolve().parent.parent / "campaign.toml"
+    package = Path(__file__).resolve().parent
+    for candidate in (Path("campaign.toml"), package.parent / "campaign.toml", package / "campaign.toml"):
+        if candidate.exists():
+            return candidate
+    return Path("campaign.toml")
 
 
 def load_campaign(path: Path | None = None, budget_scale: float = 1.0) -> Campaign:

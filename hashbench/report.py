@@ -13,7 +13,7 @@ import io
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,9 @@ class Table:
     rows: dict[str, dict[tuple[str, str], Cell]]  # method -> (dataset, metric) -> Cell
     hashing: dict[str, bool]
     published: dict[str, dict[tuple[str, str], float]]
+    records: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (method, dataset) -> seeds' records
+    # (dataset, metric) -> (best hashing method, {other method: Comparison}); filled by add_significance
+    tests: dict[tuple[str, str], tuple[str, dict]] = field(default_factory=dict)
 
 
 def select_records(results_dir: Path, bits: int, protocol: str) -> list[dict]:
@@ -86,8 +89,10 @@ def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1
     datasets = sorted({r["dataset"] for r in recs}, key=lambda d: (d == "synthetic", d))
     rows: dict[str, dict] = {}
     hashing = {}
+    by_cell: dict[tuple[str, str], list[dict]] = {}
     for r in recs:
         hashing[r["method"]] = r.get("hashing", True)
+        by_cell.setdefault((r["method"], r["dataset"]), []).append(r)
         for m in metrics:
             value = r["metrics"][split].get(m)
             if value is not None:
@@ -100,7 +105,21 @@ def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1
                  for method, per in pub.items()} if bits == 64 and protocol == "random-8-1-1" else {}
     published = {k: v for k, v in published.items() if v}
     order = sorted(rows, key=lambda m: (not hashing[m], ORDER.index(m) if m in ORDER else len(ORDER), m))
-    return Table(datasets, metrics, {m: rows[m] for m in order}, hashing, published)
+    return Table(datasets, metrics, {m: rows[m] for m in order}, hashing, published, by_cell)
+
+
+def add_significance(table: Table, results_dir: Path) -> None:
+    """For every column: the best hashing row against each other row, paired over users, Holm-corrected."""
+    from hashbench.significance import compare_to_best
+
+    marks = ranks(table)
+    for d in table.datasets:
+        for m in table.metrics:
+            best = next((method for (method, dd, mm), place in marks.items() if place == 1 and (dd, mm) == (d, m)), None)
+            if best is None:
+                continue
+            family = {method: table.records[(method, d)] for method in table.rows if (method, d) in table.records}
+            table.tests[(d, m)] = (best, compare_to_best(results_dir, family, best, m))
 
 
 def ranks(table: Table) -> dict[tuple[str, str, str], int]:
@@ -134,6 +153,9 @@ def _grid(table: Table, bold, underline, paper_label) -> tuple[list[str], list[l
         for d in table.datasets:
             for m in table.metrics:
                 text = _fmt(row.get((d, m)))
+                test = table.tests.get((d, m), (None, {}))[1].get(method)
+                if test is not None and not test.significant:
+                    text += " ≈"  # not significantly different from the column's best
                 place = marks.get((method, d, m))
                 cells.append(bold(text) if place == 1 else underline(text) if place == 2 else text)
         body.append([_label(table, method)] + cells)
@@ -149,8 +171,7 @@ def render_markdown(table: Table, title: str) -> str:
 
 
 def render_latex(table: Table, caption: str) -> str:
-    def esc(text):
-        return text.replace("±", r"$\pm$").replace("_", r"\_").replace("–", "--")
+    esc = _esc
 
     header, body = _grid(table, lambda t: rf"\textbf{{{t}}}", lambda t: rf"\underline{{{t}}}",
                          lambda m: rf"{m} (paper)")
@@ -195,28 +216,89 @@ def dataset_rows(results_dir: Path) -> list[list]:
              f"{100 * s['density']:.3f}%"] for _, s in sorted(seen.items())]
 
 
-def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, protocol: str = "random-8-1-1") -> str:
+def _section(title: str, rows, fmt: str) -> str:
+    header, body = rows
+    if fmt == "markdown":
+        return f"### {title}\n\n" + tabulate(body, header, tablefmt="github", disable_numparse=True)
+    return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{_esc(title)}}}",
+                      tabulate(body, header, tablefmt="latex_booktabs", disable_numparse=True), r"\end{table}"])
+
+
+def _esc(text: str) -> str:
+    return (text.replace("±", r"$\pm$").replace("≈", r"$\approx$").replace("_", r"\_").replace("–", "--")
+            .replace("%", r"\%").replace("✓", r"$\checkmark$").replace("β", r"$\beta$").replace("≥", r"$\geq$"))
+
+
+def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, campaign=None,
+                      plot: Path | None = None) -> list[str]:
+    """Significance, deviations, and (with a campaign spec) tuning, ablation, bits sweep, compute."""
+    from hashbench import campaign_report as cr
+
+    parts = []
+    if main.tests:
+        parts.append(_section("Table 1c: paired Wilcoxon signed-rank tests over users (per-user values averaged "
+                              "over common seeds), best hashing method of each column against every other row, "
+                              "Holm-corrected per column; ≈ in Table 1 marks p (Holm) ≥ 0.05",
+                              cr.significance_rows(main), fmt))
+    lines = cr.deviation_lines(main, alt) if main.published else []
+    if lines:
+        title = "Deviations from the papers' numbers (generated; threshold and causes in hashbench/deviations.toml)"
+        if fmt == "markdown":
+            parts.append(f"### {title}\n\n" + "\n".join(lines))
+        else:
+            items = "\n".join(r"\item " + _esc(l[2:].replace("**", "")) for l in lines)
+            parts.append(rf"\paragraph{{{_esc(title)}}}" + "\n" + r"\begin{itemize}" + "\n" + items + "\n" + r"\end{itemize}")
+    if campaign is None:
+        return parts
+    parts.append(_section(f"Table 3: tuning on {campaign.tune_dataset} validation, seed {campaign.tune_seed}, "
+                          f"{campaign.trials} trials per method under the same budget (campaign.toml)",
+                          cr.tuning_rows(campaign, results_dir), fmt))
+    for title, make in (
+            (f"Table 4: gradient-estimator ablation, {campaign.ablation_method} on {campaign.ablation_dataset}, "
+             f"{campaign.bits} bits, seed 0", lambda: cr.ablation_rows(campaign, results_dir)),
+            (f"Table 5: bits sweep on {campaign.sweep_dataset}, seed 0 (Proposed and the two baselines with the "
+             "best validation Recall@50)", lambda: _sweep(cr, campaign, results_dir, plot)),
+            ("Table 6: what the campaign cost on this machine", lambda: cr.compute_rows(campaign, results_dir))):
+        try:
+            parts.append(_section(title, make(), fmt))
+        except HashbenchError as exc:
+            parts.append(f"{title}: not available yet ({exc})." if fmt == "markdown" else "")
+    return [p for p in parts if p]
+
+
+def _sweep(cr, campaign, results_dir: Path, plot: Path | None):
+    rows, curves = cr.sweep_rows(campaign, results_dir)
+    if plot is not None and curves:
+        cr.plot_sweep(curves, campaign.sweep_dataset, plot)
+    return rows
+
+
+def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, protocol: str = "random-8-1-1",
+                  campaign=None, plot: Path | None = None) -> str:
     if fmt not in FORMATS:
         raise HashbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     main = build_table(results_dir, bits, protocol)
     if fmt == "csv":
         return render_csv(main)
+    add_significance(main, results_dir)
     caption = (f"Table 1: test Recall@K (R) and NDCG@K (N), {bits}-bit codes, {protocol} split, tie-exact "
-               "Hamming ranking; mean ± std over seeds. Best hashing row bold, second underlined.")
+               "Hamming ranking; mean ± std over seeds. Best hashing row bold, second underlined; ≈: not "
+               "significantly different from the best (Table 1c).")
     stats_header = ["dataset", "users", "items", "interactions", "density"]
     stats = dataset_rows(results_dir)
     alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS)
     alt_caption = ("Table 1b: NDCG with the hits-based IDCG of the BGCH/HashGNN code (non-standard, N*), "
                    "the variant the paper's N columns most likely use.")
+    extra = campaign_sections(results_dir, main, alt, fmt, campaign, plot)
     if fmt == "markdown":
         parts = [render_markdown(main, f"### {caption}"),
                  "### Table 2: datasets\n\n" + tabulate(stats, stats_header, tablefmt="github", disable_numparse=True),
                  render_markdown(alt, f"### {alt_caption}")]
         if main.published:
             parts.append(f"Paper's numbers: {load_published()[0]}.")
-        return "\n\n".join(parts) + "\n"
+        return "\n\n".join(parts + extra) + "\n"
     stats_tex = "\n".join([r"\begin{table}[t]", r"\centering", r"\caption{Table 2: dataset statistics}",
                            r"\begin{tabular}{lrrrr}", r"\toprule", " & ".join(stats_header) + r" \\", r"\midrule",
                            *[" & ".join(row).replace("%", r"\%") + r" \\" for row in stats],
                            r"\bottomrule", r"\end{tabular}", r"\end{table}"])
-    return "\n\n".join([render_latex(main, caption), stats_tex, render_latex(alt, alt_caption)]) + "\n"
+    return "\n\n".join([render_latex(main, caption), stats_tex, render_latex(alt, alt_caption), *extra]) + "\n"

@@ -4,6 +4,14 @@ from typing import Annotated, Optional
 import typer
 
 from hashbench.cli import ResultsDir, command, console
+from hashbench.errors import HashbenchError
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # a reader never sees half a table
+    console.print(f"wrote {path}")
 
 
 @command("report")
@@ -13,20 +21,41 @@ def report_command(
     bits: Annotated[int, typer.Option("--bits", help="Which code length to tabulate.")] = 64,
     protocol: Annotated[str, typer.Option("--protocol", help="Which split protocol to tabulate.")] = "random-8-1-1",
     out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    write: Annotated[bool, typer.Option("--write", help="Regenerate RESULTS/table1.md, table1.tex, table1.csv and "
+                                                        "bits_sweep.png in one go.")] = False,
+    spec: Annotated[Optional[Path], typer.Option("--spec", help="The campaign spec whose tuning, sweep, ablation "
+                                                 "and compute sections to add (default: ./campaign.toml).",
+                                                 show_default=False)] = None,
+    no_campaign: Annotated[bool, typer.Option("--no-campaign", help="Only Tables 1, 1b, 1c and 2.")] = False,
 ):
     """Print the paper's tables from RESULTS/runs.jsonl.
 
     Table 1: methods × datasets × Recall/NDCG@50/100 on test, mean ± std over seeds, best
-    hashing row bold and second underlined, the paper's published numbers beside ours.
-    Table 2: dataset statistics. Table 1b: NDCG with the non-standard hits-based IDCG.
+    hashing row bold and second underlined, ≈ where a row is not significantly different from
+    the best (Table 1c: paired Wilcoxon over users, Holm-corrected), the paper's published
+    numbers beside ours, and a generated list of large deviations with their likely causes.
+    Table 2: dataset statistics. Table 1b: NDCG with the non-standard hits-based IDCG. With
+    campaign.toml: Table 3 tuning, Table 4 estimator ablation, Table 5 bits sweep (and its
+    plot), Table 6 compute.
     """
+    from hashbench.campaign import campaign_path, load_campaign
     from hashbench.report import render_report
 
-    text = render_report(results, fmt, bits, protocol)
+    campaign = None
+    if not no_campaign and (spec is not None or campaign_path().exists()):
+        campaign = load_campaign(spec)
+    if write:
+        if out is not None:
+            raise HashbenchError("--write writes RESULTS/table1.*; it cannot be combined with --out")
+        plot = results / "bits_sweep.png"
+        for suffix, f in (("md", "markdown"), ("tex", "latex"), ("csv", "csv")):
+            _write(results / f"table1.{suffix}", render_report(results, f, bits, protocol, campaign,
+                                                               plot if f == "markdown" else None))
+        if plot.exists():
+            console.print(f"wrote {plot}")
+        return
+    text = render_report(results, fmt, bits, protocol, campaign)
     if out:
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
-        console.print(f"wrote {out}")
+        _write(out, text)
     else:
         print(text, end="")

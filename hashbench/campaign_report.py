@@ -1,0 +1,168 @@
+"""The campaign's sections of the report: tuning, significance, deviations from the papers,
+the bits sweep (with its plot), the gradient-estimator ablation and the compute bill.
+
+Every number is read from results/runs.jsonl (and per_user/ for the tests); which records
+belong to which stage is recomputed from campaign.toml, as `hashbench campaign` does.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from hashbench import records
+from hashbench.campaign import (Campaign, ablation_cells, chosen_params, describe, final_cells, sweep_cells,
+                                tune_cells)
+from hashbench.errors import HashbenchError
+from hashbench.report import Table, load_published, short
+from hashbench.significance import ALPHA
+
+Rows = tuple[list[str], list[list[str]]]  # header, body
+
+
+def _records_for(cells, latest) -> list[dict | None]:
+    return [latest.get(cell.config_hash()) for cell in cells]
+
+
+def _ok(rec: dict | None) -> bool:
+    return rec is not None and rec.get("status") == "ok"
+
+
+def _f(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def tuning_rows(c: Campaign, results_dir: Path) -> Rows:
+    latest = records.latest_by_cell(results_dir)
+    try:
+        chosen = chosen_params(c, results_dir)
+    except HashbenchError:
+        chosen = {}
+    body = []
+    for cell, rec in zip(tune_cells(c), _records_for(tune_cells(c), latest)):
+        valid = rec["metrics"]["valid"].get(c.monitor) if _ok(rec) else None
+        status = "not run" if rec is None else rec["status"]
+        mark = "✓" if chosen.get(cell.method) == cell.params else ""
+        body.append([cell.method, describe(cell.params, c.budget_for(cell.method)), _f(valid),
+                     f"{rec.get('train_seconds', 0):.0f}" if _ok(rec) else status, mark])
+    return ["method", "trial (beyond the budget)", f"valid {short(c.monitor)}", "train s", "chosen"], body
+
+
+def significance_rows(table: Table) -> Rows:
+    body = []
+    for (d, m), (best, tests) in table.tests.items():
+        for method, t in sorted(tests.items(), key=lambda kv: kv[1].p_adjusted):
+            body.append([d, short(m), best, method, f"{t.p_value:.2g}", f"{t.p_adjusted:.2g}",
+                         "yes" if t.significant else "no"])
+    return ["dataset", "metric", "best", "vs", "p (Wilcoxon)", "p (Holm)", f"significant at {ALPHA}"], body
+
+
+def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:
+    """One line per (method, dataset) whose number is far from the paper's, with likely causes."""
+    spec = tomllib.loads((Path(__file__).parent / "deviations.toml").read_text())
+    threshold, common, methods = spec["threshold"], spec["common"], spec.get("methods", {})
+    _, published = load_published()
+    lines = []
+    for method, per_dataset in published.items():
+        for d, values in per_dataset.items():
+            gaps = []
+            for metric, paper in values.items():
+                ours_table, ours_metric = table, metric
+                if metric.startswith("ndcg"):  # the paper's NDCG is the hits-based one (E1)
+                    ours_table, ours_metric = retrieved, metric.replace("ndcg", "ndcg_retrieved")
+                cell = ours_table.rows.get(method, {}).get((d, ours_metric)) if ours_table else None
+                if cell is None:
+                    continue
+                rel = cell.mean / paper - 1
+                if abs(rel) >= threshold:
+                    gaps.append(f"{short(ours_metric)} {cell.mean:.4f} vs {paper:.4f} ({rel:+.0%})")
+            if gaps:
+                causes = [*methods.get(method, {}).get("causes", []), common["budget"], common["selection"]]
+                if any("N*" in g for g in gaps):
+                    causes.append(common["ndcg"])
+                lines.append(f"- **{method}, {d}**: " + "; ".join(gaps) + ". Likely causes: " + "; ".join(causes) + ".")
+    return lines
+
+
+def sweep_rows(c: Campaign, results_dir: Path) -> tuple[Rows, dict[str, list[tuple[int, float]]]]:
+    latest = records.latest_by_cell(results_dir)
+    cells = sweep_cells(c, results_dir)
+    curves: dict[str, list[tuple[int, float]]] = {}
+    body = []
+    for cell, rec in zip(cells, _records_for(cells, latest)):
+        test = rec["metrics"]["test"] if _ok(rec) else {}
+        body.append([cell.method, str(cell.bits), _f(test.get("recall@50")), _f(test.get("recall@100")),
+                     _f(test.get("ndcg@50")), _f(test.get("ndcg@100"))])
+        if "recall@50" in test:
+            curves.setdefault(cell.method, []).append((cell.bits, test["recall@50"]))
+    return (["method", "bits", "R@50", "R@100", "N@50", "N@100"], body), curves
+
+
+def plot_sweep(curves: dict[str, list[tuple[int, float]]], dataset: str, path: Path) -> None:
+    """Recall@50 against code length, one line per method, written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=150)
+    for method, points in curves.items():
+        bits, recall = zip(*sorted(points))
+        ax.plot(bits, recall, marker="o", label=method)
+    ax.set_xscale("log", base=2)
+    all_bits = sorted({b for pts in curves.values() for b, _ in pts})
+    ax.set_xticks(all_bits, [str(b) for b in all_bits])
+    ax.set_xlabel("code length (bits)")
+    ax.set_ylabel("test Recall@50")
+    ax.set_title(f"{dataset}: Recall@50 against code length")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def ablation_rows(c: Campaign, results_dir: Path) -> Rows:
+    latest = records.latest_by_cell(results_dir)
+    body = []
+    for name, cell in ablation_cells(c, results_dir):
+        rec = latest.get(cell.config_hash())
+        if not _ok(rec):
+            body.append([name, "not run" if rec is None else rec["status"], "", "", "", ""])
+            continue
+        m = rec["metrics"]
+        body.append([name, _f(m["valid"].get("recall@50")), _f(m["test"].get("recall@50")),
+                     _f(m["test"].get("recall@100")), _f(m["test"].get("ndcg@50")),
+                     str(rec.get("extras", {}).get("best_epoch", ""))])
+    return ["estimator", "valid R@50", "test R@50", "test R@100", "test N@50", "best epoch"], body
+
+
+def compute_rows(c: Campaign, results_dir: Path) -> Rows:
+    """CPU and wall seconds per stage; a cell shared by two stages is billed to the first."""
+    latest = records.latest_by_cell(results_dir)
+    stages = [("tune", lambda: tune_cells(c)), ("final", lambda: final_cells(c, results_dir)),
+              ("sweep", lambda: sweep_cells(c, results_dir)),
+              ("ablation", lambda: [cell for _, cell in ablation_cells(c, results_dir)])]
+    seen: set[str] = set()
+    body, total = [], np.zeros(3)
+    for name, cells_of in stages:
+        try:
+            cells = cells_of()
+        except HashbenchError:
+            continue
+        recs = [rec for cell in cells if (rec := latest.get(cell.config_hash())) is not None
+                and cell.config_hash() not in seen]
+        seen.update(cell.config_hash() for cell in cells)
+        cpu = sum(r.get("cpu_seconds", 0.0) for r in recs)
+        wall = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in recs)
+        gpu = sum(1 for r in recs if r.get("device") == "cuda")
+        total += (len(recs), cpu, wall)
+        body.append([name, str(len(recs)), f"{cpu / 3600:.2f}", f"{wall / 3600:.2f}", str(gpu)])
+    body.append(["total", str(int(total[0])), f"{total[1] / 3600:.2f}", f"{total[2] / 3600:.2f}", ""])
+    return ["stage", "cells recorded", "CPU hours", "wall hours (train + eval)", "on GPU"], body
