@@ -78,15 +78,17 @@ def test_the_best_validation_trial_is_chosen_and_final_waits_for_tuning(tmp_path
     with pytest.raises(HashbenchError, match="tuning of proposed is not finished"):
         final_cells(c, results)
     valid = {("proposed", 0): 0.30, ("proposed", 1): 0.35, ("hashrec", 0): 0.2, ("hashrec", 1): 0.2,
-             ("dcf", 0): 0.1, ("dcf", 1): 0.0}
+             ("dcf", 0): 0.9, ("dcf", 1): 0.0}
     seen = {}
     for cell in tune_cells(c):
         i = seen[cell.method] = seen.get(cell.method, -1) + 1
-        records.append_record(results, {"config_hash": cell.config_hash(), "status": "ok",
+        failed = (cell.method, i) == ("dcf", 0)  # a failed trial just loses
+        records.append_record(results, {"config_hash": cell.config_hash(), "status": "failed" if failed else "ok",
                                         "metrics": {"valid": {"recall@50": valid[(cell.method, i)]}}})
     chosen = chosen_params(c, results)
     assert chosen["proposed"] == {"epochs": 2, "eval_every": 1, "beta": 5.0}
     assert chosen["hashrec"] == {"epochs": 3, "eval_every": 1}  # a tie keeps the defaults
+    assert chosen["dcf"] == {"max_iters": 2, "init_iters": 2, "negatives": 2}
     assert chosen["mostpop"] == {}
     cells = final_cells(c, results)
     assert len(cells) == 4 * 2 and {cell.seed for cell in cells} == {0, 1}

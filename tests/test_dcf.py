@@ -5,30 +5,20 @@ import numpy as np
 import pytest
 
 from baselines import dcf
-from hashbench import seeds
 from hashbench.core.graph import UserItemIndex
-from hashbench.datasets import load_dataset
 from hashbench.evaluate import evaluate_split_codes
-from hashbench.registry import FitContext, TrainData, get_method
-from hashbench.runner import evaluate_method
-from hashbench.splits import make_split
+from helpers import fit_method, popularity_recall
 
 FAST = {"init_iters": 5, "max_iters": 6, "patience": 3}
 
 
 @pytest.fixture(scope="module")
-def split():
-    return make_split(load_dataset("synthetic"), "random-8-1-1", 0)
+def split(synthetic_split):
+    return synthetic_split
 
 
 def fit(split, checkpoint_dir=None, progress=None, **params):
-    ctx = FitContext(seed=seeds.seed_sequence(0, "method"), checkpoint_dir=checkpoint_dir,
-                     validate=lambda m: evaluate_method(m, split, "valid", (50,)))
-    if progress is not None:
-        ctx.progress = progress
-    method = get_method("dcf")(64, ctx, **{**FAST, **params})
-    method.fit(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid))
-    return method
+    return fit_method("dcf", split, checkpoint_dir=checkpoint_dir, progress=progress, **{**FAST, **params})
 
 
 def test_objective_never_increases_across_bit_updates(split):
@@ -89,9 +79,7 @@ def test_beats_popularity_and_is_deterministic(split, fitted):
     assert user_codes.shape == (split.n_users, 8) and user_codes.dtype == np.uint8
     assert item_codes.shape == (split.n_items, 8)
     recall = evaluate_split_codes(user_codes, item_codes, split, "test", (50,)).metrics["recall@50"]
-    pop = get_method("mostpop")(64, FitContext(seed=seeds.seed_sequence(0, "method")))
-    pop.fit(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid))
-    pop_recall = evaluate_method(pop, split, "test", (50,))["recall@50"]
+    pop_recall = popularity_recall(split)
     assert recall > pop_recall + 0.1
     again = fit(split).codes()
     assert np.array_equal(again[0], user_codes) and np.array_equal(again[1], item_codes)

@@ -4,39 +4,26 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from baselines.hashrec import beta_at
-from hashbench import seeds
 from hashbench.evaluate import evaluate_split_codes
-from hashbench.datasets import load_dataset
-from hashbench.registry import FitContext, TrainData, get_method
-from hashbench.runner import evaluate_method
-from hashbench.splits import make_split
+from helpers import fit_method, popularity_recall
 
 FAST = {"batch_size": 3000, "epochs": 6, "eval_every": 3, "lr": 0.01}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors: thread start-up dominates, and on a shared machine it dominates badly
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def split():
-    return make_split(load_dataset("synthetic"), "random-8-1-1", 0)
+def split(synthetic_split):
+    return synthetic_split
 
 
 def fit(split, **params):
-    ctx = FitContext(seed=seeds.seed_sequence(0, "method"),
-                     validate=lambda m: evaluate_method(m, split, "valid", (50,)))
-    method = get_method("hashrec")(64, ctx, **{**FAST, **params})
-    method.fit(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid))
-    return method
+    return fit_method("hashrec", split, **{**FAST, **params})
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +47,7 @@ def test_beats_popularity_and_is_deterministic(split, fitted):
     assert user_codes.shape == (split.n_users, 8) and user_codes.dtype == np.uint8
     assert item_codes.shape == (split.n_items, 8)
     recall = evaluate_split_codes(user_codes, item_codes, split, "test", (50,)).metrics["recall@50"]
-    pop = get_method("mostpop")(64, FitContext(seed=seeds.seed_sequence(0, "method")))
-    pop.fit(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid))
-    assert recall > evaluate_method(pop, split, "test", (50,))["recall@50"] + 0.1
+    assert recall > popularity_recall(split) + 0.1
     again = fit(split).codes()
     assert np.array_equal(again[0], user_codes) and np.array_equal(again[1], item_codes)
     assert fitted.extras()["deviations"]

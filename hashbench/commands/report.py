@@ -38,12 +38,16 @@ def report_command(
     campaign.toml: Table 3 tuning, Table 4 estimator ablation, Table 5 bits sweep (and its
     plot), Table 6 compute.
     """
-    from hashbench.campaign import campaign_path, load_campaign
+    from hashbench.campaign import campaign_path, load_campaign, tune_cells
+    from hashbench.records import latest_by_cell
     from hashbench.report import render_report
 
     campaign = None
     if not no_campaign and (spec is not None or campaign_path().exists()):
         campaign = load_campaign(spec)
+        # the default spec only adds its sections to results that hold some of its runs
+        if spec is None and not any(cell.config_hash() in latest_by_cell(results) for cell in tune_cells(campaign)):
+            campaign = None
     if write:
         if out is not None:
             raise HashbenchError("--write writes RESULTS/table1.*; it cannot be combined with --out")
