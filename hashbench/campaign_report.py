@@ -51,11 +51,15 @@ def tuning_rows(c: Campaign, results_dir: Path) -> Rows:
     return ["method", "trial (beyond the budget)", f"valid {short(c.monitor)}", "train s", "chosen"], body
 
 
+def _p(value: float) -> str:
+    return "< 1e-300" if value == 0 else f"{value:.2g}"  # scipy's p underflows to 0 for 30k users
+
+
 def significance_rows(table: Table) -> Rows:
     body = []
     for (d, m), (best, tests) in table.tests.items():
         for method, t in sorted(tests.items(), key=lambda kv: kv[1].p_adjusted):
-            body.append([d, short(m), best, method, f"{t.p_value:.2g}", f"{t.p_adjusted:.2g}",
+            body.append([d, short(m), best, method, _p(t.p_value), _p(t.p_adjusted),
                          "yes" if t.significant else "no"])
     return ["dataset", "metric", "best", "vs", "p (Wilcoxon)", "p (Holm)", f"significant at {ALPHA}"], body
 
@@ -80,10 +84,11 @@ def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:
                 if abs(rel) >= threshold:
                     gaps.append(f"{short(ours_metric)} {cell.mean:.4f} vs {paper:.4f} ({rel:+.0%})")
             if gaps:
-                causes = [*methods.get(method, {}).get("causes", []), common["budget"], common["selection"]]
-                if any("N*" in g for g in gaps):
-                    causes.append(common["ndcg"])
-                lines.append(f"- **{method}, {d}**: " + "; ".join(gaps) + ". Likely causes: " + "; ".join(causes) + ".")
+                causes = methods.get(method, {}).get("causes", [])
+                lines.append(f"- **{method}, {d}**: " + "; ".join(gaps) + "."
+                             + (" Likely causes: " + "; ".join(causes) + "." if causes else ""))
+    if lines:
+        lines.append("- **Every row**: " + "; ".join(common.values()) + ".")
     return lines
 
 

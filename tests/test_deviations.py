@@ -1,0 +1,31 @@
+"""The generated deviations section: a number far from the paper's is named with its likely
+causes; one within the threshold is not; the paper's NDCG is compared with our N*."""
+
+from hashbench.campaign_report import deviation_lines
+from hashbench.report import Cell, Table, load_published
+
+
+def table(rows, metrics):
+    return Table(["gowalla"], metrics, rows, {m: True for m in rows}, {})
+
+
+def test_large_gaps_are_named_with_causes_and_small_ones_are_not():
+    _, published = load_published()
+    paper = published["bgch"]["gowalla"]["recall@50"]
+    close = published["proposed"]["gowalla"]
+    main = table({"bgch": {("gowalla", "recall@50"): Cell([paper * 0.5, paper * 0.5])},
+                  "proposed": {("gowalla", m): Cell([v * 1.02]) for m, v in close.items()}},
+                 ("recall@50", "recall@100", "ndcg@50", "ndcg@100"))
+    # our standard NDCG is far from the paper's, but the paper's N is compared with N*
+    main.rows["proposed"][("gowalla", "ndcg@50")] = Cell([close["ndcg@50"] * 0.5])
+    retrieved = table({"proposed": {("gowalla", "ndcg_retrieved@50"): Cell([close["ndcg@50"] * 1.01])}},
+                      ("ndcg_retrieved@50",))
+    lines = deviation_lines(main, retrieved)
+    assert len(lines) == 2  # bgch, then the causes every row shares
+    assert lines[0].startswith("- **bgch, gowalla**: R@50") and "(-50%)" in lines[0]
+    assert "768 bits" in lines[0]  # its own cause, from deviations.toml
+    assert lines[1].startswith("- **Every row**") and "budget" in lines[1]
+
+
+def test_no_gap_no_section():
+    assert deviation_lines(table({}, ("recall@50",))) == []
