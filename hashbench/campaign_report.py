@@ -56,12 +56,19 @@ def _p(value: float) -> str:
 
 
 def significance_rows(table: Table) -> Rows:
+    """Rows: methods; columns: (dataset, metric) with its best method; cells: Holm-adjusted p vs that best."""
+    columns = list(table.tests)
+    header = ["method"] + [f"{d} {short(m)} (best: {table.tests[(d, m)][0]})" for d, m in columns]
     body = []
-    for (d, m), (best, tests) in table.tests.items():
-        for method, t in sorted(tests.items(), key=lambda kv: kv[1].p_adjusted):
-            body.append([d, short(m), best, method, _p(t.p_value), _p(t.p_adjusted),
-                         "yes" if t.significant else "no"])
-    return ["dataset", "metric", "best", "vs", "p (Wilcoxon)", "p (Holm)", f"significant at {ALPHA}"], body
+    for method in table.rows:
+        cells = []
+        for column in columns:
+            best, tests = table.tests[column]
+            t = tests.get(method)
+            cells.append("best" if method == best else "–" if t is None else
+                         _p(t.p_adjusted) + ("" if t.significant else " (n.s.)"))
+        body.append([method] + cells)
+    return header, body
 
 
 def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:

@@ -236,9 +236,11 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
 
     parts = []
     if main.tests:
-        parts.append(_section("Table 1c: paired Wilcoxon signed-rank tests over users (per-user values averaged "
-                              "over common seeds), best hashing method of each column against every other row, "
-                              "Holm-corrected per column; ≈ in Table 1 marks p (Holm) ≥ 0.05",
+        parts.append(_section("Table 1c: Holm-adjusted p-values of paired two-sided Wilcoxon signed-rank tests "
+                              "over users (each user's value averaged over the seeds both methods have) of every "
+                              "row against the best hashing method of the column, Holm-corrected per column; "
+                              "n.s.: p ≥ 0.05, marked ≈ in Table 1 (two-sided: the direction is that of the means in Table 1); "
+                              "–: no per-user results",
                               cr.significance_rows(main), fmt))
     lines = cr.deviation_lines(main, alt) if main.published else []
     if lines:

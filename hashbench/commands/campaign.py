@@ -14,8 +14,8 @@ from hashbench.errors import HashbenchError
 def campaign_command(
     stage: Annotated[str, typer.Option("--stage", "-s", help="tune, final, sweep, ablation, or all (in that "
                                                              "order; each later stage needs the earlier ones).")] = "all",
-    spec: Annotated[Optional[Path], typer.Option("--spec", help="The campaign spec (default: ./campaign.toml, "
-                                                 "else $HASHBENCH_CAMPAIGN).", show_default=False)] = None,
+    spec: Annotated[Optional[Path], typer.Option("--spec", help="The campaign spec (default: $HASHBENCH_CAMPAIGN, "
+                                                 "else ./campaign.toml, else the checkout's).", show_default=False)] = None,
     budget_scale: Annotated[float, typer.Option("--budget-scale", help="Multiply every method's epoch budget "
                                                 "(e.g. 10 on a GPU for paper-length training).")] = 1.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the stage's cells and whether each is done; "
