@@ -156,13 +156,19 @@ def ablation_rows(c: Campaign, results_dir: Path) -> Rows:
 
 
 def compute_rows(c: Campaign, results_dir: Path) -> Rows:
-    """CPU and wall seconds per stage; a cell shared by two stages is billed to the first."""
+    """CPU seconds, summed cell time and elapsed time per stage; a cell shared by two stages is billed to the first."""
+    from datetime import datetime
+
     latest = records.latest_by_cell(results_dir)
     stages = [("tune", lambda: tune_cells(c)), ("final", lambda: final_cells(c, results_dir)),
               ("sweep", lambda: sweep_cells(c, results_dir)),
               ("ablation", lambda: [cell for _, cell in ablation_cells(c, results_dir)])]
     seen: set[str] = set()
-    body, total = [], np.zeros(3)
+    body, total, spans = [], np.zeros(3), []
+
+    def hours(seconds: float) -> str:
+        return f"{seconds / 3600:.2f}"
+
     for name, cells_of in stages:
         try:
             cells = cells_of()
@@ -172,9 +178,15 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
                 and cell.config_hash() not in seen]
         seen.update(cell.config_hash() for cell in cells)
         cpu = sum(r.get("cpu_seconds", 0.0) for r in recs)
-        wall = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in recs)
+        summed = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in recs)
         gpu = sum(1 for r in recs if r.get("device") == "cuda")
-        total += (len(recs), cpu, wall)
-        body.append([name, str(len(recs)), f"{cpu / 3600:.2f}", f"{wall / 3600:.2f}", str(gpu)])
-    body.append(["total", str(int(total[0])), f"{total[1] / 3600:.2f}", f"{total[2] / 3600:.2f}", ""])
-    return ["stage", "cells recorded", "CPU hours", "wall hours (train + eval)", "on GPU"], body
+        times = [(datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
+                 for r in recs if "started_at" in r and "finished_at" in r]
+        elapsed = (max(t[1] for t in times) - min(t[0] for t in times)).total_seconds() if times else 0.0
+        spans.extend(times)
+        total += (len(recs), cpu, summed)
+        body.append([name, str(len(recs)), hours(cpu), hours(summed), hours(elapsed), str(gpu)])
+    elapsed = (max(t[1] for t in spans) - min(t[0] for t in spans)).total_seconds() if spans else 0.0
+    body.append(["total", str(int(total[0])), hours(total[1]), hours(total[2]), hours(elapsed), ""])
+    return (["stage", "cells recorded", "CPU hours", "cell hours (train + eval, summed)",
+             "elapsed hours (first start to last finish)", "on GPU"], body)
