@@ -239,8 +239,8 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
         parts.append(_section("Table 1c: Holm-adjusted p-values of paired two-sided Wilcoxon signed-rank tests "
                               "over users (each user's value averaged over the seeds both methods have) of every "
                               "row against the best hashing method of the column, Holm-corrected per column; "
-                              "n.s.: p ≥ 0.05, marked ≈ in Table 1 (two-sided: the direction is that of the means in Table 1); "
-                              "–: no per-user results",
+                              "n.s.: p ≥ 0.05, marked ≈ in Table 1 (two-sided: the direction is that of the "
+                              "means in Table 1); –: no per-user results",
                               cr.significance_rows(main), fmt))
     lines = cr.deviation_lines(main, alt) if main.published else []
     if lines:
@@ -249,7 +249,7 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
             parts.append(f"### {title}\n\n" + "\n".join(lines))
         else:
             items = "\n".join(r"\item " + _esc(l[2:].replace("**", "")) for l in lines)
-            parts.append(rf"\paragraph{{{_esc(title)}}}" + "\n" + r"\begin{itemize}" + "\n" + items + "\n" + r"\end{itemize}")
+            parts.append("\n".join([rf"\paragraph{{{_esc(title)}}}", r"\begin{itemize}", items, r"\end{itemize}"]))
     if campaign is None:
         return parts
     parts.append(_section(f"Table 3: tuning on {campaign.tune_dataset} validation, seed {campaign.tune_seed}, "
