@@ -9,7 +9,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def synthetic_split():
+def split():
     """The built-in synthetic dataset's seed-0 random 8:1:1 split (generated, never downloaded)."""
     from hashbench.datasets import load_dataset
     from hashbench.splits import make_split

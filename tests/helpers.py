@@ -1,6 +1,9 @@
 """What the method test modules share: fit a registered method on a split, the way the runner does."""
 
+import numpy as np
+
 from hashbench import seeds
+from hashbench.evaluate import evaluate_split_codes
 from hashbench.registry import FitContext, TrainData, get_method
 from hashbench.runner import evaluate_method
 
@@ -19,3 +22,15 @@ def fit_method(name, split, bits=64, checkpoint_dir=None, progress=None, **param
 def popularity_recall(split) -> float:
     """MostPop's test Recall@50: the floor a learning method must clear."""
     return evaluate_method(fit_method("mostpop", split), split, "test", (50,))["recall@50"]
+
+
+def assert_learns_reproducibly(fitted, split, refit, margin=0.1):
+    """64-bit codes of the right shape, test Recall@50 above popularity by `margin`, and a
+    refit with the same seed (refit()) gives identical codes."""
+    user_codes, item_codes = fitted.codes()
+    assert user_codes.shape == (split.n_users, 8) and user_codes.dtype == np.uint8
+    assert item_codes.shape == (split.n_items, 8)
+    recall = evaluate_split_codes(user_codes, item_codes, split, "test", (50,)).metrics["recall@50"]
+    assert recall > popularity_recall(split) + margin
+    again = refit().codes()
+    assert np.array_equal(again[0], user_codes) and np.array_equal(again[1], item_codes)

@@ -6,20 +6,10 @@ import pytest
 import torch
 
 from baselines.ccsr import RowAutoencoder, SparseRows, balance_loss
-from hashbench.evaluate import evaluate_split_codes
-from helpers import fit_method, popularity_recall
+from helpers import assert_learns_reproducibly, fit_method
 
 FAST = {"batch_size": 4096, "epochs": 6, "eval_every": 3, "lr": 0.01}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_thread):
-    yield
-
-
-@pytest.fixture(scope="module")
-def split(synthetic_split):
-    return synthetic_split
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fit(split, **params):
@@ -78,11 +68,5 @@ def test_sparse_reconstruction_error_matches_dense():
 
 
 def test_beats_popularity_and_is_deterministic(split, fitted):
-    user_codes, item_codes = fitted.codes()
-    assert user_codes.shape == (split.n_users, 8) and user_codes.dtype == np.uint8
-    assert item_codes.shape == (split.n_items, 8)
-    recall = evaluate_split_codes(user_codes, item_codes, split, "test", (50,)).metrics["recall@50"]
-    assert recall > popularity_recall(split) + 0.1
-    again = fit(split).codes()
-    assert np.array_equal(again[0], user_codes) and np.array_equal(again[1], item_codes)
+    assert_learns_reproducibly(fitted, split, lambda: fit(split))
     assert fitted.extras()["deviations"]

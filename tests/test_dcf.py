@@ -6,15 +6,9 @@ import pytest
 
 from baselines import dcf
 from hashbench.core.graph import UserItemIndex
-from hashbench.evaluate import evaluate_split_codes
-from helpers import fit_method, popularity_recall
+from helpers import assert_learns_reproducibly, fit_method
 
 FAST = {"init_iters": 5, "max_iters": 6, "patience": 3}
-
-
-@pytest.fixture(scope="module")
-def split(synthetic_split):
-    return synthetic_split
 
 
 def fit(split, checkpoint_dir=None, progress=None, **params):
@@ -74,16 +68,8 @@ def fitted(split):
 
 
 def test_beats_popularity_and_is_deterministic(split, fitted):
-    first = fitted
-    user_codes, item_codes = first.codes()
-    assert user_codes.shape == (split.n_users, 8) and user_codes.dtype == np.uint8
-    assert item_codes.shape == (split.n_items, 8)
-    recall = evaluate_split_codes(user_codes, item_codes, split, "test", (50,)).metrics["recall@50"]
-    pop_recall = popularity_recall(split)
-    assert recall > pop_recall + 0.1
-    again = fit(split).codes()
-    assert np.array_equal(again[0], user_codes) and np.array_equal(again[1], item_codes)
-    extras = first.extras()
+    assert_learns_reproducibly(fitted, split, lambda: fit(split))
+    extras = fitted.extras()
     assert extras["best_iteration"] >= 1 and extras["deviations"]
 
 

@@ -5,21 +5,14 @@ import pytest
 
 from hashbench import seeds
 from hashbench.core.graph import normalized_adjacency, propagate
-from hashbench.datasets import load_dataset
 from hashbench.registry import FitContext, TrainData, get_method
 from hashbench.runner import evaluate_method
-from hashbench.splits import make_split
 
 FAST = {
     "proposed": {"epochs": 10, "eval_every": 5, "batch_users": 128, "sampled_items": 400},
     "proposed-exact": {"epochs": 10, "eval_every": 5, "batch_users": 128, "rank": "exact", "positives": 0},
     "lightgcn": {"epochs": 10, "eval_every": 5, "batch_size": 2048, "lr": 1e-2},
 }
-
-
-@pytest.fixture(scope="module")
-def split():
-    return make_split(load_dataset("synthetic"), "random-8-1-1", 0)
 
 
 def fit(name, split, **params):

@@ -8,17 +8,10 @@ import torch
 from baselines import hashgnn
 from hashbench import seeds
 from hashbench.core.estimators import StraightThroughEstimator
-from hashbench.datasets import load_dataset
 from hashbench.registry import FitContext, TrainData, get_method
 from hashbench.runner import evaluate_method
-from hashbench.splits import make_split
 
 FAST = {"epochs": 4, "batch_size": 1024, "lr": 1e-2}
-
-
-@pytest.fixture(scope="module")
-def split():
-    return make_split(load_dataset("synthetic"), "random-8-1-1", 0)
 
 
 def fit(split, name="hashgnn", **params):

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 
 from hashbench import seeds
-from hashbench.datasets import load_dataset
 from hashbench.registry import FitContext, TrainData, available_methods
 from hashbench.runner import evaluate_method
-from hashbench.splits import make_split
 
 BITS = 32
 FAST_PARAMS = {
@@ -28,11 +26,6 @@ FAST_PARAMS = {
 
 class Interrupt(Exception):
     pass
-
-
-@pytest.fixture(scope="module")
-def split():
-    return make_split(load_dataset("synthetic"), "random-8-1-1", 0)
 
 
 def fit(name, split, checkpoint_dir=None, interrupt_at=None, calls=None):

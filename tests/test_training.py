@@ -4,11 +4,9 @@ import numpy as np
 import pytest
 
 from hashbench import seeds
-from hashbench.datasets import load_dataset
 from hashbench.evaluate import evaluate_split_codes
 from hashbench.registry import FitContext, TrainData, get_method
 from hashbench.runner import evaluate_method
-from hashbench.splits import make_split
 
 SMALL = {"proposed": {"epochs": 12, "eval_every": 3, "patience": 10, "batch_users": 128, "sampled_items": 200},
          "lightgcn": {"epochs": 6, "eval_every": 2, "patience": 10, "batch_size": 2048}}
@@ -16,11 +14,6 @@ SMALL = {"proposed": {"epochs": 12, "eval_every": 3, "patience": 10, "batch_user
 
 class Interrupted(Exception):
     pass
-
-
-@pytest.fixture(scope="module")
-def split():
-    return make_split(load_dataset("synthetic"), "random-8-1-1", 0)
 
 
 def fit(split, checkpoint_dir=None, crash_at_epoch=None, method="proposed", **params):
