@@ -67,6 +67,19 @@ _HIGHS = np.uint64(0x8080808080808080)
 
 
 @njit(inline="always")
+def _collect_range(dist, start, stop, lo, hi, cand_ids, cand_d, n_cand, hist):
+    """Append items start..stop-1 with lo < distance <= hi to (cand_ids, cand_d)."""
+    for i in range(start, stop):
+        d = np.int64(dist[i])
+        if lo < d <= hi:
+            cand_ids[n_cand] = i
+            cand_d[n_cand] = d
+            hist[d] += 1
+            n_cand += 1
+    return n_cand
+
+
+@njit(inline="always")
 def _collect(dist, dist_words, lo, hi, cand_ids, cand_d, n_cand, hist):
     """Append the items with lo < distance <= hi to (cand_ids, cand_d), in item-id order."""
     if dist_words.shape[0] and hi < 127:
@@ -77,22 +90,9 @@ def _collect(dist, dist_words, lo, hi, cand_ids, cand_d, n_cand, hist):
         for w in range(dist_words.shape[0]):
             x = dist_words[w]
             if (x - limit) & ~x & _HIGHS:
-                for i in range(8 * w, 8 * w + 8):
-                    d = np.int64(dist[i])
-                    if lo < d <= hi:
-                        cand_ids[n_cand] = i
-                        cand_d[n_cand] = d
-                        hist[d] += 1
-                        n_cand += 1
-    else:
-        for i in range(dist.shape[0]):
-            d = np.int64(dist[i])
-            if lo < d <= hi:
-                cand_ids[n_cand] = i
-                cand_d[n_cand] = d
-                hist[d] += 1
-                n_cand += 1
-    return n_cand
+                n_cand = _collect_range(dist, 8 * w, 8 * w + 8, lo, hi, cand_ids, cand_d, n_cand, hist)
+        return n_cand
+    return _collect_range(dist, 0, dist.shape[0], lo, hi, cand_ids, cand_d, n_cand, hist)
 
 
 def _topk(user_words, item_words_t, k, mask_ptr, mask_items, mask_rows, proto, first_guess, order):
