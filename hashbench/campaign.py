@@ -119,23 +119,17 @@ def chosen_params(c: Campaign, results_dir: Path) -> dict[str, dict[str, Any]]:
     Raises if a tuned method's trials are not all recorded: the final stage must not start
     from a half-finished tuning pass."""
     latest = records.latest_by_cell(results_dir)
+    scored: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+    for cell in tune_cells(c):
+        rec = latest.get(cell.config_hash())
+        if rec is None:
+            raise HashbenchError(f"tuning of {cell.method} is not finished (run `hashbench campaign --stage tune`)")
+        value = rec["metrics"]["valid"].get(c.monitor, -np.inf) if rec.get("status") == "ok" else -np.inf
+        scored.setdefault(cell.method, []).append((value, cell.params))
     chosen = {m: c.budget_for(m) for m in c.methods if m not in c.grid}
-    for m in c.methods:
-        if m not in c.grid:
-            continue
-        scored = []
-        for cell, trial in zip(tune_cells_for(c, m), c.grid[m]):
-            rec = latest.get(cell.config_hash())
-            if rec is None:
-                raise HashbenchError(f"tuning of {m} is not finished (run `hashbench campaign --stage tune`)")
-            value = rec["metrics"]["valid"].get(c.monitor, -np.inf) if rec.get("status") == "ok" else -np.inf
-            scored.append((value, cell.params))
-        chosen[m] = max(scored, key=lambda s: s[0])[1]  # first trial (the defaults) wins ties
+    # max keeps the first of equal values: the defaults (the first trial) win ties
+    chosen.update({m: max(trials, key=lambda s: s[0])[1] for m, trials in scored.items()})
     return chosen
-
-
-def tune_cells_for(c: Campaign, method: str) -> list[Cell]:
-    return [cell for cell in tune_cells(c) if cell.method == method]
 
 
 def final_cells(c: Campaign, results_dir: Path) -> list[Cell]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hashbench import records
-from hashbench.campaign import (Campaign, ablation_cells, chosen_params, describe, final_cells, sweep_cells,
+from hashbench.campaign import (STAGES, Campaign, ablation_cells, chosen_params, describe, stage_cells, sweep_cells,
                                 tune_cells)
 from hashbench.errors import HashbenchError
 from hashbench.report import Table, load_published, short
@@ -160,18 +160,15 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
     from datetime import datetime
 
     latest = records.latest_by_cell(results_dir)
-    stages = [("tune", lambda: tune_cells(c)), ("final", lambda: final_cells(c, results_dir)),
-              ("sweep", lambda: sweep_cells(c, results_dir)),
-              ("ablation", lambda: [cell for _, cell in ablation_cells(c, results_dir)])]
     seen: set[str] = set()
     body, total, spans = [], np.zeros(3), []
 
     def hours(seconds: float) -> str:
         return f"{seconds / 3600:.2f}"
 
-    for name, cells_of in stages:
+    for name in STAGES:
         try:
-            cells = cells_of()
+            cells = stage_cells(c, name, results_dir)
         except HashbenchError:
             continue
         recs = [rec for cell in cells if (rec := latest.get(cell.config_hash())) is not None
