@@ -22,7 +22,6 @@ import copy
 import ctypes
 import hashlib
 import json
-import os
 import resource
 import time
 import warnings
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hashbench.core.checkpoints import load_checkpoint, save_checkpoint
 from hashbench.seeds import torch_seed
 
 CHECKPOINT_NAME = "train_state.pt"
@@ -102,29 +102,10 @@ def tune_malloc() -> None:
         pass
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _load_checkpoint(ctx, config_hash: str) -> dict | None:
     if ctx.checkpoint_dir is None:
         return None
-    path = Path(ctx.checkpoint_dir) / CHECKPOINT_NAME
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != config_hash:
-        return None  # a different configuration ran here before: start afresh (and overwrite)
-    return state
+    return load_checkpoint(Path(ctx.checkpoint_dir) / CHECKPOINT_NAME, config_hash)
 
 
 def train_loop(method, module: nn.Module, config: TrainConfig,
@@ -181,7 +162,7 @@ def _train_loop(method, module, config, epoch_batches, batch_loss, on_epoch_star
     def checkpoint(epoch: int, finished: bool = False) -> None:
         if ctx.checkpoint_dir is None:
             return
-        _atomic_torch_save({
+        save_checkpoint({
             "fingerprint": config_hash, "epoch": epoch, "finished": finished,
             "module": module.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
