@@ -162,14 +162,14 @@ def _train_loop(method, module, config, epoch_batches, batch_loss, on_epoch_star
     def checkpoint(epoch: int, finished: bool = False) -> None:
         if ctx.checkpoint_dir is None:
             return
-        save_checkpoint({
+        save_checkpoint(Path(ctx.checkpoint_dir) / CHECKPOINT_NAME, {
             "fingerprint": config_hash, "epoch": epoch, "finished": finished,
             "module": module.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
             "numpy_rng": rng.bit_generator.state, "best_state": best_state, "bad_evals": bad_evals,
             "result": result.as_dict(), "elapsed": elapsed_before + (time.perf_counter() - t0),
             "train_only": train_only,
-        }, Path(ctx.checkpoint_dir) / CHECKPOINT_NAME)
+        })
 
     t0 = time.perf_counter()
     name = getattr(method, "name", "train")
