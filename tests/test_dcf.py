@@ -70,14 +70,14 @@ def fitted(split):
 def test_beats_popularity_and_is_deterministic(split, fitted):
     assert_learns_reproducibly(fitted, split, lambda: fit(split))
     extras = fitted.extras()
-    assert extras["best_iteration"] >= 1 and extras["deviations"]
+    assert extras["best_epoch"] >= 1 and extras["deviations"]
 
 
 @pytest.mark.parametrize("kill_at", ["early", "last"])
 def test_resumes_after_interruption(split, fitted, tmp_path, kill_at):
     reference = fitted.codes()
     # "last": killed right after the iteration that stopped the run was saved
-    at = 3 if kill_at == "early" else fitted.iterations_run
+    at = 3 if kill_at == "early" else fitted.result.epochs_run
 
     class Killed(Exception):
         pass
@@ -89,7 +89,7 @@ def test_resumes_after_interruption(split, fitted, tmp_path, kill_at):
     with pytest.raises(Killed):
         fit(split, checkpoint_dir=tmp_path, progress=kill)
     resumed = fit(split, checkpoint_dir=tmp_path)
-    assert resumed.resumed_from == at
-    assert resumed.iterations_run == fitted.iterations_run
+    assert resumed.result.resumed_from_epoch == at
+    assert resumed.result.epochs_run == fitted.result.epochs_run
     assert np.array_equal(resumed.codes()[0], reference[0])
     assert np.array_equal(resumed.codes()[1], reference[1])
