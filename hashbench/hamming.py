@@ -113,3 +113,33 @@ def pair_distances(user_words: np.ndarray, item_words: np.ndarray, users: np.nda
     return _pair_distances(np.ascontiguousarray(user_words), np.ascontiguousarray(item_words),
                            np.ascontiguousarray(users, dtype=np.int64),
                            np.ascontiguousarray(items, dtype=np.int64))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _lookup_by_distance(user_words, item_words_t, table, buffer_proto, out):
+    n_users, n_words = user_words.shape
+    n_items = item_words_t.shape[1]
+    for u in prange(n_users):
+        dist = np.zeros(n_items, buffer_proto.dtype)
+        for k in range(n_words):
+            x = user_words[u, k]
+            row = item_words_t[k]
+            for i in range(n_items):
+                dist[i] += _popcount64(x ^ row[i])
+        row_out = out[u]
+        row_table = table[u]
+        for i in range(n_items):
+            row_out[i] = row_table[dist[i]]
+
+
+def lookup_by_distance(user_words: np.ndarray, item_words: np.ndarray, table: np.ndarray, bits: int,
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """[n_users, n_items] of table[u, Ham(u, i)]: a per-user function of the distance, spread
+    over all items (table [n_users, bits+1], any numeric dtype; the result has its dtype)."""
+    item_words_t = np.ascontiguousarray(item_words.T)
+    table = np.ascontiguousarray(table)
+    if out is None:
+        out = np.empty((user_words.shape[0], item_words.shape[0]), table.dtype)
+    proto = np.empty(0, np.uint8 if bits <= 255 else np.uint16)
+    _lookup_by_distance(np.ascontiguousarray(user_words), item_words_t, table, proto, out)
+    return out

@@ -43,7 +43,7 @@ import torch
 
 from hashbench.core.estimators import get_estimator
 from hashbench.core.graph import LightGCNEncoder, UserItemIndex
-from hashbench.core.losses import smooth_recall_loss_histogram
+from hashbench.core.losses import smooth_recall_loss_codes
 from hashbench.core.trained_method import TorchMethod
 from hashbench.registry import TrainData, register
 
@@ -99,10 +99,10 @@ class Proposed(TorchMethod):
             cols_t = torch.from_numpy(cols).to(device)
             d = estimator(item_emb[torch.from_numpy(sampled).to(device)])
             scale = (self.n_items - 1) / len(sampled)
-        scores = b @ d.T / bits
         s_pos = (b[rows_t] * estimator(item_emb[items_t])).sum(1) / bits
-        loss = smooth_recall_loss_histogram(scores, s_pos, rows_t, cols_t, bits, p["top_n"], p["phi"],
-                                            p["psi"], scale, exclude_positives=p["exclude_positives"])
+        # the histogram loss of scores b @ dᵀ / bits, counted from the codes (XOR + popcount)
+        loss = smooth_recall_loss_codes(b, d, s_pos, rows_t, cols_t, bits, p["top_n"], p["phi"], p["psi"], scale,
+                                        exclude_positives=p["exclude_positives"])
         reg = 0.5 * (self.model.ego_users(users_t).pow(2).sum()
                      + self.model.ego_items(items_t).pow(2).sum()) / len(users)
         return loss + p["l2"] * reg
