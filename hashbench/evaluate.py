@@ -11,8 +11,9 @@ the metrics.
 
 - Codes: per user a histogram of the f+1 Hamming distances to all items (hamming.py, the
   one dense step), minus a histogram of the excluded pairs, computed sparsely. No sort.
-- Floats: per batch of users, excluded items are set to -inf, `torch.topk(max K)` gives the
-  top values; only the boundary value v_K needs a full count (S == v_K).
+- Floats: per batch of users, one compiled pass per user (score_ranks.py) keeps the scores
+  above a sampled threshold and counts, for each relevant item, the candidates above and
+  tied with it: no top-K selection, no masked copies.
 
 Metric keys, for each K: recall@K, ndcg@K (standard: IDCG over min(K, |rel|) positions),
 recall_micro@K (hits over all users / relevant pairs over all users, Proposed paper Eq. 1),
@@ -31,7 +32,9 @@ shared with other jobs, load average 11-13, so CPU seconds are the steadier figu
 - First call in a new process: 5-8 s with an empty numba cache (JIT compile, once per
   install), 2.1-2.3 s under load with the cache filled (numba import, loading the kernels).
 - evaluate_scores, 64-d float32 torch embeddings: 10-12.5 CPU s (20-26 s wall under load),
-  most of it the benchmark's own score matmul (writing 4.9 GB of scores); topk ~3 CPU s.
+  most of it the benchmark's own score matmul (writing 4.9 GB of scores); the ranking was
+  torch.topk ~3 CPU s. With score_ranks (valid split, 1 thread, load 4-6 on 2 cores, A/B in one
+  process): 11.7-12.5 s against 13.0-13.2 s for topk, the matmul alone 9.2-9.4 s.
 """
 
 from __future__ import annotations
@@ -271,35 +274,6 @@ def _as_float_tensor(scores, n_rows: int, n_items: int):
     return scores
 
 
-def _rank_batch(scores, ex_flat, rel_r, rel_flat, n_cand, k_max: int):
-    """(start, g) of each relevant pair of one batch of users; flat indices into `scores`."""
-    import torch
-
-    flat = scores.view(-1)
-    saved = flat[ex_flat]
-    flat[ex_flat] = -torch.inf
-    try:
-        top = torch.topk(scores, k_max, dim=1).values  # [rows, k_max], descending
-        v_k = top[:, -1]
-        s = flat[rel_flat]
-        v_rel = v_k[rel_r]
-        # a full count only for rows where a relevant item ties with the k_max-th score
-        at_boundary = torch.zeros(len(scores), dtype=torch.int64)
-        need = torch.unique(rel_r[s == v_rel])
-        if len(need):
-            at_boundary[need] = (scores[need] == v_k[need, None]).sum(1)
-    finally:
-        flat[ex_flat] = saved  # the caller's array is left as it was
-    real = torch.arange(k_max)[None, :] < n_cand[:, None]
-    if torch.isnan(top).any() or torch.isnan(s).any() or (top[real] == -torch.inf).any():
-        raise HashbenchError("score_fn returned NaN, or -inf for an item that is not excluded")
-    top_r = top[rel_r]
-    above = (top_r > s[:, None]).sum(1)
-    tied = torch.where(s == v_rel, at_boundary[rel_r], (top_r == s[:, None]).sum(1))
-    outside = s < v_rel  # below the k_max-th score: no part of any top K
-    return torch.where(outside, k_max, above).numpy(), torch.where(outside, 1, tied).numpy()
-
-
 def evaluate_scores(score_fn: Callable, n_users: int, n_items: int, relevant: np.ndarray,
                     exclude: np.ndarray, ks=DEFAULT_KS, batch_users: int = 2048) -> EvalResult:
     """Tie-aware metrics of the ranking by float scores (the non-hashing reference rows).
@@ -308,7 +282,7 @@ def evaluate_scores(score_fn: Callable, n_users: int, n_items: int, relevant: np
     returned array is modified while a batch is ranked (excluded entries set to -inf) and
     restored before returning. Scores must not be NaN; candidates must not score -inf.
     """
-    import torch
+    from hashbench.score_ranks import BAD_NAN, rank_relevant  # numba: only when scores are evaluated
 
     ks = _check_ks(ks, n_items)
     pairs = _prepare(relevant, exclude, n_users, n_items)
@@ -316,18 +290,18 @@ def evaluate_scores(score_fn: Callable, n_users: int, n_items: int, relevant: np
     n_rows = len(pairs.users)
     start = np.empty(len(pairs.rel_row), np.int64)
     g = np.empty(len(pairs.rel_row), np.int64)
-    exc_bounds = np.searchsorted(pairs.exc_row, np.arange(0, n_rows + batch_users, batch_users))
-    rel_bounds = np.searchsorted(pairs.rel_row, np.arange(0, n_rows + batch_users, batch_users))
-    n_excluded = np.bincount(pairs.exc_row, minlength=n_rows)
-    for b, r0 in enumerate(range(0, n_rows, batch_users)):
+    # per-row CSR pointers into the (row-sorted) excluded and relevant pairs
+    exc_ptr = np.searchsorted(pairs.exc_row, np.arange(n_rows + 1))
+    rel_ptr = np.searchsorted(pairs.rel_row, np.arange(n_rows + 1))
+    for r0 in range(0, n_rows, batch_users):
         r1 = min(r0 + batch_users, n_rows)
-        scores = _as_float_tensor(score_fn(pairs.users[r0:r1]), r1 - r0, n_items)
-        ex, rel = slice(exc_bounds[b], exc_bounds[b + 1]), slice(rel_bounds[b], rel_bounds[b + 1])
-        rel_r = pairs.rel_row[rel] - r0
-        start[rel], g[rel] = _rank_batch(
-            scores, torch.from_numpy((pairs.exc_row[ex] - r0) * n_items + pairs.exc_item[ex]),
-            torch.from_numpy(rel_r), torch.from_numpy(rel_r * n_items + pairs.rel_item[rel]),
-            torch.from_numpy(n_items - n_excluded[r0:r1]), k_max)
+        scores = _as_float_tensor(score_fn(pairs.users[r0:r1]), r1 - r0, n_items).numpy()
+        ex, rel = slice(exc_ptr[r0], exc_ptr[r1]), slice(rel_ptr[r0], rel_ptr[r1])
+        start[rel], g[rel], bad = rank_relevant(scores, exc_ptr[r0:r1 + 1] - exc_ptr[r0], pairs.exc_item[ex],
+                                                rel_ptr[r0:r1 + 1] - rel_ptr[r0], pairs.rel_item[rel], k_max)
+        if bad.any():
+            what = "NaN" if (bad == BAD_NAN).any() else "-inf for an item that is not excluded"
+            raise HashbenchError(f"score_fn returned {what} (scores must not be NaN; candidates must not be -inf)")
     return _group_metrics(pairs, start, g, ks)
 
 

@@ -347,3 +347,47 @@ def test_errors_are_one_line(call, match):
     with pytest.raises(HashbenchError, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+# --- the compiled float ranking (score_ranks) -------------------------------------------------
+
+
+def test_float_ranking_counts_equal_brute_force_counts_with_ties_and_low_relevant_scores():
+    """start/g per relevant pair equal counting over the unmasked row, including users whose
+    relevant items all score below the sampled threshold (the exact fallback) and heavy ties."""
+    from hashbench.score_ranks import rank_relevant
+
+    rng = np.random.default_rng(7)
+    rows, n_items, k_max = 40, 500, 20
+    scores = rng.integers(-20, 21, (rows, n_items)).astype(np.float32)
+    scores[:10] = rng.standard_normal((10, n_items)).astype(np.float32)
+    exc = [np.sort(rng.choice(n_items, rng.integers(0, 60), replace=False)) for _ in range(rows)]
+    rel = []
+    for r in range(rows):
+        free = np.setdiff1d(np.arange(n_items), exc[r])
+        if r % 3 == 0:  # only the lowest-scoring free items: below any sampled threshold
+            chosen = free[np.argsort(scores[r, free], kind="stable")[:3]]
+        else:
+            chosen = rng.choice(free, rng.integers(1, 12), replace=False)
+        rel.append(chosen)
+    ptr = lambda lists: np.concatenate([[0], np.cumsum([len(x) for x in lists])])
+    before = scores.copy()
+    start, g, bad = rank_relevant(scores, ptr(exc), np.concatenate(exc).astype(np.int64), ptr(rel),
+                                  np.concatenate(rel).astype(np.int64), k_max)
+    assert np.array_equal(scores, before) and not bad.any()  # restored
+    p = 0
+    for r in range(rows):
+        cand = np.delete(scores[r], exc[r])
+        for i in rel[r]:
+            s = scores[r, i]
+            above, tied = int((cand > s).sum()), int((cand == s).sum())
+            expect = (k_max, 1) if above >= k_max else (above, tied)
+            assert (start[p], g[p]) == expect, (r, i)
+            p += 1
+
+
+def test_float_ranking_rejects_minus_inf_outside_the_top_k():
+    scores = np.zeros((1, 300))
+    scores[0, 299] = -np.inf  # far below the top K: still a candidate with an invalid score
+    with pytest.raises(HashbenchError, match="-inf"):
+        evaluate_scores(lambda u: scores[u], 1, 300, np.array([[0, 0]]), np.empty((0, 2), np.int64), ks=(5,))
