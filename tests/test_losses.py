@@ -1,9 +1,10 @@
 """Losses point the right way; the exact histogram SRLoss equals the definition."""
 
+import pytest
 import torch
 
 from hashbench.core.estimators import get_estimator
-from hashbench.core.losses import (bpr_loss, smooth_recall_loss_dense, smooth_recall_loss_exact,
+from hashbench.core.losses import (bpr_loss, smooth_recall_loss_codes, smooth_recall_loss_dense, smooth_recall_loss_exact,
                                    smooth_recall_loss_histogram,
                                    smooth_recall_loss_sampled)
 
@@ -112,3 +113,36 @@ def test_histogram_loss_over_sampled_columns_equals_the_sampled_definition():
                                      n_items, 20, 10, 0.1, same_item=pos[:, None] == sampled[None, :])
     (g_ref,) = torch.autograd.grad(ref, u2)
     assert torch.allclose(hist, ref, atol=1e-12) and torch.allclose(g_hist, g_ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("bits", [13, 64, 100])
+@pytest.mark.parametrize("exclude_positives", [False, True])
+def test_code_loss_equals_the_score_matrix_loss_to_the_bit(bits, exclude_positives):
+    """Counting the histogram from packed ±1 codes gives the loss and both gradients of the
+    quantised score-matrix path exactly (same counts, same products in the backward)."""
+    g = torch.Generator().manual_seed(bits)
+    n_users, n_items = 37, 301
+    b0 = torch.where(torch.randn(n_users, bits, generator=g) >= 0, 1.0, -1.0)
+    d0 = torch.where(torch.randn(n_items, bits, generator=g) >= 0, 1.0, -1.0)
+    keys = torch.unique(torch.randint(0, n_users * n_items, (300,), generator=g))
+    rows, items = keys // n_items, keys % n_items
+    cols = items.clone()
+    cols[::7] = -1  # some positives are not among the columns (the sampled-rank case)
+
+    def loss_and_grads(loss_fn):
+        b, d = b0.clone().requires_grad_(), d0.clone().requires_grad_()
+        s_pos = (b[rows] * d[items]).sum(1) / bits
+        loss = loss_fn(b, d, s_pos)
+        return (loss, *torch.autograd.grad(0.7 * loss, (b, d)))
+
+    args = dict(top_n=10, phi=10, psi=0.1, scale=1.3, exclude_positives=exclude_positives)
+    dense = loss_and_grads(lambda b, d, s: smooth_recall_loss_histogram(b @ d.T / bits, s, rows, cols, bits, **args))
+    codes = loss_and_grads(lambda b, d, s: smooth_recall_loss_codes(b, d, s, rows, cols, bits, **args))
+    for a, c in zip(dense, codes):
+        assert torch.equal(a, c)
+
+
+def test_code_loss_rejects_values_other_than_plus_minus_one():
+    b = torch.full((2, 8), 0.5)
+    with pytest.raises(ValueError, match="±1"):
+        smooth_recall_loss_codes(b, torch.ones(3, 8), torch.zeros(1), torch.tensor([0]), torch.tensor([0]), 8)
