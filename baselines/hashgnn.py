@@ -177,28 +177,65 @@ class SampledMean(torch.autograd.Function):
         return None, None, ctx.s_t @ grad.contiguous()
 
 
+@numba.njit(cache=True)
+def _mean_csr(neighbours, n_nodes, value):
+    """CSR of S (rows: sorted distinct neighbours, a repeated one's values summed in order, as
+    scipy's sum_duplicates) and of Sᵀ (a counting transpose: rows ascending in each column)."""
+    rows, fanout = neighbours.shape
+    indptr = np.zeros(rows + 1, np.int64)
+    indices = np.empty(rows * fanout, np.int64)
+    data = np.empty(rows * fanout, np.float32)
+    row = np.empty(fanout, np.int64)
+    nnz = 0
+    for r in range(rows):
+        m = 0
+        for k in range(fanout):  # insertion sort of the row's valid neighbours
+            c = neighbours[r, k]
+            if c < 0:
+                continue
+            q = m
+            while q > 0 and row[q - 1] > c:
+                row[q] = row[q - 1]
+                q -= 1
+            row[q] = c
+            m += 1
+        q = 0
+        while q < m:
+            c, total = row[q], value
+            q += 1
+            while q < m and row[q] == c:
+                total += value
+                q += 1
+            indices[nnz], data[nnz] = c, total
+            nnz += 1
+        indptr[r + 1] = nnz
+    t_indptr = np.zeros(n_nodes + 1, np.int64)
+    for e in range(nnz):
+        t_indptr[indices[e] + 1] += 1
+    for c in range(n_nodes):
+        t_indptr[c + 1] += t_indptr[c]
+    fill = t_indptr[:-1].copy()
+    t_indices = np.empty(nnz, np.int64)
+    t_data = np.empty(nnz, np.float32)
+    for r in range(rows):
+        for e in range(indptr[r], indptr[r + 1]):
+            at = fill[indices[e]]
+            t_indices[at], t_data[at] = r, data[e]
+            fill[indices[e]] += 1
+    return indptr, indices[:nnz], data[:nnz], t_indptr, t_indices, t_data
+
+
 def mean_operator(neighbours: np.ndarray, n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, Sᵀ) as torch CSR for neighbours [rows, fanout] (−1 = none): row r of S x is
-    Σ_k x[neighbours[r, k]] / fanout (a missing neighbour counts as a zero vector)."""
-    import scipy.sparse as sp
-
+    Σ_k x[neighbours[r, k]] / fanout (a missing neighbour counts as a zero vector). Built by a
+    compiled pass (the same matrices scipy's COO → CSR gives, ~10× faster: it ran every step)."""
     rows, fanout = neighbours.shape
-    r = np.repeat(np.arange(rows), fanout)
-    c = neighbours.ravel()
-    keep = c >= 0
-    values = np.full(int(keep.sum()), 1.0 / fanout, dtype=np.float32)
-    s = sp.csr_matrix((values, (r[keep], c[keep])), shape=(rows, n_nodes))  # duplicates summed
-
-    def to_torch(m):
-        m = m.tocsr()
-        m.sort_indices()
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)),
-                                       torch.from_numpy(m.data), size=m.shape, check_invariants=False)
-
+    parts = _mean_csr(np.ascontiguousarray(neighbours, dtype=np.int64), n_nodes, np.float32(1.0 / fanout))
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
-        return to_torch(s), to_torch(s.T)
+        return tuple(torch.sparse_csr_tensor(*(torch.from_numpy(a) for a in parts[3 * t:3 * t + 3]), size=size,
+                                             check_invariants=False)
+                     for t, size in ((0, (rows, n_nodes)), (1, (n_nodes, rows))))
 
 
 class HashGNNNet(nn.Module):
