@@ -12,7 +12,8 @@ The *floor* is measured in the same process, on random data of the same shapes: 
 the products a step cannot avoid at the method's batch sizes (its sparse propagations over
 the normalised adjacency, its dense matmuls, its embedding-bag products) plus one dense Adam
 update of its parameters (part of what the method computes), times the steps of an epoch.
-ratio = s/epoch ÷ floor/epoch. The process then runs one validation (the evaluation the
+ratio = s/epoch ÷ floor/epoch, in wall seconds and in process CPU seconds (with one thread the
+CPU seconds are what a step costs whatever else shares the machine: the steadier figure). The process then runs one validation (the evaluation the
 driver runs every `eval_every` epochs: Hamming histograms for hashing methods, the float
 ranking for LightGCN, whose own matmul time is given beside it) and reports its peak RSS
 (the whole process: data, model, steps, validation).
@@ -67,7 +68,7 @@ def floor_products(name: str, method, data) -> list[tuple]:
     if name == "proposed":
         cols = i if p["rank"] == "exact" else p["sampled_items"]
         # dL/db = G d and dL/dd = Gᵀ b over the batch × columns (the forward is a popcount)
-        return [("adj", b, 2 * p["layers"]), ("mm", p["batch_users"], cols, b, 2)]
+        return [("adj", b, 2 * p["layers"]), ("mm", p["batch_users"], cols, b, 1), ("mm_t", cols, p["batch_users"], b, 1)]
     if name == "bgch":
         n, per_layer = u + i, method.per_layer
         return [("adj", p["con_dim"], 2 * p["layers"]),
@@ -95,8 +96,8 @@ def floor_products(name: str, method, data) -> list[tuple]:
     raise ValueError(f"no floor for {name}")
 
 
-def time_floor(products, data, method, repeats: int = 3) -> dict[str, float]:
-    """Seconds per step of each product kind (median of `repeats`), and of one Adam update."""
+def time_floor(products, data, method, repeats: int = 3) -> tuple[dict[str, float], dict[str, float]]:
+    """Wall and CPU seconds per step of each product kind (median of `repeats`), and of one Adam update."""
     import numpy as np
     import torch
 
@@ -104,15 +105,17 @@ def time_floor(products, data, method, repeats: int = 3) -> dict[str, float]:
 
     def best(fn):
         fn()
-        times = []
+        times, cpu = [], []
         for _ in range(repeats):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             times.append(time.perf_counter() - t)
-        return float(np.median(times))
+            cpu.append(time.process_time() - c)
+        return float(np.median(times)), float(np.median(cpu))
 
     gen = torch.Generator().manual_seed(0)
     out: dict[str, float] = {}
+    out_cpu: dict[str, float] = {}
     adj = None
     for prod in products:
         kind, count = prod[0], prod[-1]
@@ -125,6 +128,10 @@ def time_floor(products, data, method, repeats: int = 3) -> dict[str, float]:
             _, m, k, n, _ = prod
             a, w = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
             secs = best(lambda: a @ w)
+        elif kind == "mm_t":  # Aᵀ @ W with A stored [k, m] (a gradient through a transposed product)
+            _, m, k, n, _ = prod
+            a, w = torch.randn(k, m, generator=gen), torch.randn(k, n, generator=gen)
+            secs = best(lambda: a.t().mm(w))
         elif kind == "bag":
             _, rows, nnz, width, dim, _ = prod
             idx = torch.randint(0, width, (nnz,), generator=gen)
@@ -133,13 +140,14 @@ def time_floor(products, data, method, repeats: int = 3) -> dict[str, float]:
             weight = torch.randn(width, dim, generator=gen)
             secs = best(lambda: torch.nn.functional.embedding_bag(idx, weight, offsets, mode="sum"))
         key = " ".join(str(v) for v in prod[:-1])
-        out[key] = out.get(key, 0.0) + count * secs
+        out[key] = out.get(key, 0.0) + count * secs[0]
+        out_cpu[key] = out_cpu.get(key, 0.0) + count * secs[1]
     params = [torch.zeros_like(q, requires_grad=True) for q in method.trainable_parameters()]
     for q in params:
         q.grad = torch.randn(q.shape, generator=gen)
     adam = torch.optim.Adam(params, lr=1e-3)
-    out["adam"] = best(adam.step)
-    return out
+    out["adam"], out_cpu["adam"] = best(adam.step)
+    return out, out_cpu
 
 
 def warm_up_evaluation() -> None:
@@ -183,12 +191,12 @@ def child(args) -> dict:
     trainer = method.trainer(data)
     n_steps = steps_per_epoch(args.method, method, data)
     rng = np.random.default_rng(0)
-    step_times = []
+    step_times, step_cpu = [], []
     with trainer.session():
         method.on_epoch_start(1)
         batches = iter(method.epoch_batches(1, rng))
         for _ in range(min(args.warmup + args.steps, n_steps)):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             batch = next(batches)
             trainer.optimizer.zero_grad(set_to_none=True)
             loss = method.batch_loss(batch, 1)
@@ -196,9 +204,11 @@ def child(args) -> dict:
             trainer.optimizer.step()
             float(loss.detach())
             step_times.append(time.perf_counter() - t)
+            step_cpu.append(time.process_time() - c)
     timed = step_times[args.warmup:] or step_times
-    step = float(np.median(timed))
-    epoch = step_times[0] + (n_steps - 1) * step
+    timed_cpu = step_cpu[args.warmup:] or step_cpu
+    epoch = step_times[0] + (n_steps - 1) * float(np.median(timed))
+    epoch_cpu = step_cpu[0] + (n_steps - 1) * float(np.median(timed_cpu))
 
     with torch.no_grad():
         warm_up_evaluation()
@@ -213,14 +223,18 @@ def child(args) -> dict:
                 user_emb[s:s + 2048] @ item_emb.T
             eval_matmul = time.perf_counter() - t
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training steps + validation
-    floor = time_floor(floor_products(args.method, method, data), data, method)
-    floor_step = sum(floor.values())
+    floor, floor_cpu = time_floor(floor_products(args.method, method, data), data, method)
+    floor_step, floor_step_cpu = sum(floor.values()), sum(floor_cpu.values())
     return {
         "method": args.method, "dataset": args.dataset, "threads": args.threads,
         "steps_per_epoch": n_steps, "steps_timed": len(timed), "step_seconds": timed,
         "first_step_seconds": step_times[0], "seconds_per_epoch": epoch,
         "floor_per_step": floor, "floor_per_epoch": floor_step * n_steps, "ratio": epoch / (floor_step * n_steps)
         if floor_step > 0 else None,
+        # CPU seconds of the process: steadier than wall time on a shared machine (1 thread)
+        "step_cpu_seconds": timed_cpu, "cpu_seconds_per_epoch": epoch_cpu, "floor_cpu_per_step": floor_cpu,
+        "floor_cpu_per_epoch": floor_step_cpu * n_steps,
+        "ratio_cpu": epoch_cpu / (floor_step_cpu * n_steps) if floor_step_cpu > 0 else None,
         "eval_seconds": eval_seconds, "eval_matmul_seconds": eval_matmul,
         "peak_rss_mb": peak_rss_mb,
     }
@@ -257,18 +271,20 @@ def fmt(x, spec=".2f"):
     return "—" if x is None else format(x, spec)
 
 
-def table(rows: list[dict], labels: list[str]) -> str:
-    lines = ["| method | tree | s/epoch (extrapolated) | step s (median) | steps | floor s/epoch | ratio | "
-             "valid eval s | eval matmul s | peak RSS MB | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+def table(rows: list[dict]) -> str:
+    lines = ["| method | tree | s/epoch | CPU s/epoch | floor s/epoch (CPU) | ratio wall / CPU | step s (median) "
+             "| steps | valid eval s | eval matmul s | peak RSS MB | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | {r['tree']} | failed: {r['error'][0][:60]} |||||||||")
+            lines.append(f"| {r['method']} | {r['tree']} | failed: {r['error'][0][:60]} ||||||||||")
             continue
+        median = sorted(r["step_seconds"])[len(r["step_seconds"]) // 2]
         lines.append(
-            f"| {r['method']} | {r['tree']} | {r['seconds_per_epoch']:.1f} | {sorted(r['step_seconds'])[len(r['step_seconds']) // 2]:.3f} "
-            f"| {r['steps_per_epoch']} | {r['floor_per_epoch']:.1f} | {fmt(r['ratio'])} | {r['eval_seconds']:.2f} "
-            f"| {fmt(r['eval_matmul_seconds'])} | {r['peak_rss_mb']:.0f} | {r['load']:.1f} |")
+            f"| {r['method']} | {r['tree']} | {r['seconds_per_epoch']:.1f} | {r['cpu_seconds_per_epoch']:.1f} "
+            f"| {r['floor_per_epoch']:.1f} ({r['floor_cpu_per_epoch']:.1f}) | {fmt(r['ratio'])} / {fmt(r['ratio_cpu'])} "
+            f"| {median:.3f} | {r['steps_per_epoch']} | {r['eval_seconds']:.2f} | {fmt(r['eval_matmul_seconds'])} "
+            f"| {r['peak_rss_mb']:.0f} | {r['load']:.1f} |")
     return "\n".join(lines)
 
 
@@ -305,9 +321,9 @@ def main() -> None:
                 r = run_child(tree, method, args)
                 r["tree"] = label
                 rows.append(r)
-                print(table([r], []).splitlines()[-1], flush=True)
+                print(table([r]).splitlines()[-1], flush=True)
     print()
-    print(table(rows, []))
+    print(table(rows))
     print(f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
