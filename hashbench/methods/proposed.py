@@ -31,9 +31,12 @@ notes (Gowalla, random-8-1-1, seed 0, valid Recall@50):
 - all of each user's positives per step (`positives=0`, free with the histogram form), sampled
   rank: worse, 0.139 / 0.162 / 0.178 at epochs 5 / 10 / 15 (it weights heavy users more).
 
-Where the time goes (Gowalla, CPU): ~85–90% of a step is the six sparse products of the
-3-layer propagation (forward and backward over 1.64 M edges × 64 dims); the loss, sampling
-and Adam are the rest.
+Where the time goes (Gowalla, CPU, benchmarks/train_speed.py): a step is the six sparse
+products of the 3-layer propagation (forward and backward over 1.64 M edges × 64 dims), the
+loss's histogram counted from the packed codes (XOR + popcount, no score matrix), and its
+backward: dL/ds spread over batch × items by Hamming distance, then the two products
+G d and Gᵀ b (2,048 × 40,981 × 64 each), which no formulation of this gradient avoids.
+Sampling and Adam are the rest.
 """
 
 from __future__ import annotations
