@@ -182,7 +182,7 @@ def child(args) -> dict:
     from hashbench.runner import evaluate_method
     from hashbench.splits import make_split
 
-    data_set = load_dataset(args.dataset, cache_dir=args.cache_dir, mirror=args.mirror)
+    data_set = load_dataset(args.dataset, cache_dir=args.cache_dir, mirror=str(args.mirror))
     split = make_split(data_set, "random-8-1-1", 0)
     data = TrainData(args.dataset, split.n_users, split.n_items, split.train, split.valid)
     ctx = FitContext(seed=seeds.seed_sequence(0, "method"))
