@@ -282,7 +282,7 @@ def evaluate_scores(score_fn: Callable, n_users: int, n_items: int, relevant: np
     returned array is modified while a batch is ranked (excluded entries set to -inf) and
     restored before returning. Scores must not be NaN; candidates must not score -inf.
     """
-    from hashbench.score_ranks import BAD_NAN, rank_relevant  # numba: only when scores are evaluated
+    from hashbench.score_ranks import BAD_NAN, RankWorkspace, rank_relevant  # numba: only for scores
 
     ks = _check_ks(ks, n_items)
     pairs = _prepare(relevant, exclude, n_users, n_items)
@@ -293,12 +293,15 @@ def evaluate_scores(score_fn: Callable, n_users: int, n_items: int, relevant: np
     # per-row CSR pointers into the (row-sorted) excluded and relevant pairs
     exc_ptr = np.searchsorted(pairs.exc_row, np.arange(n_rows + 1))
     rel_ptr = np.searchsorted(pairs.rel_row, np.arange(n_rows + 1))
+    workspace = RankWorkspace()
     for r0 in range(0, n_rows, batch_users):
         r1 = min(r0 + batch_users, n_rows)
         scores = _as_float_tensor(score_fn(pairs.users[r0:r1]), r1 - r0, n_items).numpy()
         ex, rel = slice(exc_ptr[r0], exc_ptr[r1]), slice(rel_ptr[r0], rel_ptr[r1])
         start[rel], g[rel], bad = rank_relevant(scores, exc_ptr[r0:r1 + 1] - exc_ptr[r0], pairs.exc_item[ex],
-                                                rel_ptr[r0:r1 + 1] - rel_ptr[r0], pairs.rel_item[rel], k_max)
+                                                rel_ptr[r0:r1 + 1] - rel_ptr[r0], pairs.rel_item[rel], k_max,
+                                                workspace)
+        del scores  # before the next batch's scores exist: one batch of scores alive at a time
         if bad.any():
             what = "NaN" if (bad == BAD_NAN).any() else "-inf for an item that is not excluded"
             raise HashbenchError(f"score_fn returned {what} (scores must not be NaN; candidates must not be -inf)")
