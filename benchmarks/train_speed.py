@@ -264,6 +264,9 @@ def run_child(tree: Path, method: str, args) -> dict:
         return {"method": method, "error": run.stderr.strip().splitlines()[-1:] or ["failed"], "load": load}
     result = json.loads(run.stdout.strip().splitlines()[-1])
     result["load"] = round((load + os.getloadavg()[0]) / 2, 2)
+    result["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True,
+                                      text=True).stdout.strip()
+    result["time_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     return result
 
 
