@@ -34,6 +34,7 @@ import resource
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,8 +61,10 @@ def steps_per_epoch(name: str, method, data) -> int:
 
 def floor_products(name: str, method, data) -> list[tuple]:
     """The products one step of `method` cannot avoid: ("adj", width, count) sparse products
-    with the normalised adjacency, ("mm", m, k, n, count) dense [m,k]@[k,n], ("bag", rows,
-    nnz, width, dim, count) embedding-bag sums."""
+    with the normalised adjacency, ("mm", m, k, n, count) dense [m,k]@[k,n] (and "mm_t", the
+    same through a transposed operand), ("bag", rows, nnz, width, dim, count) embedding-bag
+    sums, ("sampled", rows, nodes, per_row, dim, count) products with a sparse matrix of
+    `per_row` random entries per row."""
     p, u, i, b = method.params, data.n_users, data.n_items, method.bits
     if name == "lightgcn":
         return [("adj", p["dim"] or b, 2 * p["layers"])]  # forward and backward of each layer
@@ -71,8 +74,12 @@ def floor_products(name: str, method, data) -> list[tuple]:
         return [("adj", b, 2 * p["layers"]), ("mm", p["batch_users"], cols, b, 1), ("mm_t", cols, p["batch_users"], b, 1)]
     if name == "bgch":
         n, per_layer = u + i, method.per_layer
+        # dispersion of each table: draws × iterations × (X v, Xᵀ y) + the final X v, v-outer,
+        # forward and both gradients of each (all of it differentiable in X)
+        disperse = 3 * (2 * p["rp_avg"] * p["rp_iterations"] + 2)
         return [("adj", p["con_dim"], 2 * p["layers"]),
-                ("mm", n, p["con_dim"], per_layer, 2 * (p["layers"] + 1))]  # W x⁽ˡ⁾ and its input gradient
+                ("mm", n, p["con_dim"], per_layer, 2 * (p["layers"] + 1)),  # W x⁽ˡ⁾ and its input gradient
+                ("mm", u, p["con_dim"], 1, disperse), ("mm", i, p["con_dim"], 1, disperse)]
     if name == "hashgnn":
         bs, k = p["batch_size"], p["neg_num"]
         f1, f2 = p["user_fanout"]
@@ -82,15 +89,20 @@ def floor_products(name: str, method, data) -> list[tuple]:
                   (bs, 2 * h, h), (bs * f1, 2 * h, h), (bs, 2 * h, h),  # u_agg_0 (users, hop-1 items), u_agg_1
                   (n_items_rows, 2 * h, h),  # i_agg_0
                   (bs, h, b), (n_items_rows, h, b)]  # u_proj, i_proj
-        return [("mm", m, kk, n, 3) for m, kk, n in shapes]  # forward, input and weight gradients
+        fan_i = p["item_fanout"]
+        means = [("sampled", bs, i, f1, h, 2), ("sampled", bs * f1, u, f2, h, 2),  # S x and Sᵀ g
+                 ("sampled", n_items_rows, u, fan_i, h, 2)]
+        return [("mm", m, kk, n, 3) for m, kk, n in shapes] + means  # forward, input and weight gradients
     if name == "ccsr":
         hidden, bs = p["hidden"], p["batch_size"] * (1 + p["negatives"])
         n_train = len(data.train)
-        # each autoencoder: the input bag over its distinct rows (≈ every row at these batch
-        # sizes) forward and backward, and the decoder's Gram wᵀw [hidden × width] (fwd + bwd)
-        return [("bag", u, n_train, i, hidden, 2), ("bag", i, n_train, u, hidden, 2),
+        # each autoencoder over its distinct rows (≈ every row at these batch sizes): the
+        # encoder's and the decoder's bags (forward and backward), the Gram wᵀw [hidden × width],
+        # h (wᵀw), enc_out and dec_in (forward and both gradients)
+        return [("bag", u, n_train, i, hidden, 4), ("bag", i, n_train, u, hidden, 4),
                 ("mm", hidden, i, hidden, 3), ("mm", hidden, u, hidden, 3),
-                ("mm", min(bs, u), b, hidden, 3), ("mm", min(bs, i), b, hidden, 3)]
+                ("mm", u, hidden, hidden, 3), ("mm", i, hidden, hidden, 3),
+                ("mm", min(bs, u), b, hidden, 6), ("mm", min(bs, i), b, hidden, 6)]
     if name == "hashrec":
         return []
     raise ValueError(f"no floor for {name}")
@@ -132,6 +144,16 @@ def time_floor(products, data, method, repeats: int = 3) -> tuple[dict[str, floa
             _, m, k, n, _ = prod
             a, w = torch.randn(k, m, generator=gen), torch.randn(k, n, generator=gen)
             secs = best(lambda: a.t().mm(w))
+        elif kind == "sampled":
+            _, rows, nodes, per_row, dim, _ = prod
+            cols = torch.randint(0, nodes, (rows, per_row), generator=gen).sort(1).values.reshape(-1)
+            crow = torch.arange(0, rows * per_row + 1, per_row)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                mat = torch.sparse_csr_tensor(crow, cols, torch.full((rows * per_row,), 1.0 / per_row),
+                                              size=(rows, nodes))
+            x = torch.randn(nodes, dim, generator=gen)
+            secs = best(lambda: mat @ x)
         elif kind == "bag":
             _, rows, nnz, width, dim, _ = prod
             idx = torch.randint(0, width, (nnz,), generator=gen)
