@@ -82,3 +82,23 @@ def test_beats_popularity_and_same_seed_same_codes(split):
     again = fit(split, **FAST)
     for a, b in zip((user_codes, item_codes), again.codes()):
         assert np.array_equal(a, b)
+
+
+def test_mean_operator_is_the_scipy_coo_to_csr_matrix_and_its_transpose():
+    """The compiled builder gives the matrices scipy's COO -> CSR (duplicates summed) gives."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(1)
+    for rows, fanout, nodes in ((50, 10, 9), (200, 5, 300), (4, 3, 2)):
+        neighbours = rng.integers(-1, nodes, size=(rows, fanout))
+        r = np.repeat(np.arange(rows), fanout)
+        c = neighbours.ravel()
+        keep = c >= 0
+        ref = sp.csr_matrix((np.full(int(keep.sum()), 1.0 / fanout, np.float32), (r[keep], c[keep])),
+                            shape=(rows, nodes))
+        for got, want in zip(hashgnn.mean_operator(neighbours, nodes), (ref, ref.T.tocsr())):
+            want.sort_indices()
+            assert tuple(got.shape) == want.shape
+            assert np.array_equal(got.crow_indices().numpy(), want.indptr)
+            assert np.array_equal(got.col_indices().numpy(), want.indices)
+            assert np.array_equal(got.values().numpy(), want.data)
