@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hashbench.cli import CacheDir, Mirror, ResultsDir, command, console
+from hashbench.commands.common import CacheDir, Mirror, ResultsDir, command, console
 from hashbench.commands.run import execute_cells
 from hashbench.errors import HashbenchError
 

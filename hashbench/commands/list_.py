@@ -1,6 +1,6 @@
 from rich.table import Table
 
-from hashbench.cli import command, console
+from hashbench.commands.common import command, console
 
 
 @command("list")

@@ -3,7 +3,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hashbench.cli import ResultsDir, command, console
+from hashbench.commands.common import ResultsDir, command, console
 from hashbench.errors import HashbenchError
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hashbench.cli import CacheDir, Mirror, ResultsDir, command, console
+from hashbench.commands.common import CacheDir, Mirror, ResultsDir, command, console
 from hashbench.errors import HashbenchError
 
 
@@ -38,7 +38,7 @@ def run_command(
     protocol: Annotated[str, typer.Option("--protocol", help="Split protocol: random-8-1-1 or lightgcn.")] = "random-8-1-1",
     ks: Annotated[str, typer.Option("--ks", help="Cut-offs K for Recall@K / NDCG@K.")] = "50,100",
     param: Annotated[Optional[list[str]], typer.Option(
-        "--param", "-p", help="Override a method parameter: KEY=VALUE (every selected method that has KEY) "
+        "--param", "-p", metavar="[METHOD.]KEY=VALUE", help="Override a method parameter: KEY=VALUE (every selected method that has KEY) "
                               "or METHOD.KEY=VALUE. Repeatable.")] = None,
     results: ResultsDir = Path("results"),
     overwrite: Annotated[str, typer.Option("--overwrite", help="Re-run cells that already have a record: "

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hashbench.cli import CacheDir, Mirror, command, console
+from hashbench.commands.common import CacheDir, Mirror, command, console
 from hashbench.errors import HashbenchError
 
 PARTS = ("retrieval", "fig2", "lookup")

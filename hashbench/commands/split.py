@@ -3,7 +3,7 @@ from typing import Annotated
 
 import typer
 
-from hashbench.cli import CacheDir, Mirror, command, console
+from hashbench.commands.common import CacheDir, Mirror, command, console
 from hashbench.splits import PROTOCOLS
 
 
