@@ -17,7 +17,7 @@ from hashbench import records
 from hashbench.campaign import (STAGES, Campaign, ablation_cells, chosen_params, describe, stage_cells, sweep_cells,
                                 tune_cells)
 from hashbench.errors import HashbenchError
-from hashbench.report import Table, load_published, short
+from hashbench.tables import Table, load_published, short
 from hashbench.significance import ALPHA
 
 Rows = tuple[list[str], list[list[str]]]  # header, body

@@ -207,7 +207,8 @@ def _group_metrics(pairs: _Pairs, start: np.ndarray, g: np.ndarray, ks) -> EvalR
 
 # --- codes -----------------------------------------------------------------------------------
 
-def _check_codes(user_codes, item_codes, bits: int | None) -> int:
+def check_codes(user_codes, item_codes, bits: int | None) -> int:
+    """The bit length of packed user and item codes, checked (one-line error when malformed)."""
     for label, codes in (("user", user_codes), ("item", item_codes)):
         if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.ndim != 2:
             got = f"{codes.dtype} {codes.shape}" if isinstance(codes, np.ndarray) else type(codes).__name__
@@ -230,7 +231,7 @@ def evaluate_codes(user_codes: np.ndarray, item_codes: np.ndarray, relevant: np.
     """
     from hashbench import hamming  # numba import + cached kernels: only when codes are evaluated
 
-    bits = _check_codes(user_codes, item_codes, bits)
+    bits = check_codes(user_codes, item_codes, bits)
     n_items = item_codes.shape[0]
     ks = _check_ks(ks, n_items)
     pairs = _prepare(relevant, exclude, user_codes.shape[0], n_items)

@@ -12,8 +12,6 @@ import csv
 import io
 import json
 import math
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,43 +19,9 @@ from tabulate import tabulate
 
 from hashbench import records
 from hashbench.errors import HashbenchError
+from hashbench.tables import MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Table, load_published, short
 
 FORMATS = ("markdown", "latex", "csv")
-MAIN_METRICS = ("recall@50", "recall@100", "ndcg@50", "ndcg@100")
-RETRIEVED_METRICS = ("ndcg_retrieved@50", "ndcg_retrieved@100")
-SHORT = {"recall": "R", "ndcg": "N", "ndcg_retrieved": "N*", "recall_micro": "Rµ"}
-# the paper's row order first; anything else alphabetically after
-ORDER = ("proposed", "bgch", "hashgnn", "hashrec", "ccsr", "dcf", "lsh", "mostpop", "lightgcn")
-
-
-def short(metric: str) -> str:
-    name, k = metric.split("@")
-    return f"{SHORT.get(name, name)}@{k}"
-
-
-@dataclass
-class Cell:
-    values: list[float]
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values))
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
-
-
-@dataclass
-class Table:
-    datasets: list[str]
-    metrics: tuple[str, ...]
-    rows: dict[str, dict[tuple[str, str], Cell]]  # method -> (dataset, metric) -> Cell
-    hashing: dict[str, bool]
-    published: dict[str, dict[tuple[str, str], float]]
-    records: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (method, dataset) -> seeds' records
-    # (dataset, metric) -> (best hashing method, {other method: Comparison}); filled by add_significance
-    tests: dict[tuple[str, str], tuple[str, dict]] = field(default_factory=dict)
 
 
 def select_records(results_dir: Path, bits: int, protocol: str) -> list[dict]:
@@ -73,11 +37,6 @@ def select_records(results_dir: Path, bits: int, protocol: str) -> list[dict]:
         best = max(configs.values(), key=lambda rs: (len(rs), max(r["finished_at"] for r in rs)))
         chosen.extend(best)
     return chosen
-
-
-def load_published() -> tuple[str, dict]:
-    data = tomllib.loads((Path(__file__).parent / "published.toml").read_text())
-    return data.pop("source"), data
 
 
 def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1",
