@@ -55,10 +55,13 @@ def _p(value: float) -> str:
     return "< 1e-300" if value == 0 else f"{value:.2g}"  # scipy's p underflows to 0 for 30k users
 
 
-def significance_rows(table: Table) -> Rows:
-    """Rows: methods; columns: (dataset, metric) with its best method; cells: Holm-adjusted p vs that best."""
-    columns = list(table.tests)
-    header = ["method"] + [f"{d} {short(m)} (best: {table.tests[(d, m)][0]})" for d, m in columns]
+def significance_rows(table: Table, dataset: str | None = None) -> Rows:
+    """Rows: methods; columns: (dataset, metric) with its best method; cells: Holm-adjusted p vs that best.
+
+    With `dataset`: that dataset's columns only, headed by the metric (the best row says "best")."""
+    columns = [c for c in table.tests if dataset is None or c[0] == dataset]
+    header = ["method"] + [short(m) if dataset else f"{d} {short(m)} (best: {table.tests[(d, m)][0]})"
+                           for d, m in columns]
     body = []
     for method in table.rows:
         cells = []

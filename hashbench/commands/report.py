@@ -27,6 +27,9 @@ def report_command(
                                                  "and compute sections to add (default: ./campaign.toml).",
                                                  show_default=False)] = None,
     no_campaign: Annotated[bool, typer.Option("--no-campaign", help="Only Tables 1, 1b, 1c and 2.")] = False,
+    datasets: Annotated[Optional[str], typer.Option("--datasets", "-d", help="Comma-separated datasets to tabulate "
+                                                    "(default: every real dataset with results; the synthetic one "
+                                                    "only when named here).", show_default=False)] = None,
 ):
     """Print the paper's tables from RESULTS/runs.jsonl.
 
@@ -42,6 +45,7 @@ def report_command(
     from hashbench.records import latest_by_cell
     from hashbench.report import render_report
 
+    names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
     campaign = None
     if not no_campaign and (spec is not None or campaign_path().exists()):
         campaign = load_campaign(spec)
@@ -54,11 +58,11 @@ def report_command(
         plot = results / "bits_sweep.png"
         for suffix, f in (("md", "markdown"), ("tex", "latex"), ("csv", "csv")):
             _write(results / f"table1.{suffix}", render_report(results, f, bits, protocol, campaign,
-                                                               plot if f == "markdown" else None))
+                                                               plot if f == "markdown" else None, names))
         if plot.exists():
             console.print(f"wrote {plot}")
         return
-    text = render_report(results, fmt, bits, protocol, campaign)
+    text = render_report(results, fmt, bits, protocol, campaign, datasets=names)
     if out:
         _write(out, text)
     else:
