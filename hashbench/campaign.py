@@ -19,7 +19,7 @@ import numpy as np
 
 from hashbench import records
 from hashbench.errors import HashbenchError
-from hashbench.registry import available_methods, get_method
+from hashbench.registry import method_names, method_spec
 from hashbench.runner import Cell
 
 STAGES = ("tune", "final", "sweep", "ablation")
@@ -91,7 +91,7 @@ def load_campaign(path: Path | None = None, budget_scale: float = 1.0) -> Campai
 
 
 def _validate(c: Campaign, path: Path) -> None:
-    known = set(available_methods())
+    known = set(method_names())
     for name in {*c.methods, *c.budget, *c.grid, c.ablation_method}:
         if name not in known:
             raise HashbenchError(f"{path}: unknown method {name!r} (known: {', '.join(sorted(known))})")
@@ -101,7 +101,7 @@ def _validate(c: Campaign, path: Path) -> None:
     for where, method, params in ([("budget", m, p) for m, p in c.budget.items()]
                                   + [("tuning", m, t) for m, ts in c.grid.items() for t in ts]
                                   + [("ablation", c.ablation_method, v) for v in c.variants.values()]):
-        unknown = set(params) - set(get_method(method).defaults)
+        unknown = set(params) - set(method_spec(method).defaults)
         if unknown:
             raise HashbenchError(f"{path}: [{where}] {method} has no parameter {', '.join(sorted(unknown))}")
 
@@ -142,8 +142,7 @@ def best_baselines(c: Campaign, results_dir: Path) -> list[str]:
     latest = records.latest_by_cell(results_dir)
     means = {}
     for cell in final_cells(c, results_dir):
-        cls = get_method(cell.method)
-        if cell.dataset != c.sweep_dataset or not cls.hashing or cell.method in (c.ablation_method, "lsh"):
+        if cell.dataset != c.sweep_dataset or not method_spec(cell.method).hashing or cell.method in (c.ablation_method, "lsh"):
             continue
         rec = latest.get(cell.config_hash())
         if rec is None or rec.get("status") != "ok":

@@ -5,13 +5,21 @@ available for early stopping, test never) and then gives user and item codes as 
 bits — or, for a non-hashing reference row, float scores. It registers itself with
 `@register`; third-party packages add methods through the `hashbench.methods` entry-point
 group (`name = "package.module:Class"`).
+
+A method's parameters (defaults, types, ranges, choices), description and hashing flag are
+data in a TOML file beside its module (hashbench.params), so `method_names()` and
+`method_spec()` answer without importing torch or any method module; `get_method()` imports
+the one module asked for.
 """
 
 from __future__ import annotations
 
 import abc
 import importlib
+import importlib.util
 import pkgutil
+import sys
+import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -20,9 +28,11 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from hashbench.errors import HashbenchError
+from hashbench.params import MethodSpec
 from hashbench.specs import unknown_name_error
 
 ENTRY_POINT_GROUP = "hashbench.methods"
+BUILT_IN_PACKAGES = ("hashbench.methods", "baselines")
 _REGISTRY: dict[str, type["Method"]] = {}
 
 
@@ -61,21 +71,19 @@ class Method(abc.ABC):
     """Subclass, set `name` (and `defaults`), implement fit + codes (or scores)."""
 
     name: ClassVar[str]
+    # description, hashing and defaults come from the module's TOML file when it has one
     description: ClassVar[str] = ""
     hashing: ClassVar[bool] = True  # False: a float-score reference row (scores() instead of codes())
     defaults: ClassVar[dict[str, Any]] = {}
+    spec: ClassVar[MethodSpec]
     # what one cell asks a Ray cluster for (Ray's num_cpus / num_gpus / custom resources);
     # a method that trains on a GPU declares {"num_cpus": 1, "num_gpus": 1} (or a fraction)
     resources: ClassVar[dict[str, float]] = {"num_cpus": 1}
 
     def __init__(self, bits: int, ctx: FitContext, **params):
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise HashbenchError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
-                                 f"valid: {', '.join(sorted(self.defaults)) or 'none'}")
         self.bits = bits
         self.ctx = ctx
-        self.params = {**self.defaults, **params}
+        self.params = {**self.defaults, **self.spec.check_params(params)}
 
     @abc.abstractmethod
     def fit(self, data: TrainData) -> None:
@@ -95,13 +103,65 @@ class Method(abc.ABC):
 
 
 def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make a method available under its `name`."""
+    """Class decorator: make a method available under its `name`, with the spec of its
+    module's TOML file (or, without one, its class attributes)."""
     if not getattr(cls, "name", None):
         raise TypeError(f"{cls.__qualname__} needs a `name` to be registered")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise TypeError(f"method name {cls.name!r} is registered twice")
+    module_file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    specs = _module_specs(Path(module_file).with_suffix(".toml")) if module_file else {}
+    if cls.name in specs:
+        spec = specs[cls.name]
+        cls.description, cls.hashing, cls.defaults = spec.description, spec.hashing, spec.defaults
+    else:
+        spec = MethodSpec.from_defaults(cls.name, cls.description, cls.hashing, dict(cls.defaults))
+    cls.spec = spec
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def _module_specs(path: Path) -> dict[str, MethodSpec]:
+    """The method specs of one TOML file (one table per method name); {} when there is none."""
+    if not path.is_file():
+        return {}
+    try:
+        tables = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise HashbenchError(f"cannot read method spec {path}: {exc}") from None
+    return {name: MethodSpec.from_table(name, table, str(path)) for name, table in tables.items()}
+
+
+def _built_in_specs() -> dict[str, tuple[str, MethodSpec]]:
+    """{method name: (module to import, spec)} from the built-in packages' TOML files."""
+    found: dict[str, tuple[str, MethodSpec]] = {}
+    for package in BUILT_IN_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for path in sorted(Path(folder).glob("*.toml")):
+                for name, method_spec_ in _module_specs(path).items():
+                    found[name] = (f"{package}.{path.stem}", method_spec_)
+    return found
+
+
+def _plugin_names() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def method_names() -> list[str]:
+    """Every registered method's name, without importing any method module."""
+    return sorted({*_built_in_specs(), *_plugin_names(), *_REGISTRY})
+
+
+def method_spec(name: str) -> MethodSpec:
+    """A method's declared parameters, description and hashing flag; imports nothing but a
+    third-party plug-in (whose spec lives on its class)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name].spec
+    built_in = _built_in_specs()
+    if name in built_in:
+        return built_in[name][1]
+    return get_method(name).spec
 
 
 _loaded = False
@@ -113,27 +173,33 @@ def _load_all() -> None:
     if _loaded:
         return
     _loaded = True
-    for package in ("hashbench.methods", "baselines"):
+    for package in BUILT_IN_PACKAGES:
         pkg = importlib.import_module(package)
         for info in pkgutil.iter_modules(pkg.__path__):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{package}.{info.name}")
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()
-        if ep.name not in _REGISTRY:
-            register(cls)
+    for name, ep in _plugin_names().items():
+        if name not in _REGISTRY:
+            register(ep.load())
 
 
 def available_methods() -> dict[str, type[Method]]:
+    """Every method class; imports every method module (torch with them)."""
     _load_all()
     return dict(sorted(_REGISTRY.items()))
 
 
 def get_method(name: str) -> type[Method]:
-    methods = available_methods()
-    if name not in methods:
-        raise unknown_name_error("method", name, list(methods))
-    return methods[name]
+    """The class of one method, importing only its module (or a plug-in's)."""
+    if name not in _REGISTRY:
+        built_in = _built_in_specs()
+        if name in built_in:
+            importlib.import_module(built_in[name][0])
+        elif name in _plugin_names():
+            register(_plugin_names()[name].load())
+    if name not in _REGISTRY:
+        raise unknown_name_error("method", name, method_names())
+    return _REGISTRY[name]
 
 
 def check_bits(bits: int) -> int:

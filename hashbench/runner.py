@@ -34,7 +34,7 @@ from hashbench.data import Interactions, atomic_save_npz
 from hashbench.datasets import load_dataset
 from hashbench.errors import HashbenchError
 from hashbench.evaluate import EvalResult, evaluate_split_codes, evaluate_split_scores
-from hashbench.registry import FitContext, Method, TrainData, check_bits, get_method
+from hashbench.registry import FitContext, Method, TrainData, check_bits, get_method, method_spec
 from hashbench.splits import Split, make_split
 
 OVERWRITE = ("never", "failed", "always")
@@ -51,10 +51,9 @@ class Cell:
     ks: tuple[int, ...] = (50, 100)
 
     def config(self) -> dict[str, Any]:
-        cls = get_method(self.method)
         return {
             "method": self.method, "dataset": self.dataset, "bits": self.bits, "seed": self.seed,
-            "protocol": self.protocol, "ks": list(self.ks), "params": {**cls.defaults, **self.params},
+            "protocol": self.protocol, "ks": list(self.ks), "params": {**method_spec(self.method).defaults, **self.params},
         }
 
     def config_hash(self) -> str:
@@ -89,7 +88,7 @@ def parse_param(text: str) -> tuple[str | None, str, Any]:
 
 
 def params_for(method: str, overrides: list[tuple[str | None, str, Any]]) -> dict[str, Any]:
-    defaults = get_method(method).defaults
+    defaults = method_spec(method).defaults
     return {k: v for m, k, v in overrides if (m == method) or (m is None and k in defaults)}
 
 
@@ -97,7 +96,7 @@ def plan_cells(methods: list[str], datasets: list[str], bits: int, seeds_: list[
                overrides: list, ks: tuple[int, ...]) -> list[Cell]:
     for m, key, _ in overrides:
         targets = [m] if m else methods
-        if not any(key in get_method(t).defaults for t in targets if t in methods or m):
+        if not any(key in method_spec(t).defaults for t in targets if t in methods or m):
             raise HashbenchError(f"--param {key}: no selected method has a parameter {key!r}")
     return [Cell(m, d, check_bits(bits), s, protocol, params_for(m, overrides), ks)
             for d in datasets for m in methods for s in seeds_]
@@ -229,9 +228,8 @@ def save_result(results_dir: Path, result: CellResult) -> dict[str, Any]:
 
 def failed_record(cell: Cell, error: str, trace: str = "", **fields) -> dict[str, Any]:
     """A failed record for a cell whose worker never returned one (process or node lost)."""
-    cls = get_method(cell.method)
     now = _now()
-    return {**cell.config(), "config_hash": cell.config_hash(), "hashing": cls.hashing, "status": "failed",
+    return {**cell.config(), "config_hash": cell.config_hash(), "hashing": method_spec(cell.method).hashing, "status": "failed",
             "error": error, "traceback": trace, "started_at": now, "finished_at": now, **fields}
 
 

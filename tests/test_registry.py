@@ -47,7 +47,7 @@ def test_third_party_method_arrives_through_entry_point(tmp_path, monkeypatch):
 
 def test_unknown_parameter_is_a_clear_error():
     cls = get_method("lsh")
-    with pytest.raises(HashbenchError, match="unknown parameter.*svd_dim"):
+    with pytest.raises(HashbenchError, match="unknown lsh parameter 'svd_dimm'; did you mean 'svd_dim'"):
         cls(64, registry.FitContext(seed=None), svd_dimm=3)
 
 
