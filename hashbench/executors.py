@@ -46,10 +46,10 @@ from typing import Any, Iterable
 from hashbench import records
 from hashbench.errors import HashbenchError
 from hashbench.registry import Method, available_methods, get_method, register
-from hashbench.runner import (OVERWRITE, Cell, CellResult, Runner, checkpoint_dir_for, failed_record, save_result,
-                              should_run)
+from hashbench.cells import EXECUTORS, OVERWRITE, Cell, checkpoint_dir_for, should_run
+from hashbench.runner import CellResult, Runner, failed_record, save_result
 
-EXECUTORS = ("local", "ray")
+
 DEFAULT_RETRIES = 2
 
 

@@ -100,7 +100,9 @@ def _fetch_locked(spec: DatasetSpec, cache: Path, origin: "_Origin", console: Co
                 obtained = [_obtain(spec, f, origin, cache, progress, console) for f in source.files]
             except _Missing as exc:
                 missing.append(f"{exc.where} [{source.name}]")
-                _say(console, f"  {exc.where} not found; source {source.name!r} skipped")
+                nxt = sources[sources.index(source) + 1].name if source is not sources[-1] else None
+                _say(console, f"  no {exc.where} there, so not the {source.name!r} form"
+                              + (f"; trying the {nxt!r} form" if nxt else ""))
                 continue
             data = parse_source(spec, source, [path for path, _ in obtained])
             check_counts(spec, source, data)

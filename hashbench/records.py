@@ -68,7 +68,7 @@ def _parse(line: bytes, where: str) -> dict[str, Any] | None:
     try:
         record = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        warnings.warn(f"{where}: skipping a truncated record (a run killed mid-write)")
+        warnings.warn(f"{where}: skipping a line that is not JSON (cut short by a kill, or edited by hand)")
         return None
     if not isinstance(record, dict) or "config_hash" not in record:
         warnings.warn(f"{where}: skipping a line that is not a run record")

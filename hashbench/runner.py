@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -34,73 +34,9 @@ from hashbench.data import Interactions, atomic_save_npz
 from hashbench.datasets import load_dataset
 from hashbench.errors import HashbenchError
 from hashbench.evaluate import EvalResult, evaluate_split_codes, evaluate_split_scores
-from hashbench.registry import FitContext, Method, TrainData, check_bits, get_method, method_spec
+from hashbench.cells import OVERWRITE, Cell, checkpoint_dir_for, parse_param, plan_cells, should_run  # noqa: F401
+from hashbench.registry import FitContext, Method, TrainData, get_method, method_spec
 from hashbench.splits import Split, make_split
-
-OVERWRITE = ("never", "failed", "always")
-
-
-@dataclass(frozen=True)
-class Cell:
-    method: str
-    dataset: str
-    bits: int
-    seed: int
-    protocol: str = "random-8-1-1"
-    params: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
-    ks: tuple[int, ...] = (50, 100)
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "method": self.method, "dataset": self.dataset, "bits": self.bits, "seed": self.seed,
-            "protocol": self.protocol, "ks": list(self.ks), "params": {**method_spec(self.method).defaults, **self.params},
-        }
-
-    def config_hash(self) -> str:
-        return records.config_hash(self.config())
-
-    def codes_name(self) -> str:
-        """<dataset>-<method>-<bits>b-seed<seed>.npz, plus a tag when protocol or params differ.
-
-        The same name is used under codes/ (the codes) and per_user/ (per-user test metrics)."""
-        name = f"{self.dataset}-{self.method}-{self.bits}b-seed{self.seed}"
-        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100):
-            name += f"-{self.config_hash()[:8]}"
-        return name + ".npz"
-
-
-def parse_param(text: str) -> tuple[str | None, str, Any]:
-    """'beta=20' or 'proposed.beta=20' -> (method or None, key, value parsed as int/float/bool/str)."""
-    if "=" not in text:
-        raise HashbenchError(f"--param expects KEY=VALUE or METHOD.KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
-    method, _, key = key.rpartition(".")
-    value: Any = raw
-    for cast in (int, float):
-        try:
-            value = cast(raw)
-            break
-        except ValueError:
-            pass
-    if raw.lower() in ("true", "false"):
-        value = raw.lower() == "true"
-    return method or None, key, value
-
-
-def params_for(method: str, overrides: list[tuple[str | None, str, Any]]) -> dict[str, Any]:
-    defaults = method_spec(method).defaults
-    return {k: v for m, k, v in overrides if (m == method) or (m is None and k in defaults)}
-
-
-def plan_cells(methods: list[str], datasets: list[str], bits: int, seeds_: list[int], protocol: str,
-               overrides: list, ks: tuple[int, ...]) -> list[Cell]:
-    for m, key, _ in overrides:
-        targets = [m] if m else methods
-        if not any(key in method_spec(t).defaults for t in targets if t in methods or m):
-            raise HashbenchError(f"--param {key}: no selected method has a parameter {key!r}")
-    return [Cell(m, d, check_bits(bits), s, protocol, params_for(m, overrides), ks)
-            for d in datasets for m in methods for s in seeds_]
-
 
 def environment() -> dict[str, Any]:
     def pkg(name):
@@ -189,17 +125,6 @@ class CellResult:
     record: dict[str, Any]
     codes: tuple[np.ndarray, np.ndarray] | None = None
     per_user: dict[str, np.ndarray] | None = None  # test metrics per user, for paired significance tests
-
-
-def checkpoint_dir_for(results_dir: Path, cell: Cell) -> Path:
-    return Path(results_dir) / "checkpoints" / cell.config_hash()[:16]
-
-
-def should_run(cell: Cell, existing: dict[str, dict], overwrite: str) -> bool:
-    record = existing.get(cell.config_hash())
-    if record is None or overwrite == "always":
-        return True
-    return overwrite == "failed" and record.get("status") != "ok"
 
 
 def save_result(results_dir: Path, result: CellResult) -> dict[str, Any]:

@@ -9,6 +9,7 @@ point down.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -31,6 +32,20 @@ Mirror = Annotated[Optional[str], typer.Option(
     "--mirror", envvar="HASHBENCH_MIRROR", help="Directory or URL prefix to download from instead of the "
     "upstream URLs; holds <dataset>/<file> (upstream train.txt/test.txt or the .tsv.gz forms).")]
 ResultsDir = Annotated[Path, typer.Option("--results", help="Results directory (runs.jsonl, codes/).")]
+
+
+_warned: set[str] = set()
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning is one line on stderr, once, without the Python source location."""
+    text = str(message)
+    if text not in _warned:
+        _warned.add(text)
+        err_console.print(Text.assemble(("warning:", "yellow"), f" {text}"), highlight=False, soft_wrap=True)
+
+
+warnings.showwarning = show_warning
 
 
 def fail(message: str) -> None:

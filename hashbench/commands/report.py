@@ -45,6 +45,18 @@ def report_command(
     from hashbench.records import latest_by_cell
     from hashbench.report import render_report
 
+    from hashbench.checks import check_out_file, check_results_dir
+    from hashbench.report import FORMATS
+
+    if fmt not in FORMATS:
+        raise HashbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if write and out is not None:
+        raise HashbenchError("--write writes RESULTS/table1.*; it cannot be combined with --out")
+    check_results_dir(results, write=write)
+    if not (results / "runs.jsonl").is_file():
+        raise HashbenchError(f"no runs.jsonl in {results}: run `hashbench run --results {results}` first")
+    if out is not None:
+        check_out_file(out)
     names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
     campaign = None
     if not no_campaign and (spec is not None or campaign_path().exists()):
