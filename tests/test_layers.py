@@ -8,7 +8,12 @@ modules together. A cycle or a cross-module private import fails with the module
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("hashbench", "baselines")
@@ -129,3 +134,33 @@ def test_the_checks_see_a_cycle_and_a_private_import():
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
     assert ("hashbench.commands.common" in import_graph()["hashbench.cli"])
+
+
+PROBE = """
+import sys
+sys.argv = ["hashbench", *sys.argv[1:]]
+from hashbench.cli import app
+try:
+    app(standalone_mode=False)
+except BaseException:
+    pass
+heavy = sorted(m for m in sys.modules if m in ("torch", "numba") or m.startswith(("hashbench.methods.", "baselines.")))
+print("HEAVY:" + ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["report", "--format", "csv", "--results", str(ROOT / "results")],
+    ["report", "--format", "latex", "--results", str(ROOT / "results")],
+    ["list"],
+    ["--help"],
+    ["run", "--help"],
+    ["run", "--bits", "63", "--datasets", "synthetic"],
+    ["run", "-m", "proposed", "-d", "synthetic", "-p", "proposed.epochs=abc"],
+    ["run", "-m", "lsh", "-d", "synthetic", "--ks", "0"],
+])
+def test_report_list_help_and_argument_errors_import_no_torch_and_no_method(args, tmp_path):
+    run = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    heavy = next(line for line in run.stdout.splitlines() if line.startswith("HEAVY:"))
+    assert heavy == "HEAVY:", (heavy, run.stderr[-2000:])
