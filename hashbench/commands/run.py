@@ -1,5 +1,7 @@
 """`hashbench run`: plan the cells, run them on an executor, draw the sweep as it goes."""
 
+import contextlib
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional
@@ -177,7 +179,7 @@ def execute_cells(cells, results: Path, overwrite: str = "failed", device: str =
     spec = RunnerSpec.for_cells(cells, results, cache_dir, mirror, device)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False) as progress, _stop_signals_interrupt():
         display = SweepDisplay(progress, len(cells), results)
         sweep = Sweep(cells, spec, overwrite, display)
         try:
@@ -187,6 +189,24 @@ def execute_cells(cells, results: Path, overwrite: str = "failed", device: str =
     console.print(f"{counts['run']} run, {counts['skipped']} skipped, {counts['failed']} failed -> "
                   f"{results / RUNS_FILE}")
     return counts
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """SIGTERM and SIGHUP (a closed terminal) stop the sweep as Ctrl-C does: locks released, checkpoints kept."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    except ValueError:  # not the main thread: leave the signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -261,7 +281,8 @@ def print_plan(plan: Plan) -> None:
     if not plan.to_run:
         return
     known = len(plan.to_run) - len(plan.unknown)
-    eta = (f"estimated time: about {duration(plan.seconds)} for {known} of them (from recorded seconds per epoch)"
+    eta = (f"estimated time: up to {duration(plan.seconds)} for {known} of them (epoch budget x recorded seconds "
+           "per epoch; early stopping often ends sooner)"
            if known else "estimated time: unknown")
     if plan.unknown:
         first = sorted({f"{c.method} on {c.dataset}" for c in plan.unknown})
