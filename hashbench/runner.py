@@ -226,7 +226,7 @@ class Runner:
             data = self.dataset(cell.dataset)
             if max(cell.ks) > split.n_items:
                 raise HashbenchError(f"K = {max(cell.ks)} is larger than the catalogue of {cell.dataset} "
-                                     f"({split.n_items} items)")
+                                     f"({split.n_items} items); pick smaller cut-offs with --ks")
             record.update(dataset_hash=split.dataset_hash, split_hash=split.hash, split_sizes=split.sizes(),
                           dataset_stats=data.stats())
             _reset_peak_rss()
