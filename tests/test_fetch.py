@@ -407,7 +407,7 @@ def test_progress_and_stats_render(tmp_path):
     data = fetch(toy_spec(files), cache_dir=tmp_path / "cache", mirror=str(mirror), console=console)
     print_stats(data, console=console)
     text = out.getvalue()
-    assert "interactions.tsv.gz" in text and "source 'upstream' skipped" in text
+    assert "interactions.tsv.gz" in text and "not the 'upstream' form; trying the 'tsv-folds' form" in text
     assert f"{100 * 15 / 24:.3f}%" in text
 
     table = stats_table([data, data])

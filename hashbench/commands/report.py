@@ -64,6 +64,8 @@ def report_command(
         # the default spec only adds its sections to results that hold some of its runs
         if spec is None and not any(cell.config_hash() in latest_by_cell(results) for cell in tune_cells(campaign)):
             campaign = None
+    if names is None and campaign is not None:
+        names = list(campaign.datasets)  # the campaign spec names its datasets: that is asking for them
     if write:
         if out is not None:
             raise HashbenchError("--write writes RESULTS/table1.*; it cannot be combined with --out")

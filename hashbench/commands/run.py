@@ -149,6 +149,8 @@ def run_command(
         raise HashbenchError(f"--jobs must be at least 1, got {jobs}")
     if retries < 0:
         raise HashbenchError(f"--retries must be at least 0, got {retries}")
+    if ray_address and executor != "ray":
+        raise HashbenchError("--ray-address needs --executor ray")
     cells = plan_cells(method_list, dataset_list, bits, list(range(first_seed, first_seed + seeds)), protocol,
                        [parse_param(p) for p in param or []], check_ks(_ints(ks, "--ks"), dataset_list))
     check_results_dir(results)
