@@ -65,6 +65,9 @@ class FitContext:
     validate: Callable[["Method"], dict[str, float]] | None = None
     # progress(description, completed, total, **fields): a no-op unless the CLI provides one
     progress: Callable[..., None] = field(default=lambda *a, **k: None)
+    # evidence(method) -> test-time metrics at each validation point (protocol effects): recorded
+    # apart from everything else and never used to select an epoch or stop
+    evidence: Callable[["Method"], dict[str, Any]] | None = None
 
 
 class Method(abc.ABC):
@@ -100,6 +103,10 @@ class Method(abc.ABC):
     def extras(self) -> dict[str, Any]:
         """Anything worth recording beside the metrics (best epoch, training curve...)."""
         return {}
+
+    def evidence_curve(self) -> list[dict[str, Any]]:
+        """ctx.evidence's output at each validation point of training ([] for untrained methods)."""
+        return []
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -67,6 +67,9 @@ class TrainedMethod(Method):
                                   n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
         self.result: TrainResult = run_training(self, self.trainer(data), self.train_config(), config_hash)
 
+    def evidence_curve(self) -> list[dict[str, Any]]:
+        return self.result.evidence
+
     def method_extras(self) -> dict[str, Any]:
         """Method-specific extras (estimator, layout, reference settings changed, ...)."""
         return {}

@@ -64,6 +64,8 @@ class TrainResult:
     seconds_per_epoch: float = 0.0  # training only, without validation
     resumed_from_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # ctx.evidence at each validation point: written here, read by nothing in training
+    evidence: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,9 +201,10 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
     result, best, bad_evals = TrainResult(), None, 0
     start_epoch, elapsed_before, train_only = 1, 0.0, 0.0
     t0 = time.perf_counter()
+    evidence_seconds = 0.0  # not training: left out of every time the result reports
 
     def elapsed() -> float:
-        return elapsed_before + (time.perf_counter() - t0)
+        return elapsed_before + (time.perf_counter() - t0) - evidence_seconds
 
     def checkpoint(epoch: int, finished: bool = False) -> None:
         if path is not None:
@@ -212,9 +215,13 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
             })
 
     def validate(epoch: int, record: dict[str, Any]) -> None:
-        nonlocal best, bad_evals
+        nonlocal best, bad_evals, evidence_seconds
         with trainer.evaluating():
             valid = {k: float(v) for k, v in ctx.validate(method).items()}
+            if ctx.evidence is not None:
+                started = time.perf_counter()
+                result.evidence.append({"epoch": epoch, **ctx.evidence(method)})
+                evidence_seconds += time.perf_counter() - started
         record["valid"] = valid
         if best is None or valid[config.monitor] > result.best_valid.get(config.monitor, -np.inf):
             best = trainer.snapshot()
