@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from hashbench import seeds
-from hashbench.data import TEST_FOLD, Interactions, atomic_save_npz
+from hashbench.data import TEST_FOLD, Interactions
 from hashbench.errors import HashbenchError
+from hashbench.files import atomic_save_npz
 
 PROTOCOLS = ("random-8-1-1", "lightgcn")
 
