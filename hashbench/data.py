@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hashbench.errors import HashbenchError
-from hashbench.files import atomic_save_npz  # noqa: F401  (baselines/dcf.py imports it from here)
+from hashbench.files import atomic_save_npz, read_npz  # noqa: F401  (baselines/dcf.py imports atomic_save_npz from here)
 
 TRAIN_FOLD, TEST_FOLD = 0, 1
 
@@ -64,14 +64,14 @@ class Interactions:
 
     @classmethod
     def load(cls, path: Path, name: str) -> "Interactions":
-        with np.load(path) as z:
-            return cls(
-                name=name,
-                n_users=int(z["n_users"]),
-                n_items=int(z["n_items"]),
-                pairs=z["pairs"],
-                fold=z["fold"] if "fold" in z else None,
-            )
+        z = read_npz(path)
+        return cls(
+            name=name,
+            n_users=int(z["n_users"]),
+            n_items=int(z["n_items"]),
+            pairs=z["pairs"],
+            fold=z.get("fold"),
+        )
 
 
 def from_pairs(name: str, users: np.ndarray, items: np.ndarray, fold: np.ndarray | None = None,

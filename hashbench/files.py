@@ -5,12 +5,15 @@ one-line error, never a traceback or a half-written file.
                                 only when the block exits cleanly (removed on any error)
     atomic_write(path, data)    the same for bytes (or a few chunks) held in memory
     atomic_save_npz(path, ...)  numpy arrays as .npz (rendered in memory, then atomic_write)
+    save_figure(fig, path)      a matplotlib figure, rendered in memory, then atomic_write
     append_line(path, line)     one O_APPEND write of one line; on failure the file is cut back
                                 to what it was, so a reader never meets half a line from us
 
 When the disk (or the user's quota) is full, each raises a HashbenchError naming the file and
 how much free space it needs; the file under its final name is left as it was. Nothing here
 catches other errors.
+
+And the one way an .npz is read back, read_npz: numpy with pickles off, whatever the file says.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import errno
 import io
 import os
 import shutil
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
@@ -87,6 +91,12 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: Path) -> None:
+    """mkdir -p, with a full disk reported like any other write."""
+    with no_space_is_an_error(Path(directory), 4096):  # a directory takes a block
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+
 @contextmanager
 def atomic_file(path: Path, needed: int | None = None, temp_name: str | None = None) -> Iterator[BinaryIO]:
     """A binary file to write `path` through: on a clean exit it is fsync'ed and renamed to
@@ -128,6 +138,26 @@ def atomic_save_npz(path: Path, compressed: bool = False, **arrays) -> None:
     buffer = io.BytesIO()
     (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
     atomic_write(path, buffer.getbuffer())
+
+
+def save_figure(fig, path: Path, **savefig_kwargs) -> None:
+    """A matplotlib figure to `path` atomically, in the format its suffix names."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **savefig_kwargs)
+    atomic_write(path, buffer.getbuffer())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, read as data only (pickled object arrays are refused, never
+    unpickled); a file that is not a readable .npz is a one-line error naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise HashbenchError(f"cannot read {path} as arrays (damaged, or holds pickled objects, which "
+                             f"hashbench never loads): {exc}") from None
 
 
 def append_line(path: Path, line: bytes) -> None:
