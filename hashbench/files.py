@@ -25,7 +25,7 @@ import shutil
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -97,8 +97,32 @@ def make_dirs(directory: Path) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
 
 
+def write_all(fd: int, data: Bytes) -> None:
+    """os.write until all of `data` is written: every byte hashbench writes goes through here."""
+    view = memoryview(data).cast("B")
+    while view:  # a regular file takes it in one write(); loop only for the rare short write
+        view = view[os.write(fd, view):]
+
+
+class _Unbuffered:
+    """What atomic_file hands out: write() goes straight to the file (no buffer to lose)."""
+
+    def __init__(self, fd: int, name: str):
+        self.fd, self.name = fd, name
+
+    def write(self, data: Bytes) -> int:
+        write_all(self.fd, data)
+        return memoryview(data).nbytes
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return self.fd
+
+
 @contextmanager
-def atomic_file(path: Path, needed: int | None = None, temp_name: str | None = None) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, needed: int | None = None, temp_name: str | None = None) -> Iterator[_Unbuffered]:
     """A binary file to write `path` through: on a clean exit it is fsync'ed and renamed to
     `path`; on any exception it is removed and `path` keeps its old content (or stays absent).
 
@@ -110,10 +134,12 @@ def atomic_file(path: Path, needed: int | None = None, temp_name: str | None = N
     with no_space_is_an_error(path, needed):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                yield _Unbuffered(fd, str(tmp))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)  # after os.replace it is gone already; else never leave it
@@ -178,9 +204,7 @@ def append_line(path: Path, line: bytes) -> None:
             if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
                 line = b"\n" + line
             try:
-                view = memoryview(line)
-                while view:  # a regular file takes it in one write(); loop only for the rare short write
-                    view = view[os.write(fd, view):]
+                write_all(fd, line)
                 os.fsync(fd)
             except OSError:
                 os.ftruncate(fd, size)  # shrinking needs no space
