@@ -294,10 +294,15 @@ class DCFTrainer:
         return record
 
     def state(self) -> dict[str, Any]:
+        if self.B is None:
+            return {}  # before initialise(): nothing to resume from
         return {"B": torch.from_numpy(self.B.astype(np.int8)), "D": torch.from_numpy(self.D.astype(np.int8)),
                 "X": torch.from_numpy(self.X), "Y": torch.from_numpy(self.Y), "init_iters_run": self.init_iters_run}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.B = self.D = self.X = self.Y = None
+            return
         self.B, self.D = (state[k].numpy().astype(np.float64) for k in ("B", "D"))
         self.X, self.Y = (state[k].numpy() for k in ("X", "Y"))
         self.init_iters_run = state["init_iters_run"]

@@ -45,6 +45,7 @@ from filelock import FileLock, Timeout
 
 from hashbench import records
 from hashbench.errors import HashbenchError
+from hashbench.files import make_dirs
 from hashbench.registry import Method, available_methods, get_method, register
 from hashbench.runner import (OVERWRITE, Cell, CellResult, Runner, checkpoint_dir_for, failed_record, save_result,
                               should_run)
@@ -171,7 +172,7 @@ class Sweep:
         """'claimed', 'busy' (another sweep holds it) or 'done' (recorded since we began)."""
         key = cell.config_hash()
         path = checkpoint_dir_for(self.results_dir, cell).with_suffix(".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         lock = FileLock(str(path), thread_local=False)
         try:
             lock.acquire(timeout=timeout)

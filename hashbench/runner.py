@@ -30,10 +30,11 @@ import numpy as np
 
 import hashbench
 from hashbench import records, seeds
-from hashbench.data import Interactions, atomic_save_npz
+from hashbench.data import Interactions
 from hashbench.datasets import load_dataset
 from hashbench.errors import HashbenchError
 from hashbench.evaluate import EvalResult, evaluate_split_codes, evaluate_split_scores
+from hashbench.files import atomic_save_npz
 from hashbench.registry import FitContext, Method, TrainData, check_bits, get_method, method_spec
 from hashbench.splits import Split, make_split
 

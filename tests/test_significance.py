@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hashbench import significance
-from hashbench.data import atomic_save_npz
+from hashbench.files import atomic_save_npz
 from hashbench.significance import compare_to_best, holm, paired_test
 
 

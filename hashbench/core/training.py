@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from hashbench.core.checkpoints import load_checkpoint, save_checkpoint
+from hashbench.errors import HashbenchWarning
 from hashbench.seeds import method_stream
 
 CHECKPOINT_NAME = "train_state.pt"
@@ -232,10 +233,20 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
 
     state = load_checkpoint(path, config_hash) if path is not None else None
     if state is not None:
-        trainer.load_state(state["trainer"])
-        rng.bit_generator.state = state["numpy_rng"]
-        best, bad_evals = state["best"], state["bad_evals"]
-        result = TrainResult(**state["result"])
+        fresh = copy.deepcopy(trainer.state()), rng.bit_generator.state
+        try:
+            trainer.load_state(state["trainer"])
+            rng.bit_generator.state = state["numpy_rng"]
+            best, bad_evals = state["best"], state["bad_evals"]
+            result = TrainResult(**state["result"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            # well-formed but not this model's state (shapes, keys): refuse it like a damaged file
+            warnings.warn(f"ignoring checkpoint {path}: it does not fit this model ({type(exc).__name__}); "
+                          "the cell starts from scratch", HashbenchWarning, stacklevel=2)
+            trainer.load_state(fresh[0])
+            rng.bit_generator.state = fresh[1]
+            best, bad_evals, result, state = None, 0, TrainResult(), None
+    if state is not None:
         result.resumed_from_epoch = state["epoch"]
         start_epoch, elapsed_before, train_only = state["epoch"] + 1, state["elapsed"], state["train_only"]
         ctx.progress(name, state["epoch"], config.epochs, resumed=True, best=result.best_valid.get(config.monitor))
