@@ -139,7 +139,7 @@ def _module_specs(path: Path) -> dict[str, MethodSpec]:
     return {name: MethodSpec.from_table(name, table, str(path)) for name, table in tables.items()}
 
 
-def _built_in_specs() -> dict[str, tuple[str, MethodSpec]]:
+def built_in_specs() -> dict[str, tuple[str, MethodSpec]]:
     """{method name: (module to import, spec)} from the built-in packages' TOML files."""
     found: dict[str, tuple[str, MethodSpec]] = {}
     for package in BUILT_IN_PACKAGES:
@@ -157,7 +157,7 @@ def _plugin_names() -> dict[str, Any]:
 
 def method_names() -> list[str]:
     """Every registered method's name, without importing any method module."""
-    return sorted({*_built_in_specs(), *_plugin_names(), *_REGISTRY})
+    return sorted({*built_in_specs(), *_plugin_names(), *_REGISTRY})
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -165,7 +165,7 @@ def method_spec(name: str) -> MethodSpec:
     third-party plug-in (whose spec lives on its class)."""
     if name in _REGISTRY:
         return _REGISTRY[name].spec
-    built_in = _built_in_specs()
+    built_in = built_in_specs()
     if name in built_in:
         return built_in[name][1]
     return get_method(name).spec
@@ -199,7 +199,7 @@ def available_methods() -> dict[str, type[Method]]:
 def get_method(name: str) -> type[Method]:
     """The class of one method, importing only its module (or a plug-in's)."""
     if name not in _REGISTRY:
-        built_in = _built_in_specs()
+        built_in = built_in_specs()
         if name in built_in:
             importlib.import_module(built_in[name][0])
         elif name in _plugin_names():

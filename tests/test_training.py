@@ -72,7 +72,9 @@ def test_lightgcn_resumes_too(split, tmp_path):
     reference = fit(split, tmp_path / "a", method="lightgcn")
     with pytest.raises(Interrupted):
         fit(split, tmp_path / "b", crash_at_epoch=3, method="lightgcn")
+    assert (tmp_path / "b" / "train_state.pt").is_file()
     resumed = fit(split, tmp_path / "b", method="lightgcn")
+    assert resumed.result.resumed_from_epoch == 2  # the last evaluation before the crash
     users = np.arange(split.n_users)
     assert np.array_equal(reference.scores(users), resumed.scores(users))
 
