@@ -71,9 +71,8 @@ from torch import nn
 from hashbench.core.estimators import get_estimator
 from hashbench.core.graph import SymmetricSpMM, UserItemIndex, normalized_adjacency
 from hashbench.core.losses import bce_loss, bpr_loss
-from hashbench.core.training import (TrainConfig, child_seed, fingerprint, peak_rss_mib, resolve_device,
-                                     train_loop)
-from hashbench.registry import Method, TrainData, register
+from hashbench.core.trained_method import TorchMethod
+from hashbench.registry import TrainData, register
 from hashbench.seeds import torch_seed
 
 REFERENCE_DEFAULTS = {"layers": 2, "con_dim": 256, "bits_per_layer": 256, "batch_size": 4096, "lr": 1e-3,
@@ -135,93 +134,69 @@ class BGCHEncoder(nn.Module):
 
 
 @register
-class BGCH(Method):
-    name = "bgch"
-    description = "BGCH: dispersed LightGCN propagation, per-layer scaled-sign hashing, Fourier estimator (Chen et al., WWW 2023)"
-    defaults = {
-        "layers": 1, "con_dim": 64, "bits_per_layer": None,  # None: bits // (layers + 1)
-        "train_hash_layer": False,
-        "rp_eta": 0.1, "rp_iterations": 2, "rp_avg": 2, "rp_variance": 1.0,
-        "fourier_terms": 8, "fourier_w": 1.0,
-        "decay": 1e-4, "lr": 3e-3, "lr_decay": 1.0, "batch_size": 16384,
-        "epochs": 400, "eval_every": 4, "patience": 4, "max_minutes": 20.0,
-    }
+class BGCH(TorchMethod):
+    name = "bgch"  # parameters, description: bgch.toml
 
     def _rp(self) -> dict:
         p = self.params
         return {"eta": p["rp_eta"], "iterations": p["rp_iterations"], "draws": p["rp_avg"],
                 "variance": p["rp_variance"]}
 
-    def fit(self, data: TrainData) -> None:
+    def build(self, data: TrainData) -> BGCHEncoder:
         p, bits = self.params, self.bits
         per_layer = p["bits_per_layer"] or bits // (p["layers"] + 1)
         if per_layer * (p["layers"] + 1) != bits:
             raise ValueError(f"bgch: {bits} bits do not split into {p['layers'] + 1} layers of "
                              f"{per_layer} bits")
         self.per_layer = per_layer
-        device = self.device = resolve_device(self.ctx.device)
-        gen = torch.Generator().manual_seed(torch_seed(child_seed(self.ctx.seed, 0)))
-        self.encoder = BGCHEncoder(data.train, data.n_users, data.n_items, p["con_dim"], per_layer, p["layers"],
-                                   p["train_hash_layer"], gen, device)
+        encoder = BGCHEncoder(data.train, data.n_users, data.n_items, p["con_dim"], per_layer, p["layers"],
+                              p["train_hash_layer"], self.torch_generator("init"), self.device)
         self.estimator = get_estimator("fourier", terms=p["fourier_terms"], w=p["fourier_w"])
-        self.inference_seed = torch_seed(child_seed(self.ctx.seed, 2))
-        index = UserItemIndex(data.train, data.n_users, data.n_items)
-        per_user = max(1, len(data.train) // max(len(index.active_users), 1))
-        n_users, rp = data.n_users, self._rp()
+        self.inference_seed = torch_seed(self.seed("inference"))
+        self.index = UserItemIndex(data.train, data.n_users, data.n_items)
+        self.per_user = max(1, len(data.train) // max(len(self.index.active_users), 1))
+        self.n_users = data.n_users
+        return encoder
 
-        def epoch_batches(epoch, rng):
-            users = np.repeat(index.active_users, per_user)
-            pos = index.items[index.indptr[users] + rng.integers(index.degree[users])]
-            neg = index.sample_negatives(users, rng)
-            order = rng.permutation(len(users))
-            for start in range(0, len(order), p["batch_size"]):
-                take = order[start:start + p["batch_size"]]
-                yield tuple(torch.from_numpy(a[take]).to(device) for a in (users, pos, neg))
+    def trainable_parameters(self):
+        return [t for t in self.model.parameters() if t.requires_grad]
 
-        def batch_loss(batch, epoch):
-            users, pos, neg = batch
-            enc = self.encoder
-            codes = torch.cat([scaled_sign(h, self.estimator) for h in enc.layer_projections(rp)], dim=1)
-            cu, ci, cj = codes[users], codes[pos + n_users], codes[neg + n_users]
-            ranking = bpr_loss((cu * ci).sum(1), (cu * cj).sum(1))
-            eu, ei, ej = enc.user_ego[users], enc.item_ego[pos], enc.item_ego[neg]
-            logits = torch.cat([(eu * ei).sum(1), (eu * ej).sum(1)])
-            labels = torch.cat([torch.ones_like(users), torch.zeros_like(users)])
-            reconstruction = bce_loss(logits, labels)
-            reg = 0.5 * (enc.user_ego.pow(2).sum() + enc.item_ego.pow(2).sum() + codes.pow(2).sum()
-                         + enc.hash_weight.pow(2).sum()) / len(users)
-            return ranking + reconstruction + p["decay"] * reg
+    def epoch_batches(self, epoch, rng):
+        index, size = self.index, self.params["batch_size"]
+        users = np.repeat(index.active_users, self.per_user)
+        pos = index.items[index.indptr[users] + rng.integers(index.degree[users])]
+        neg = index.sample_negatives(users, rng)
+        order = rng.permutation(len(users))
+        for start in range(0, len(order), size):
+            take = order[start:start + size]
+            yield tuple(torch.from_numpy(a[take]).to(self.device) for a in (users, pos, neg))
 
-        config = TrainConfig(lr=p["lr"], epochs=p["epochs"], eval_every=p["eval_every"], patience=p["patience"],
-                             lr_decay=p["lr_decay"], max_minutes=p["max_minutes"])
-        config_hash = fingerprint(method=self.name, bits=bits, params=p, dataset=data.dataset,
-                                  n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
-        params = [t for t in self.encoder.parameters() if t.requires_grad]
-        self.result = train_loop(self, self.encoder, config, epoch_batches, batch_loss, config_hash=config_hash,
-                                 params=params)
-        self.peak_rss_mib = peak_rss_mib()
+    def batch_loss(self, batch, epoch):
+        users, pos, neg = batch
+        enc, n_users = self.model, self.n_users
+        codes = torch.cat([scaled_sign(h, self.estimator) for h in enc.layer_projections(self._rp())], dim=1)
+        cu, ci, cj = codes[users], codes[pos + n_users], codes[neg + n_users]
+        ranking = bpr_loss((cu * ci).sum(1), (cu * cj).sum(1))
+        eu, ei, ej = enc.user_ego[users], enc.item_ego[pos], enc.item_ego[neg]
+        logits = torch.cat([(eu * ei).sum(1), (eu * ej).sum(1)])
+        labels = torch.cat([torch.ones_like(users), torch.zeros_like(users)])
+        reconstruction = bce_loss(logits, labels)
+        reg = 0.5 * (enc.user_ego.pow(2).sum() + enc.item_ego.pow(2).sum() + codes.pow(2).sum()
+                     + enc.hash_weight.pow(2).sum()) / len(users)
+        return ranking + reconstruction + self.params["decay"] * reg
 
     @torch.no_grad()
-    def sign_bits(self) -> torch.Tensor:
-        """[users + items, bits] booleans: concat over layers of sgn(W x⁽ˡ⁾) ≥ 0."""
+    def code_embeddings(self):
+        """Per layer W x⁽ˡ⁾ concatenated, users and items: the codes are their signs."""
         gen = torch.Generator().manual_seed(self.inference_seed)
-        layers = self.encoder.layer_projections(self._rp(), generator=gen)
-        return torch.cat(layers, dim=1) >= 0
+        projections = torch.cat(self.model.layer_projections(self._rp(), generator=gen), dim=1)
+        return projections[:self.n_users], projections[self.n_users:]
 
-    def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        bits = self.sign_bits().cpu().numpy()
-        n_users = self.encoder.n_users
-        return np.packbits(bits[:n_users], axis=1), np.packbits(bits[n_users:], axis=1)
-
-    def extras(self) -> dict:
-        r, p = self.result, self.params
+    def method_extras(self) -> dict:
+        p = self.params
         here = {**p, "bits_per_layer": self.per_layer}
         return {
-            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stopped": r.stopped,
-            "best_valid": r.best_valid, "train_seconds": round(r.train_seconds, 2),
-            "seconds_to_best": round(r.seconds_to_best, 2), "seconds_per_epoch": round(r.seconds_per_epoch, 3),
-            "resumed_from_epoch": r.resumed_from_epoch, "peak_rss_mib": round(self.peak_rss_mib, 1),
-            "estimator": self.estimator.describe(), "device": str(self.device),
+            "estimator": self.estimator.describe(),
             "layout": f"{p['layers'] + 1} layers x {self.per_layer} bits, concatenated",
             "reference_defaults_changed": {k: {"reference": v, "here": here[k]}
                                            for k, v in REFERENCE_DEFAULTS.items() if here[k] != v},
@@ -240,5 +215,4 @@ class BGCH(Method):
                 f"at most {p['epochs']} epochs / {p['max_minutes']} minutes "
                 "(reference: 1000 epochs, best test recall@20)",
             ],
-            "curve": [h for h in r.history if "valid" in h],
         }

@@ -65,8 +65,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hashbench.core.graph import UserItemIndex
-from hashbench.core.training import TrainConfig, child_seed, fingerprint, peak_rss_mib, train_loop
-from hashbench.registry import Method, TrainData, register
+from hashbench.core.trained_method import TorchMethod
+from hashbench.csr import group_by_row
+from hashbench.registry import TrainData, register
 from hashbench.seeds import torch_seed
 
 
@@ -74,10 +75,8 @@ class SparseRows:
     """Rows of a 0/1 matrix in CSR form, handed to EmbeddingBag as (indices, offsets)."""
 
     def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int):
-        order = np.lexsort((cols, rows))
-        self.cols = torch.from_numpy(np.ascontiguousarray(cols[order]))
-        self.indptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_rows), out=self.indptr[1:])
+        self.indptr, cols = group_by_row(rows, cols, n_rows)
+        self.cols = torch.from_numpy(cols)
         self.n_rows = n_rows
 
     def select(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +119,7 @@ class RowAutoencoder(nn.Module):
         sq_norm = ((h @ (w.T @ w)) * h).sum(1) + 2.0 * h @ (w.T @ c) + (c * c).sum()
         at_ones = (h * F.embedding_bag(indices, w, offsets, mode="sum")).sum(1) \
             + F.embedding_bag(indices, c[:, None], offsets, mode="sum")[:, 0]
-        counts = torch.diff(offsets, append=torch.tensor([len(indices)]))
+        counts = torch.diff(offsets, append=torch.tensor([len(indices)], device=offsets.device))
         return (sq_norm - 2.0 * at_ones + counts.to(h.dtype)).sum()
 
 
@@ -138,64 +137,54 @@ class CCSRModel(nn.Module):
 
 
 @register
-class CCSR(Method):
-    name = "ccsr"
-    description = "CCSR-S: two row autoencoders, MAP similarity + balance + reconstruction, sign codes (Shi & Chung, AdKDD 2022)"
-    defaults = {
-        "hidden": 128, "activation": "tanh", "dropout": 0.8, "lambda_ae": 0.1, "lambda_b": 1e-4, "negatives": 1,
-        "full_sum": False,
-        "lr": 1e-2, "batch_size": 65536, "epochs": 100, "eval_every": 2, "patience": 5,
-        "max_minutes": None,
-    }
+class CCSR(TorchMethod):
+    name = "ccsr"  # parameters, description: ccsr.toml
 
-    def fit(self, data: TrainData) -> None:
+    def build(self, data: TrainData) -> CCSRModel:
         p = self.params
-        torch.manual_seed(torch_seed(child_seed(self.ctx.seed, 0)))  # the layers' default init
-        self.model = CCSRModel(data.n_users, data.n_items, self.bits, p["hidden"], p["dropout"], p["activation"])
-        train = np.asarray(data.train, dtype=np.int64)
+        torch.manual_seed(torch_seed(self.seed("init")))  # the layers' default init
+        model = CCSRModel(data.n_users, data.n_items, self.bits, p["hidden"], p["dropout"], p["activation"])
+        self.train_pairs = train = np.asarray(data.train, dtype=np.int64)
         self.user_rows = SparseRows(train[:, 0], train[:, 1], data.n_users)
         self.item_rows = SparseRows(train[:, 1], train[:, 0], data.n_items)
-        index = UserItemIndex(train, data.n_users, data.n_items)
+        self.index = UserItemIndex(train, data.n_users, data.n_items)
         # a sampled negative of u stands for (n_items − deg_u) / (negatives · deg_u) unobserved pairs
-        degree = np.maximum(index.degree, 1)
-        neg_weight = ((data.n_items - degree) / (p["negatives"] * degree) if p["full_sum"]
-                      else np.ones(data.n_users))
+        degree = np.maximum(self.index.degree, 1)
+        self.neg_weight = ((data.n_items - degree) / (p["negatives"] * degree) if p["full_sum"]
+                           else np.ones(data.n_users))
+        return model.to(self.device)
 
-        def epoch_batches(epoch, rng):
-            order = rng.permutation(len(train))
-            for start in range(0, len(order), p["batch_size"]):
-                pairs = train[order[start:start + p["batch_size"]]]
-                neg_users = np.repeat(pairs[:, 0], p["negatives"])
-                neg_items = index.sample_negatives(neg_users, rng)
-                users = np.concatenate([pairs[:, 0], neg_users])
-                items = np.concatenate([pairs[:, 1], neg_items])
-                labels = np.concatenate([np.ones(len(pairs)), np.zeros(len(neg_users))])
-                weights = np.concatenate([np.ones(len(pairs)), neg_weight[neg_users]])
-                yield users, items, labels, weights
+    def epoch_batches(self, epoch, rng):
+        p, train = self.params, self.train_pairs
+        order = rng.permutation(len(train))
+        for start in range(0, len(order), p["batch_size"]):
+            pairs = train[order[start:start + p["batch_size"]]]
+            neg_users = np.repeat(pairs[:, 0], p["negatives"])
+            neg_items = self.index.sample_negatives(neg_users, rng)
+            users = np.concatenate([pairs[:, 0], neg_users])
+            items = np.concatenate([pairs[:, 1], neg_items])
+            labels = np.concatenate([np.ones(len(pairs)), np.zeros(len(neg_users))])
+            weights = np.concatenate([np.ones(len(pairs)), self.neg_weight[neg_users]])
+            yield users, items, labels, weights
 
-        def batch_loss(batch, epoch):
-            users, items, labels, weights = batch
-            uniq_u, inv_u = np.unique(users, return_inverse=True)
-            uniq_i, inv_i = np.unique(items, return_inverse=True)
-            u_idx, u_off = self.user_rows.select(uniq_u)
-            i_idx, i_off = self.item_rows.select(uniq_i)
-            fu = self.model.user_ae.encode(u_idx, u_off)
-            fi = self.model.item_ae.encode(i_idx, i_off)
-            logits = (fu[torch.from_numpy(inv_u)] * fi[torch.from_numpy(inv_i)]).sum(1)
-            n = len(labels)
-            sim = (F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels).float(), reduction="none")
-                   * torch.from_numpy(weights).float()).sum()
-            bal = balance_loss(fu) + balance_loss(fi)
-            rec = (self.model.user_ae.reconstruction_error(fu, u_idx, u_off)
-                   + self.model.item_ae.reconstruction_error(fi, i_idx, i_off))
-            return (sim + p["lambda_b"] * bal + p["lambda_ae"] * rec) / n
-
-        config = TrainConfig(lr=p["lr"], epochs=p["epochs"], eval_every=p["eval_every"],
-                             patience=p["patience"], max_minutes=p["max_minutes"])
-        config_hash = fingerprint(method=self.name, bits=self.bits, params=p, dataset=data.dataset,
-                                  n_users=data.n_users, n_items=data.n_items, n_train=len(train))
-        self.result = train_loop(self, self.model, config, epoch_batches, batch_loss, config_hash=config_hash)
-        self.peak_rss_mib = peak_rss_mib()
+    def batch_loss(self, batch, epoch):
+        p, device = self.params, self.device
+        users, items, labels, weights = batch
+        uniq_u, inv_u = np.unique(users, return_inverse=True)
+        uniq_i, inv_i = np.unique(items, return_inverse=True)
+        u_idx, u_off = (t.to(device) for t in self.user_rows.select(uniq_u))
+        i_idx, i_off = (t.to(device) for t in self.item_rows.select(uniq_i))
+        fu = self.model.user_ae.encode(u_idx, u_off)
+        fi = self.model.item_ae.encode(i_idx, i_off)
+        logits = (fu[torch.from_numpy(inv_u).to(device)] * fi[torch.from_numpy(inv_i).to(device)]).sum(1)
+        n = len(labels)
+        sim = (F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels).float().to(device),
+                                                  reduction="none")
+               * torch.from_numpy(weights).float().to(device)).sum()
+        bal = balance_loss(fu) + balance_loss(fi)
+        rec = (self.model.user_ae.reconstruction_error(fu, u_idx, u_off)
+               + self.model.item_ae.reconstruction_error(fi, i_idx, i_off))
+        return (sim + p["lambda_b"] * bal + p["lambda_ae"] * rec) / n
 
     @torch.no_grad()
     def features(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,32 +194,26 @@ class CCSR(Method):
         out = []
         for ae, rows in ((self.model.user_ae, self.user_rows), (self.model.item_ae, self.item_rows)):
             idx, off = rows.select(np.arange(rows.n_rows))
-            out.append(ae.encode(idx, off))
+            out.append(ae.encode(idx.to(self.device), off.to(self.device)))
         self.model.train(was_training)
         return out[0], out[1]
 
-    def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        fu, fi = self.features()
-        return np.packbits((fu >= 0).numpy(), axis=1), np.packbits((fi >= 0).numpy(), axis=1)
+    def code_embeddings(self):
+        return self.features()
 
-    def extras(self) -> dict:
-        r = self.result
+    def method_extras(self) -> dict:
+        p = self.params
         return {
             "variant": "CCSR-S (sign of the continuous bottleneck after training)",
-            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stopped": r.stopped,
-            "best_valid": r.best_valid, "train_seconds": round(r.train_seconds, 2),
-            "seconds_per_epoch": round(r.seconds_per_epoch, 3), "resumed_from_epoch": r.resumed_from_epoch,
-            "peak_rss_mib": round(self.peak_rss_mib, 1),
-            "curve": [h for h in r.history if "valid" in h],
             "deviations": [
-                f"similarity loss over training pairs + {self.params['negatives']} sampled unobserved item(s) "
+                f"similarity loss over training pairs + {p['negatives']} sampled unobserved item(s) "
                 "per pair (re-drawn each epoch) instead of all user-item pairs"
-                + (", negatives weighted to estimate the full sum" if self.params["full_sum"] else ""),
-                f"lambda_ae = {self.params['lambda_ae']} (paper: 0.1 on MovieLens-1M, 10 on sparse data; 10 "
+                + (", negatives weighted to estimate the full sum" if p["full_sum"] else ""),
+                f"lambda_ae = {p['lambda_ae']} (paper: 0.1 on MovieLens-1M, 10 on sparse data; 10 "
                 "swamps the sampled similarity loss)",
                 "mini-batches of training pairs; balance and reconstruction over the batch's distinct "
                 "users/items; total divided by the batch's pair count",
-                f"{self.params['activation']} hidden units, Adam lr {self.params['lr']}, PyTorch default init (unspecified in the paper)",
+                f"{p['activation']} hidden units, Adam lr {p['lr']}, PyTorch default init (unspecified in the paper)",
                 "early stopping on validation recall@50",
             ],
         }

@@ -16,14 +16,12 @@ DCFinit (Eq. 17): the relaxed problem by alternating ridge solves
 u_i = (V_iᵀV_i + α|Ω_i| I)⁻¹(V_iᵀs_i + 2α x_i) from U, V ~ U(0,1), then B₀ = sgn(U),
 D₀ = sgn(V). Retrieval: Hamming ranking (score b_uᵀd_i), as in the paper.
 
-Not gradient-based, so the shared training loop (core.training.train_loop: Adam over an
-nn.Module) does not fit: this module has its own outer loop with the same contract —
-validation Recall@50 after every outer iteration, the best iteration's codes kept,
-`patience` iterations without improvement stop it, and a checkpoint of B, D, X, Y, the
-best codes and the iteration written atomically to ctx.checkpoint_dir after every outer
-iteration, from which a killed run resumes to exactly the codes an uninterrupted run gives
-(every outer iteration draws its negatives from its own child seed, so no RNG state has to
-be carried over).
+Not gradient-based: its trainer (DCFTrainer) is one outer iteration per "epoch" of the
+shared driver (core.training.run_training), which validates Recall@50 after DCFinit and
+after every iteration, keeps the best iteration's codes, stops after `patience` iterations
+without improvement (or when no bit flips), and checkpoints B, D, X, Y for bitwise
+resumption (every outer iteration draws its negatives from its own seed stream, so no RNG
+state has to be carried over).
 
 Speed: the bitwise coordinate descent runs in numba, parallel over users (items), with a
 per-row residual e_j = s_uj − b_uᵀd_j instead of M = D_uᵀD_u: the argument of bit k is
@@ -51,20 +49,19 @@ Deviations from the paper / code, and why:
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
+import contextlib
 from typing import Any
 
 import numba
 import numpy as np
+import torch
 
+from hashbench.codes import pack_signs
 from hashbench.core.graph import UserItemIndex
-from hashbench.core.training import child_seed, fingerprint
-from hashbench.data import atomic_save_npz
-from hashbench.registry import Method, TrainData, register
-
-CHECKPOINT_NAME = "dcf_state.npz"
+from hashbench.core.trained_method import TrainedMethod
+from hashbench.core.training import TrainConfig
+from hashbench.csr import group_by_row
+from hashbench.registry import TrainData, register
 
 
 # --------------------------------------------------------------------------- kernels
@@ -185,15 +182,8 @@ class Entries:
 
     def __init__(self, users: np.ndarray, items: np.ndarray, targets: np.ndarray, n_users: int, n_items: int):
         self.users, self.items, self.targets = users, items, targets
-        self.by_user = _csr(users, items, targets, n_users)
-        self.by_item = _csr(items, users, targets, n_items)
-
-
-def _csr(rows, cols, values, n_rows):
-    order = np.argsort(rows, kind="stable")
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return indptr, np.ascontiguousarray(cols[order]), np.ascontiguousarray(values[order])
+        self.by_user = group_by_row(users, items, n_users, targets, sort_cols=False)
+        self.by_item = group_by_row(items, users, n_items, targets, sort_cols=False)
 
 
 def sample_entries(index: UserItemIndex, train: np.ndarray, negatives: int, scale: float,
@@ -253,103 +243,25 @@ def sgn(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0, -1.0)
 
 
-# --------------------------------------------------------------------------- method
+# --------------------------------------------------------------------------- trainer and method
 
-@register
-class DCF(Method):
-    name = "dcf"
-    description = "Discrete Collaborative Filtering: bitwise coordinate descent on ±1 codes (Zhang et al., SIGIR 2016)"
-    defaults = {
-        "alpha": 1e-3, "beta": 1e-3, "max_iters": 50, "inner_passes": 5,
-        "init_iters": 50, "init_tol": 1e-5, "negatives": 1, "patience": 5,
-    }
+class DCFTrainer:
+    """Algorithm 1 for the shared driver: initialise() is DCFinit, an epoch one outer iteration."""
 
-    def fit(self, data: TrainData) -> None:
-        p = self.params
-        m, n, r = data.n_users, data.n_items, self.bits
-        train = np.asarray(data.train, dtype=np.int64)
-        index = UserItemIndex(train, m, n)
-        self._fingerprint = fingerprint(method=self.name, bits=r, params=p, dataset=data.dataset,
-                                        n_users=m, n_items=n, n_train=len(train))
-        t0 = time.perf_counter()
-        self.history: list[dict[str, Any]] = []
-        self.best_iter, self.best_valid, self.stopped = 0, {}, "max_iters"
-        self.resumed_from, self.init_iters_run, elapsed_before, bad = None, 0, 0.0, 0
-        state = self._load()
-        if state is not None:
-            B, D, X, Y = (state[k] for k in ("B", "D", "X", "Y"))
-            self.best_B, self.best_D = state["best_B"], state["best_D"]
-            meta = json.loads(str(state["meta"]))
-            start = meta["iteration"] + 1
-            self.history, self.best_iter, self.best_valid = meta["history"], meta["best_iter"], meta["best_valid"]
-            self.init_iters_run, elapsed_before, bad = meta["init_iters_run"], meta["elapsed"], meta["bad"]
-            self.resumed_from = meta["iteration"]
-            if meta.get("finished"):
-                self.stopped, self.iterations_run = meta["stopped"], meta["iteration"]
-                self._set_codes(self.best_B, self.best_D)
-                self.train_seconds = elapsed_before
-                return
-        else:
-            B, D, X, Y = self._initialise(index, train, m, n, r)
-            self.best_B, self.best_D = B.copy(), D.copy()
-            start = 1
-        self._set_codes(B, D)
-        if state is None and self.ctx.validate is not None:
-            self.best_valid = self._validate()
-            self.history.append({"iteration": 0, "valid": self.best_valid})
+    def __init__(self, method: "DCF", index: UserItemIndex, train: np.ndarray):
+        self.method, self.index, self.train = method, index, train
+        self.p, self.r = method.params, method.bits
+        self.init_iters_run = 0
+        self.B = self.D = self.X = self.Y = None
 
-        it = start - 1
-        for it in range(start, p["max_iters"] + 1):
-            rng = np.random.default_rng(child_seed(self.ctx.seed, 1000 + it))
-            entries = sample_entries(index, train, p["negatives"], float(r), rng)
-            flips_b = b_step(B, D, X, entries, p["alpha"], p["inner_passes"])
-            flips_d = d_step(B, D, Y, entries, p["beta"], p["inner_passes"])
-            X = balanced_decorrelated(B, rng)
-            Y = balanced_decorrelated(D, rng)
-            self._set_codes(B, D)
-            record: dict[str, Any] = {"iteration": it, "flips_B": flips_b, "flips_D": flips_d,
-                                      "objective": objective(B, D, X, Y, entries, p["alpha"], p["beta"])}
-            if self.ctx.validate is not None:
-                valid = self._validate()
-                record["valid"] = valid
-                if valid["recall@50"] > self.best_valid.get("recall@50", -1.0):
-                    self.best_B, self.best_D = B.copy(), D.copy()
-                    self.best_iter, self.best_valid, bad = it, valid, 0
-                else:
-                    bad += 1
-            else:
-                self.best_B, self.best_D, self.best_iter = B.copy(), D.copy(), it
-            record["seconds"] = round(elapsed_before + time.perf_counter() - t0, 2)
-            self.history.append(record)
-            stop = None
-            if flips_b + flips_d == 0:
-                stop = "converged"
-            elif self.ctx.validate is not None and bad >= p["patience"]:
-                stop = "patience"
-            elif it == p["max_iters"]:
-                stop = "max_iters"
-            if stop:
-                self.stopped = stop
-            # a run killed after this save resumes as finished when this iteration was the last
-            self._save(B, D, X, Y, it, bad, elapsed_before + time.perf_counter() - t0, finished=bool(stop))
-            self.ctx.progress(self.name, it, p["max_iters"], valid=record.get("valid", {}).get("recall@50"),
-                              best=self.best_valid.get("recall@50"))
-            if stop:
-                break
-        self.iterations_run = it
-        self._set_codes(self.best_B, self.best_D)
-        self.train_seconds = elapsed_before + time.perf_counter() - t0
-        self._save(B, D, X, Y, it, bad, self.train_seconds, finished=True)
-
-    # -- pieces of fit
-
-    def _initialise(self, index, train, m, n, r):
+    def initialise(self) -> None:
         """DCFinit: alternating ridge solves of the relaxed problem, then sgn."""
-        p = self.params
-        rng = np.random.default_rng(child_seed(self.ctx.seed, 0))
+        p, r, index = self.p, self.r, self.index
+        m, n = index.n_users, index.n_items
+        rng = np.random.default_rng(self.method.seed("init"))
         U, V = rng.random((m, r)), rng.random((n, r))
         X, Y = balanced_decorrelated(U, rng), balanced_decorrelated(V, rng)
-        entries = sample_entries(index, train, p["negatives"], float(r), rng)
+        entries = sample_entries(index, self.train, p["negatives"], float(r), rng)
         previous = None
         tol = p["init_tol"] * max(m, n)
         for k in range(1, p["init_iters"] + 1):
@@ -358,58 +270,82 @@ class DCF(Method):
             X, Y = balanced_decorrelated(U, rng), balanced_decorrelated(V, rng)
             value = objective(U, V, X, Y, entries, p["alpha"], p["beta"])
             self.init_iters_run = k
-            self.ctx.progress(f"{self.name} init", k, p["init_iters"], objective=value)
+            self.method.ctx.progress(f"{self.method.name} init", k, p["init_iters"], objective=value)
             if previous is not None and abs(previous - value) < tol:
                 break
             previous = value
-        B, D = sgn(U), sgn(V)
-        return B, D, balanced_decorrelated(B, rng), balanced_decorrelated(D, rng)
+        self.B, self.D = sgn(U), sgn(V)
+        self.X, self.Y = balanced_decorrelated(self.B, rng), balanced_decorrelated(self.D, rng)
+        self.method.set_codes(self.B, self.D)
 
-    def _set_codes(self, B, D):
-        self.user_bits, self.item_bits = B > 0, D > 0
+    def train_epoch(self, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
+        p = self.p
+        own = np.random.default_rng(self.method.seed("iteration", epoch))
+        entries = sample_entries(self.index, self.train, p["negatives"], float(self.r), own)
+        flips_b = b_step(self.B, self.D, self.X, entries, p["alpha"], p["inner_passes"])
+        flips_d = d_step(self.B, self.D, self.Y, entries, p["beta"], p["inner_passes"])
+        self.X = balanced_decorrelated(self.B, own)
+        self.Y = balanced_decorrelated(self.D, own)
+        self.method.set_codes(self.B, self.D)
+        record = {"flips_B": flips_b, "flips_D": flips_d,
+                  "loss": objective(self.B, self.D, self.X, self.Y, entries, p["alpha"], p["beta"])}
+        if flips_b + flips_d == 0:
+            record["stop"] = "converged"
+        return record
 
-    def _validate(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.ctx.validate(self).items()}
+    def state(self) -> dict[str, Any]:
+        if self.B is None:
+            return {}  # before initialise(): nothing to resume from
+        return {"B": torch.from_numpy(self.B.astype(np.int8)), "D": torch.from_numpy(self.D.astype(np.int8)),
+                "X": torch.from_numpy(self.X), "Y": torch.from_numpy(self.Y), "init_iters_run": self.init_iters_run}
 
-    def _path(self) -> Path | None:
-        return None if self.ctx.checkpoint_dir is None else Path(self.ctx.checkpoint_dir) / CHECKPOINT_NAME
-
-    def _save(self, B, D, X, Y, iteration, bad, elapsed, finished=False):
-        path = self._path()
-        if path is None:
+    def load_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.B = self.D = self.X = self.Y = None
             return
-        meta = {"fingerprint": self._fingerprint, "iteration": iteration, "history": self.history,
-                "best_iter": self.best_iter, "best_valid": self.best_valid, "bad": bad, "elapsed": elapsed,
-                "init_iters_run": self.init_iters_run, "finished": finished, "stopped": self.stopped}
-        atomic_save_npz(path, B=B.astype(np.int8), D=D.astype(np.int8), X=X, Y=Y,
-                        best_B=self.best_B.astype(np.int8), best_D=self.best_D.astype(np.int8),
-                        meta=np.array(json.dumps(meta)))
+        self.B, self.D = (state[k].numpy().astype(np.float64) for k in ("B", "D"))
+        self.X, self.Y = (state[k].numpy() for k in ("X", "Y"))
+        self.init_iters_run = state["init_iters_run"]
+        self.method.set_codes(self.B, self.D)
 
-    def _load(self):
-        path = self._path()
-        if path is None or not path.is_file():
-            return None
-        with np.load(path) as z:
-            state = {k: z[k] for k in z.files}
-        meta = json.loads(str(state["meta"]))
-        if meta.get("fingerprint") != self._fingerprint:
-            return None
-        for k in ("B", "D", "best_B", "best_D"):
-            state[k] = state[k].astype(np.float64)
-        return state
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {"B": torch.from_numpy(self.B.astype(np.int8)), "D": torch.from_numpy(self.D.astype(np.int8))}
 
-    # -- outputs
+    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
+        self.method.set_codes(snapshot["B"].numpy(), snapshot["D"].numpy())
+
+    def session(self):
+        return contextlib.nullcontext()
+
+    def evaluating(self):
+        return contextlib.nullcontext()
+
+
+@register
+class DCF(TrainedMethod):
+    name = "dcf"  # parameters, description: dcf.toml
+    devices = ("cpu",)  # numba kernels
+
+    def train_config(self) -> TrainConfig:
+        # an outer iteration is an epoch; validate after DCFinit and after every iteration
+        p = self.params
+        return TrainConfig(epochs=p["max_iters"], eval_every=1, patience=p["patience"], validate_initial=True)
+
+    def trainer(self, data: TrainData) -> DCFTrainer:
+        train = np.asarray(data.train, dtype=np.int64)
+        self.dcf = DCFTrainer(self, UserItemIndex(train, data.n_users, data.n_items), train)
+        return self.dcf
+
+    def set_codes(self, B, D):
+        self.B, self.D = B.copy(), D.copy()  # ±1
 
     def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.packbits(self.user_bits, axis=1), np.packbits(self.item_bits, axis=1)
+        return pack_signs(self.B), pack_signs(self.D)
 
-    def extras(self) -> dict[str, Any]:
+    def method_extras(self) -> dict[str, Any]:
         p = self.params
         return {
-            "best_iteration": self.best_iter, "iterations_run": getattr(self, "iterations_run", self.best_iter),
-            "stopped": self.stopped, "best_valid": self.best_valid, "init_iterations": self.init_iters_run,
-            "train_seconds": round(self.train_seconds, 2), "resumed_from_iteration": self.resumed_from,
-            "curve": self.history,
+            "init_iterations": self.dcf.init_iters_run,
             "deviations": [
                 f"implicit feedback: observed pairs target +{self.bits}, {p['negatives']} uniformly sampled "
                 "unobserved item(s) per observed pair target -bits, re-sampled every outer iteration "

@@ -67,10 +67,8 @@ from torch import nn
 from hashbench.core.estimators import StraightThroughEstimator
 from hashbench.core.graph import UserItemIndex
 from hashbench.core.losses import bce_loss, bpr_loss
-from hashbench.core.training import (TrainConfig, child_seed, fingerprint, peak_rss_mib, resolve_device,
-                                     train_loop)
-from hashbench.registry import Method, TrainData, register
-from hashbench.seeds import torch_seed
+from hashbench.core.trained_method import TorchMethod
+from hashbench.registry import TrainData, register
 
 REFERENCE_DEFAULTS = {"final_dim": 32, "batch_size": 256, "lr": 1e-3, "epochs": 20}
 LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu's default alpha
@@ -97,11 +95,14 @@ def mix(continuous: torch.Tensor, hashed: torch.Tensor, uniform: torch.Tensor, b
 @numba.njit(cache=True)
 def _sample_neighbours(indptr, neighbours, nodes, fanout, seed):
     """[len(nodes), fanout] neighbour ids: without replacement (Floyd) when degree ≥ fanout, else
-    uniform with replacement; −1 for nodes without neighbours."""
+    uniform with replacement; −1 for nodes without neighbours (and for node −1)."""
     np.random.seed(seed)
     out = np.empty((len(nodes), fanout), dtype=np.int64)
     chosen = np.empty(fanout, dtype=np.int64)
     for r in range(len(nodes)):
+        if nodes[r] < 0:  # the missing neighbour of a node without any: none of its own either
+            out[r, :] = -1
+            continue
         start, end = indptr[nodes[r]], indptr[nodes[r] + 1]
         degree = end - start
         if degree == 0:
@@ -249,78 +250,67 @@ class HashGNNNet(nn.Module):
 
 
 @register
-class HashGNN(Method):
-    name = "hashgnn"
-    description = "HashGNN: GraphSAGE sampled mean aggregation, tanh hash layer, STE with Bernoulli continuous/hash mixing (Tan et al., WWW 2020)"
-    defaults = {
-        "id_dim": 120, "hidden": 68, "user_fanout": [10, 5], "item_fanout": 10,
-        "neg_num": 10, "lambda_": 0.1,
-        "lr": 4e-3, "batch_size": 4096, "epochs": 20, "eval_every": 1, "patience": 4,
-        "max_minutes": None, "infer_batch": 8192,
-    }
+class HashGNN(TorchMethod):
+    name = "hashgnn"  # parameters, description: hashgnn.toml
 
-    def fit(self, data: TrainData) -> None:
-        p, bits = self.params, self.bits
-        device = self.device = resolve_device(self.ctx.device)
-        gen = torch.Generator().manual_seed(torch_seed(child_seed(self.ctx.seed, 0)))
-        self.net = HashGNNNet(data.n_users, data.n_items, p["id_dim"], p["hidden"], bits, gen).to(device)
+    def build(self, data: TrainData) -> HashGNNNet:
+        p = self.params
+        net = HashGNNNet(data.n_users, data.n_items, p["id_dim"], p["hidden"], self.bits,
+                         self.torch_generator("init")).to(self.device)
         self.sign = StraightThroughEstimator()
         self.sampler = NeighbourSampler(data.train, data.n_users, data.n_items)
-        self.inference_seed = child_seed(self.ctx.seed, 2)
+        self.inference_seed = self.seed("inference")
         self.n_users, self.n_items = data.n_users, data.n_items
-        index = UserItemIndex(data.train, data.n_users, data.n_items)
-        train = np.asarray(data.train, dtype=np.int64)
-        pool = np.unique(train[:, 1])  # negatives come from items seen in training
+        self.index = UserItemIndex(data.train, data.n_users, data.n_items)
+        self.train_pairs = np.asarray(data.train, dtype=np.int64)
+        self.pool = np.unique(self.train_pairs[:, 1])  # negatives come from items seen in training
+        return net
+
+    def _negatives(self, users, rng):
+        pool = self.pool
+        items = pool[rng.integers(len(pool), size=len(users))]
+        for _ in range(20):
+            hit = self.index.is_positive(users, items)
+            if not hit.any():
+                break
+            items[hit] = pool[rng.integers(len(pool), size=int(hit.sum()))]
+        return items
+
+    def epoch_batches(self, epoch, rng):
+        p, train, device = self.params, self.train_pairs, self.device
         fan_u, fan_i, k = tuple(p["user_fanout"]), int(p["item_fanout"]), int(p["neg_num"])
+        order = rng.permutation(len(train))
+        for start in range(0, len(order), p["batch_size"]):
+            pairs = train[order[start:start + p["batch_size"]]]
+            users, pos = pairs[:, 0], pairs[:, 1]
+            neg = self._negatives(np.repeat(users, k), rng)
+            items = np.concatenate([pos, neg])
+            hop1, hop2, item_hop = self.sampler.trees(users, items, fan_u, fan_i, rng)
+            selectors = (torch.from_numpy(rng.random(len(users))).to(device),
+                         torch.from_numpy(rng.random(len(neg))).to(device))
+            yield users, items, hop1, hop2, item_hop, *selectors
 
-        def negatives(users, rng):
-            items = pool[rng.integers(len(pool), size=len(users))]
-            for _ in range(20):
-                hit = index.is_positive(users, items)
-                if not hit.any():
-                    break
-                items[hit] = pool[rng.integers(len(pool), size=int(hit.sum()))]
-            return items
-
-        def epoch_batches(epoch, rng):
-            order = rng.permutation(len(train))
-            for start in range(0, len(order), p["batch_size"]):
-                pairs = train[order[start:start + p["batch_size"]]]
-                users, pos = pairs[:, 0], pairs[:, 1]
-                neg = negatives(np.repeat(users, k), rng)
-                items = np.concatenate([pos, neg])
-                hop1, hop2, item_hop = self.sampler.trees(users, items, fan_u, fan_i, rng)
-                selectors = (torch.from_numpy(rng.random(len(users))).to(device),
-                             torch.from_numpy(rng.random(len(neg))).to(device))
-                yield users, items, hop1, hop2, item_hop, *selectors
-
-        def batch_loss(batch, epoch):
-            users, items, hop1, hop2, item_hop, sel_pair, sel_neg = batch
-            beta = beta_at(epoch - 1)
-            enc_u, enc_i = self.net.encoded()
-            zu = self.net.users(enc_u, enc_i, users, hop1, hop2)
-            zi = self.net.items(enc_u, enc_i, items, item_hop)
-            b = len(users)
-            u = mix(zu, self.sign(zu), sel_pair, beta)
-            pos = mix(zi[:b], self.sign(zi[:b]), sel_pair, beta)
-            neg = mix(zi[b:], self.sign(zi[b:]), sel_neg, beta)
-            u_rep = u.repeat_interleave(k, dim=0)
-            pos_logit, neg_logit = (u * pos).sum(1), (u_rep * neg).sum(1)
-            logits = torch.cat([pos_logit, neg_logit])
-            labels = torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)])
-            return p["lambda_"] * bce_loss(logits, labels) + bpr_loss(pos_logit.repeat_interleave(k), neg_logit)
-
-        config = TrainConfig(lr=p["lr"], epochs=p["epochs"], eval_every=p["eval_every"], patience=p["patience"],
-                             max_minutes=p["max_minutes"])
-        config_hash = fingerprint(method=self.name, bits=bits, params=p, dataset=data.dataset,
-                                  n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
-        self.result = train_loop(self, self.net, config, epoch_batches, batch_loss, config_hash=config_hash)
-        self.peak_rss_mib = peak_rss_mib()
+    def batch_loss(self, batch, epoch):
+        users, items, hop1, hop2, item_hop, sel_pair, sel_neg = batch
+        k = int(self.params["neg_num"])
+        beta = beta_at(epoch - 1)
+        enc_u, enc_i = self.model.encoded()
+        zu = self.model.users(enc_u, enc_i, users, hop1, hop2)
+        zi = self.model.items(enc_u, enc_i, items, item_hop)
+        b = len(users)
+        u = mix(zu, self.sign(zu), sel_pair, beta)
+        pos = mix(zi[:b], self.sign(zi[:b]), sel_pair, beta)
+        neg = mix(zi[b:], self.sign(zi[b:]), sel_neg, beta)
+        u_rep = u.repeat_interleave(k, dim=0)
+        pos_logit, neg_logit = (u * pos).sum(1), (u_rep * neg).sum(1)
+        logits = torch.cat([pos_logit, neg_logit])
+        labels = torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)])
+        return self.params["lambda_"] * bce_loss(logits, labels) + bpr_loss(pos_logit.repeat_interleave(k), neg_logit)
 
     @torch.no_grad()
     def continuous(self) -> tuple[torch.Tensor, torch.Tensor]:
         """z for every user and item, neighbourhoods sampled with the fixed inference seed."""
-        p, net = self.params, self.net
+        p, net = self.params, self.model
         rng = np.random.default_rng(self.inference_seed)
         enc_u, enc_i = net.encoded()
         all_users, all_items = np.arange(self.n_users), np.arange(self.n_items)
@@ -333,19 +323,14 @@ class HashGNN(Method):
                         for s in range(0, self.n_items, step)])
         return zu, zi
 
-    def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        zu, zi = self.continuous()
-        return np.packbits((zu >= 0).cpu().numpy(), axis=1), np.packbits((zi >= 0).cpu().numpy(), axis=1)
+    def code_embeddings(self):
+        return self.continuous()
 
-    def extras(self) -> dict:
-        r, p = self.result, self.params
+    def method_extras(self) -> dict:
+        p = self.params
         here = {**p, "final_dim": self.bits}
         return {
-            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stopped": r.stopped,
-            "best_valid": r.best_valid, "beta_at_best_epoch": beta_at(max(r.best_epoch, 1) - 1),
-            "train_seconds": round(r.train_seconds, 2), "seconds_to_best": round(r.seconds_to_best, 2),
-            "seconds_per_epoch": round(r.seconds_per_epoch, 3), "resumed_from_epoch": r.resumed_from_epoch,
-            "peak_rss_mib": round(self.peak_rss_mib, 1), "device": str(self.device),
+            "beta_at_best_epoch": beta_at(max(self.result.best_epoch, 1) - 1),
             "reference_defaults_changed": {k: {"reference": v, "here": here[k]}
                                            for k, v in REFERENCE_DEFAULTS.items() if here[k] != v},
             "deviations": [
@@ -358,5 +343,4 @@ class HashGNN(Method):
                 "neighbour sampling at inference with a fixed seed (codes are a function of the parameters)",
                 "items without training interactions: neighbour mean 0 (reference: left out, all-zero code)",
             ],
-            "curve": [h for h in r.history if "valid" in h],
         }

@@ -44,9 +44,8 @@ from torch import nn
 from hashbench.core.estimators import TanhEstimator
 from hashbench.core.graph import UserItemIndex
 from hashbench.core.losses import bpr_loss, l2_penalty
-from hashbench.core.training import TrainConfig, child_seed, fingerprint, peak_rss_mib, train_loop
-from hashbench.registry import Method, TrainData, register
-from hashbench.seeds import torch_seed
+from hashbench.core.trained_method import TorchMethod
+from hashbench.registry import TrainData, register
 
 
 def beta_at(epoch: int) -> float:
@@ -67,68 +66,49 @@ class FreeEmbeddings(nn.Module):
 
 
 @register
-class HashRec(Method):
-    name = "hashrec"
-    description = "HashRec, CIGAR's coarse model: tanh(βx) continuation, α-scaled BPR, sgn codes (Kang & McAuley, CIKM 2019)"
-    defaults = {
-        "lr": 1e-3, "c_lam": 1e-3, "batch_size": 10000, "max_batches": 10_000_000,
-        "epochs": 100, "eval_every": 10, "patience": 3, "max_minutes": None,
-    }
+class HashRec(TorchMethod):
+    name = "hashrec"  # parameters, description: hashrec.toml
 
-    def fit(self, data: TrainData) -> None:
-        p, bits = self.params, self.bits
-        gen = torch.Generator().manual_seed(torch_seed(child_seed(self.ctx.seed, 0)))
-        self.model = FreeEmbeddings(data.n_users, data.n_items, bits, gen)
+    def build(self, data: TrainData) -> FreeEmbeddings:
+        p = self.params
         self.relax = TanhEstimator(beta=1.0)
         self.betas: list[float] = []
-        alpha = 10.0 / bits
-        index = UserItemIndex(data.train, data.n_users, data.n_items)
-        batches = max(1, min(len(data.train), p["max_batches"]) // p["batch_size"])
+        self.index = UserItemIndex(data.train, data.n_users, data.n_items)
+        self.batches = max(1, min(len(data.train), p["max_batches"]) // p["batch_size"])
+        return FreeEmbeddings(data.n_users, data.n_items, self.bits, self.torch_generator("init")).to(self.device)
 
-        def on_epoch_start(epoch: int) -> None:
-            self.relax.beta = beta_at(epoch)
-            self.betas.append(self.relax.beta)
+    def on_epoch_start(self, epoch: int) -> None:
+        self.relax.beta = beta_at(epoch)
+        self.betas.append(self.relax.beta)
 
-        def epoch_batches(epoch, rng):
-            for _ in range(batches):
-                users = index.active_users[rng.integers(len(index.active_users), size=p["batch_size"])]
-                pos = index.items[index.indptr[users] + rng.integers(index.degree[users])]
-                neg = index.sample_negatives(users, rng)
-                yield torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg)
+    def epoch_batches(self, epoch, rng):
+        index, size = self.index, self.params["batch_size"]
+        for _ in range(self.batches):
+            users = index.active_users[rng.integers(len(index.active_users), size=size)]
+            pos = index.items[index.indptr[users] + rng.integers(index.degree[users])]
+            neg = index.sample_negatives(users, rng)
+            yield tuple(torch.from_numpy(a).to(self.device) for a in (users, pos, neg))
 
-        def batch_loss(batch, epoch):
-            users, pos, neg = batch
-            pu, qi, qj = self.model.users[users], self.model.items[pos], self.model.items[neg]
-            bu, bi, bj = self.relax.surrogate(pu), self.relax.surrogate(qi), self.relax.surrogate(qj)
-            s_pos, s_neg = alpha * (bu * bi).sum(1), alpha * (bu * bj).sum(1)
-            n = len(users)
-            return n * (bpr_loss(s_pos, s_neg) + p["c_lam"] * l2_penalty(pu, qi, qj))
+    def batch_loss(self, batch, epoch):
+        users, pos, neg = batch
+        pu, qi, qj = self.model.users[users], self.model.items[pos], self.model.items[neg]
+        bu, bi, bj = self.relax.surrogate(pu), self.relax.surrogate(qi), self.relax.surrogate(qj)
+        alpha = 10.0 / self.bits
+        s_pos, s_neg = alpha * (bu * bi).sum(1), alpha * (bu * bj).sum(1)
+        n = len(users)
+        return n * (bpr_loss(s_pos, s_neg) + self.params["c_lam"] * l2_penalty(pu, qi, qj))
 
-        config = TrainConfig(lr=p["lr"], epochs=p["epochs"], eval_every=p["eval_every"],
-                             patience=p["patience"], max_minutes=p["max_minutes"])
-        config_hash = fingerprint(method=self.name, bits=bits, params=p, dataset=data.dataset,
-                                  n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
-        self.result = train_loop(self, self.model, config, epoch_batches, batch_loss,
-                                 on_epoch_start=on_epoch_start, config_hash=config_hash)
-        self.peak_rss_mib = peak_rss_mib()
+    def code_embeddings(self):
+        return self.model.users, self.model.items
 
-    @torch.no_grad()
-    def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        return (np.packbits((self.model.users >= 0).numpy(), axis=1),
-                np.packbits((self.model.items >= 0).numpy(), axis=1))
-
-    def extras(self) -> dict:
-        r = self.result
+    def method_extras(self) -> dict:
+        p = self.params
         return {
-            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stopped": r.stopped,
-            "best_valid": r.best_valid, "beta_at_best_epoch": beta_at(max(r.best_epoch, 1)),
-            "train_seconds": round(r.train_seconds, 2), "seconds_per_epoch": round(r.seconds_per_epoch, 3),
-            "resumed_from_epoch": r.resumed_from_epoch, "peak_rss_mib": round(self.peak_rss_mib, 1),
-            "curve": [h for h in r.history if "valid" in h],
+            "beta_at_best_epoch": beta_at(max(self.result.best_epoch, 1)),
             "deviations": [
                 "exhaustive Hamming ranking of all items instead of multi-index-hashing lookup",
                 "early stopping on validation recall@50 (every "
-                f"{self.params['eval_every']} epochs, patience {self.params['patience']}) instead of LOO HR@200",
+                f"{p['eval_every']} epochs, patience {p['patience']}) instead of LOO HR@200",
                 "Adam (shared training loop) instead of LazyAdam",
                 "coarse HashRec model only, no CIGAR real-valued re-ranking",
             ],

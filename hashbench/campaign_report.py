@@ -17,6 +17,7 @@ from hashbench import records
 from hashbench.campaign import (STAGES, Campaign, ablation_cells, chosen_params, describe, stage_cells, sweep_cells,
                                 tune_cells)
 from hashbench.errors import HashbenchError
+from hashbench.files import save_figure
 from hashbench.tables import Table, load_published, short
 from hashbench.significance import ALPHA
 
@@ -136,11 +137,8 @@ def plot_sweep(curves: dict[str, list[tuple[int, float]]], dataset: str, path: P
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    save_figure(fig, path)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def ablation_rows(c: Campaign, results_dir: Path) -> Rows:

@@ -59,13 +59,20 @@ class EvalResult:
         return len(self.users)
 
 
+EVALUATION_SETS = ("valid", "test", "test-unmasked")
+
+
 def held_out(split: Split, on: str) -> tuple[np.ndarray, np.ndarray]:
-    """(relevant, exclude): on="valid" -> (valid, train); on="test" -> (test, train + valid)."""
+    """(relevant, exclude): on="valid" -> (valid, train); on="test" -> (test, train + valid);
+    on="test-unmasked" -> (test, nothing): training and validation items stay in the ranking,
+    as in the HashGNN code (methods.md E2) — protocol evidence only, never a main metric."""
     if on == "valid":
         return split.valid, split.train
     if on == "test":
         return split.test, np.concatenate([split.train, split.valid])
-    raise HashbenchError(f"unknown evaluation set {on!r}: use 'valid' or 'test'")
+    if on == "test-unmasked":
+        return split.test, np.empty((0, 2), dtype=np.int64)
+    raise HashbenchError(f"unknown evaluation set {on!r}: use one of {', '.join(EVALUATION_SETS)}")
 
 
 # --- inputs ----------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from typing import Any, Iterable
 
 from hashbench import records
 from hashbench.errors import HashbenchError
+from hashbench.files import make_dirs
 from hashbench.registry import Method, available_methods, get_method, register
 from hashbench.cells import EXECUTORS, OVERWRITE, Cell, checkpoint_dir_for, should_run
 from hashbench.runner import CellResult, Runner, failed_record, save_result
@@ -212,7 +213,7 @@ class Sweep:
         """'claimed', 'busy' (another sweep holds it) or 'done' (recorded since we began)."""
         key = cell.config_hash()
         path = checkpoint_dir_for(self.results_dir, cell).with_suffix(".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         lock = CellLock(path)
         if not lock.acquire(block=timeout != 0):
             return "busy"

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from hashbench.csr import group_by_row
 from hashbench.errors import HashbenchError
 from hashbench.hamming import popcount64, pack_words
 
@@ -201,9 +202,8 @@ class Exclusions:
         if min(users.min(), items.min()) < 0 or users.max() >= n_users or items.max() >= n_items:
             raise HashbenchError(f"exclude refers to user {users.max()} / item {items.max()} (or a negative "
                                  f"id), outside the {n_users} users x {n_items} items")
-        indptr = np.zeros(n_users + 1, np.int64)
-        np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
-        return cls(indptr, items[np.argsort(users, kind="stable")])
+        indptr, items = group_by_row(users, items, n_users, sort_cols=False)
+        return cls(indptr, items)
 
     @property
     def n_users(self) -> int:

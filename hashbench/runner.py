@@ -30,11 +30,12 @@ import numpy as np
 
 import hashbench
 from hashbench import records, seeds
-from hashbench.data import Interactions, atomic_save_npz
+from hashbench.data import Interactions
 from hashbench.datasets import load_dataset
 from hashbench.errors import HashbenchError
 from hashbench.evaluate import EvalResult, evaluate_split_codes, evaluate_split_scores
 from hashbench.cells import OVERWRITE, Cell, checkpoint_dir_for, parse_param, plan_cells, should_run  # noqa: F401
+from hashbench.files import atomic_save_npz
 from hashbench.registry import FitContext, Method, TrainData, get_method, method_spec
 from hashbench.splits import Split, make_split
 
@@ -107,6 +108,19 @@ def evaluate_method_full(method: Method, split: Split, on: str, ks) -> EvalResul
 
 def evaluate_method(method: Method, split: Split, on: str, ks) -> dict[str, float]:
     return evaluate_method_full(method, split, on, ks).metrics
+
+
+def protocol_evidence(split: Split) -> Callable[[Method], dict[str, dict[str, float]]]:
+    """What the papers' evaluation habits would have seen of a model (issue: protocol effects):
+    test Recall/NDCG@50 under our protocol and with training and validation items left in the
+    ranking. Recorded in a record's `protocol_evidence`, apart from everything that selects or
+    reports a model: the report's protocol-effect table is its only reader."""
+
+    def evidence(method: Method) -> dict[str, dict[str, float]]:
+        return {"test": evaluate_method(method, split, "test", (50,)),
+                "test_unmasked": evaluate_method(method, split, "test-unmasked", (50,))}
+
+    return evidence
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -236,7 +250,7 @@ class Runner:
 
             ctx = FitContext(seed=seeds.seed_sequence(cell.seed, "method"), device=self.device,
                              checkpoint_dir=checkpoint_dir_for(self.results_dir, cell), validate=validate,
-                             progress=self._checked_progress(cell))
+                             progress=self._checked_progress(cell), evidence=protocol_evidence(split))
             method = cls(cell.bits, ctx, **cell.params)
             started = time.perf_counter()
             method.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))
@@ -245,6 +259,8 @@ class Runner:
             test = evaluate_method_full(method, split, "test", cell.ks)
             metrics = {"valid": evaluate_method(method, split, "valid", cell.ks), "test": test.metrics}
             record["eval_seconds"] = time.perf_counter() - started
+            record["protocol_evidence"] = {"curve": method.evidence_curve(),
+                                           "final": protocol_evidence(split)(method)}
             # users are the evaluated ones (>= 1 test item), ascending; fill the rest with NaN
             per_user = {}
             for key in (f"{name}@{k}" for name in ("recall", "ndcg") for k in cell.ks):

@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hashbench.core.training import TrainConfig, train_loop
-from hashbench.registry import _REGISTRY, Method, TrainData, register
+from hashbench.core.trained_method import TorchMethod
+from hashbench.registry import _REGISTRY, TrainData, register
 
 
-class Faulty(Method):
-    """A tiny embedding model on the shared training loop; `fault` decides how it goes wrong."""
+class Faulty(TorchMethod):
+    """A tiny embedding model on the shared training driver; `fault` decides how it goes wrong."""
 
     name = "faulty"
     fault = "none"
-    defaults = {"epochs": 4, "marker": ""}
+    defaults = {"epochs": 4, "marker": "", "lr": 1e-2, "eval_every": 2, "patience": 10}
 
     def fit(self, data: TrainData) -> None:
         if self.fault == "raise":
@@ -33,36 +33,38 @@ class Faulty(Method):
             if self.fault == "die-once":
                 Path(self.params["marker"]).touch()
             os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer or a lost node looks like
+        super().fit(data)
+
+    def build(self, data: TrainData) -> torch.nn.Module:
         torch.manual_seed(0)
         self.users = torch.nn.Parameter(torch.randn(data.n_users, self.bits))
         self.items = torch.nn.Parameter(torch.randn(data.n_items, self.bits))
-        module = torch.nn.ParameterList([self.users, self.items])
-        train = torch.from_numpy(data.train)
+        self.pairs = torch.from_numpy(data.train)
+        return torch.nn.ParameterList([self.users, self.items])
 
-        def batch_loss(batch, epoch):
-            scores = (self.users[train[:, 0]] * self.items[train[:, 1]]).sum(1)
-            loss = torch.nn.functional.softplus(-scores).mean()
-            if self.fault == "nan" and epoch >= 2:
-                loss = loss * float("nan")  # diverged
-            return loss
+    def epoch_batches(self, epoch, rng):
+        return [None]
 
-        config = TrainConfig(lr=1e-2, epochs=self.params["epochs"], eval_every=2, patience=10)
-        train_loop(self, module, config, lambda epoch, rng: [None], batch_loss, config_hash=self.name)
+    def batch_loss(self, batch, epoch):
+        scores = (self.users[self.pairs[:, 0]] * self.items[self.pairs[:, 1]]).sum(1)
+        loss = torch.nn.functional.softplus(-scores).mean()
+        if self.fault == "nan" and epoch >= 2:
+            loss = loss * float("nan")  # diverged
+        return loss
 
-    def codes(self):
-        with torch.no_grad():
-            return (np.packbits((self.users >= 0).numpy(), axis=1),
-                    np.packbits((self.items >= 0).numpy(), axis=1))
+    def code_embeddings(self):
+        return self.users, self.items
 
     def extras(self):
+        extras = super().extras()
         try:  # inside a Ray task: what the scheduler granted this cell
             import ray
 
             if ray.is_initialized():
-                return {"ray_resources": ray.get_runtime_context().get_assigned_resources()}
+                extras["ray_resources"] = ray.get_runtime_context().get_assigned_resources()
         except ImportError:
             pass
-        return {}
+        return extras
 
 
 class Raises(Faulty):

@@ -67,8 +67,8 @@ def test_dispersion_shrinks_the_dominant_direction_by_eta():
 def test_codes_are_layer_sign_bits_of_a_fixed_hash_layer(fitted, split):
     user_codes, item_codes = fitted.codes()
     assert user_codes.shape == (split.n_users, 8) and item_codes.dtype == np.uint8
-    assert fitted.per_layer == 32 and not fitted.encoder.hash_weight.requires_grad
-    layers = fitted.encoder.layer_projections(fitted._rp(), torch.Generator().manual_seed(fitted.inference_seed))
+    assert fitted.per_layer == 32 and not fitted.model.hash_weight.requires_grad
+    layers = fitted.model.layer_projections(fitted._rp(), torch.Generator().manual_seed(fitted.inference_seed))
     bits = torch.cat(layers, 1)[: split.n_users] >= 0
     assert np.array_equal(np.packbits(bits.numpy(), axis=1), user_codes)
     assert any("fixed at its random init" in d for d in fitted.extras()["deviations"])
@@ -77,12 +77,12 @@ def test_codes_are_layer_sign_bits_of_a_fixed_hash_layer(fitted, split):
 def test_hash_layer_is_fixed_by_default_and_trained_on_request(fitted, split):
     ctx = FitContext(seed=seeds.seed_sequence(0, "method"))
     init = bgch.BGCHEncoder(split.train, split.n_users, split.n_items, 64, 32, 1, False,
-                            torch.Generator().manual_seed(bgch.torch_seed(bgch.child_seed(ctx.seed, 0))),
+                            torch.Generator().manual_seed(bgch.torch_seed(seeds.method_stream(ctx.seed, "init"))),
                             torch.device("cpu"))
-    assert torch.equal(fitted.encoder.hash_weight, init.hash_weight)  # never updated (the released code)
+    assert torch.equal(fitted.model.hash_weight, init.hash_weight)  # never updated (the released code)
     trained = get_method("bgch")(64, ctx, epochs=1, batch_size=4096, train_hash_layer=True)
     trained.fit(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid))
-    assert not torch.equal(trained.encoder.hash_weight, init.hash_weight)  # the paper's learned layer
+    assert not torch.equal(trained.model.hash_weight, init.hash_weight)  # the paper's learned layer
 
 
 def test_beats_popularity_and_same_seed_same_codes(fitted, split):

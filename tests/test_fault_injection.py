@@ -220,7 +220,7 @@ def test_an_exception_or_a_nan_loss_fails_its_cell_with_a_traceback_and_the_swee
     assert raised["status"] == "failed" and raised["error"] == "RuntimeError: planted failure in fit"
     assert "Traceback (most recent call last)" in raised["traceback"] and "faulty_methods.py" in raised["traceback"]
     assert nan["status"] == "failed" and nan["error"].startswith("NonFiniteLoss: faulty-nan: training loss is nan")
-    assert "train_loop" in nan["traceback"]  # raised from inside the shared training loop
+    assert "run_training" in nan["traceback"]  # raised from inside the shared training driver
     assert "metrics" not in raised and "codes_file" not in nan
     # the default --overwrite failed retries failed cells and keeps the finished ones
     again = CliRunner().invoke(app, args)

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from hashbench.errors import HashbenchError
+from hashbench.errors import HashbenchError, HashbenchWarning
 
 err_console = Console(stderr=True)
 console = Console()
@@ -37,8 +37,13 @@ ResultsDir = Annotated[Path, typer.Option("--results", help="Results directory (
 _warned: set[str] = set()
 
 
+_show_warning = warnings.showwarning
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning is one line on stderr, once, without the Python source location."""
+    """A HashbenchWarning is one line on stderr, once per run however often the file is read."""
+    if not (isinstance(category, type) and issubclass(category, HashbenchWarning)):
+        return _show_warning(message, category, filename, lineno, file, line)
     text = str(message)
     if text not in _warned:
         _warned.add(text)

@@ -5,12 +5,11 @@ import typer
 
 from hashbench.commands.common import ResultsDir, command, console
 from hashbench.errors import HashbenchError
+from hashbench.files import atomic_write_text
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # a reader never sees half a table
+    atomic_write_text(path, text)  # a reader never sees half a table; a full disk is a one-line error
     console.print(f"wrote {path}")
 
 

@@ -1,53 +1,57 @@
-"""One training loop for every graph method: epochs over mini-batches, early stopping on a
-validation metric, checkpoints that make a killed run resume to bitwise the same result.
+"""One outer training driver for every trained method, over a small trainer protocol.
 
-A method supplies three callables and an nn.Module:
+A trainer knows how to train one epoch and how to hand over and take back its state; the
+driver (`run_training`) owns everything around that, once: epochs, validation every
+`eval_every` epochs, early stopping after `patience` evaluations without improvement, the
+best state kept and restored, epoch and time caps, the progress display, and a checkpoint
+written atomically at every evaluation from which a killed run resumes to bitwise the state
+an uninterrupted run reaches.
 
-    result = train_loop(method, module, TrainConfig(...),
-                        epoch_batches=lambda epoch, rng: [...],   # numpy Generator owned by the loop
-                        batch_loss=lambda batch, epoch: loss,      # a scalar tensor
-                        on_epoch_start=lambda epoch: ...)           # e.g. a β schedule
+Two trainers exist: `TorchTrainer` (Adam over an nn.Module, mini-batches and a loss given by
+the method; core.trained_method.TorchMethod builds it) and DCF's discrete coordinate-descent
+sweeps (baselines/dcf.py). A trainer implements:
 
-The loop evaluates `ctx.validate(method)` every `eval_every` epochs, keeps the best state
-(by `monitor`, default valid recall@50), stops after `patience` evaluations without
-improvement, and restores the best state at the end. At every evaluation it writes a
-checkpoint (module, optimiser, lr schedule, best state, torch and numpy RNG states, history)
-atomically to `ctx.checkpoint_dir/train_state.pt`; a restarted run with the same
-fingerprint continues from it and ends in exactly the state an uninterrupted run would have.
+    initialise()                 fresh start only (not when resuming), e.g. DCF's relaxed init
+    train_epoch(epoch, rng)      -> dict of the epoch's record fields ("loss", ...; "stop": why)
+    state() / load_state(s)      everything needed to resume
+    snapshot() / restore(s)      the part that defines the outputs, kept for the best epoch
+    session()                    a context manager around the whole run (e.g. torch settings)
+    evaluating()                 a context manager around one validation
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import hashlib
 import json
-import resource
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from hashbench.core.checkpoints import load_checkpoint, save_checkpoint
-from hashbench.seeds import torch_seed
+from hashbench.errors import HashbenchWarning
+from hashbench.seeds import method_stream
 
 CHECKPOINT_NAME = "train_state.pt"
+STOP_REASONS = ("patience", "epochs", "time", "converged", "no-validation")
 
 
 @dataclass
 class TrainConfig:
-    lr: float = 1e-3
     epochs: int = 1000
     eval_every: int = 5
     patience: int = 5  # evaluations without improvement before stopping
-    lr_decay: float = 1.0  # multiplicative, per epoch (1.0 = constant learning rate)
     monitor: str = "recall@50"
     max_minutes: float | None = None  # stop (keeping the best state) after this much training time
+    validate_initial: bool = False  # also evaluate the state before epoch 1 (epoch 0)
 
 
 @dataclass
@@ -55,20 +59,28 @@ class TrainResult:
     best_epoch: int = 0
     best_valid: dict[str, float] = field(default_factory=dict)
     epochs_run: int = 0
-    stopped: str = ""  # "patience", "epochs", "time", or "no-validation"
+    stopped: str = ""  # one of STOP_REASONS
     train_seconds: float = 0.0  # training + validation time, summed over resumptions
     seconds_to_best: float = 0.0
     seconds_per_epoch: float = 0.0  # training only, without validation
     resumed_from_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # ctx.evidence at each validation point: written here, read by nothing in training
+    evidence: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def child_seed(seq: np.random.SeedSequence, purpose: int) -> np.random.SeedSequence:
-    """A reproducible child of `seq` (SeedSequence.spawn would depend on how often it was called)."""
-    return np.random.SeedSequence(seq.entropy, spawn_key=tuple(seq.spawn_key) + (purpose,))
+class Trainer(Protocol):
+    def initialise(self) -> None: ...
+    def train_epoch(self, epoch: int, rng: np.random.Generator) -> dict[str, Any]: ...
+    def state(self) -> dict[str, Any]: ...
+    def load_state(self, state: dict[str, Any]) -> None: ...
+    def snapshot(self) -> Any: ...
+    def restore(self, snapshot: Any) -> None: ...
+    def session(self) -> contextlib.AbstractContextManager: ...
+    def evaluating(self) -> contextlib.AbstractContextManager: ...
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -80,10 +92,6 @@ def resolve_device(device: str | None) -> torch.device:
 def fingerprint(**config) -> str:
     """A short hash of a run's configuration: a checkpoint is only resumed by the same config."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def tune_malloc() -> None:
@@ -102,135 +110,189 @@ def tune_malloc() -> None:
         pass
 
 
-def _load_checkpoint(ctx, config_hash: str) -> dict | None:
-    if ctx.checkpoint_dir is None:
-        return None
-    return load_checkpoint(Path(ctx.checkpoint_dir) / CHECKPOINT_NAME, config_hash)
-
-
-def train_loop(method, module: nn.Module, config: TrainConfig,
-               epoch_batches: Callable[[int, np.random.Generator], Iterable[Any]],
-               batch_loss: Callable[[Any, int], torch.Tensor],
-               on_epoch_start: Callable[[int], None] | None = None,
-               config_hash: str = "", params: Iterable[nn.Parameter] | None = None) -> TrainResult:
-    """Train `module` (the parameters of `params`, default all) and leave it in its best state.
+class TorchTrainer:
+    """Adam over `params` of `module`; an epoch is `epoch_batches(epoch, rng)` through `batch_loss`.
 
     Runs with torch's deterministic algorithms on: the backward of embedding lookups with
     repeated indices (index_put_ with accumulate) otherwise sums in a thread-dependent order,
     and a resumed run would drift from an uninterrupted one in the last float bits.
     """
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*deterministic.*")
-            return _train_loop(method, module, config, epoch_batches, batch_loss, on_epoch_start, config_hash, params)
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
+    def __init__(self, module: nn.Module, lr: float, seed: int,
+                 epoch_batches: Callable[[int, np.random.Generator], Iterable[Any]],
+                 batch_loss: Callable[[Any, int], torch.Tensor],
+                 on_epoch_start: Callable[[int], None] | None = None,
+                 params: Iterable[nn.Parameter] | None = None, lr_decay: float = 1.0):
+        tune_malloc()
+        torch.manual_seed(seed)  # after the model's init: dropout and other in-training draws
+        self.module = module
+        self.epoch_batches, self.batch_loss, self.on_epoch_start = epoch_batches, batch_loss, on_epoch_start
+        self.optimizer = torch.optim.Adam(list(params if params is not None else module.parameters()), lr=lr)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=lr_decay)
 
-def _train_loop(method, module, config, epoch_batches, batch_loss, on_epoch_start, config_hash, params):
-    ctx = method.ctx
-    tune_malloc()
-    torch.manual_seed(torch_seed(ctx.seed))
-    rng = np.random.default_rng(child_seed(ctx.seed, 1))
-    params = list(params if params is not None else module.parameters())
-    optimizer = torch.optim.Adam(params, lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
-    result = TrainResult()
-    best_state = None
-    bad_evals = 0
-    start_epoch = 1
-    elapsed_before = 0.0
-    train_only = 0.0
+    def initialise(self) -> None:
+        pass
 
-    state = _load_checkpoint(ctx, config_hash)
-    if state is not None:
-        module.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    def train_epoch(self, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
+        if self.on_epoch_start is not None:
+            self.on_epoch_start(epoch)
+        self.module.train()
+        total, steps = 0.0, 0
+        for batch in self.epoch_batches(epoch, rng):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.batch_loss(batch, epoch)
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+        self.scheduler.step()
+        return {"loss": total / max(steps, 1)}
+
+    def state(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
-        best_state, bad_evals = state["best_state"], state["bad_evals"]
-        result = TrainResult(**state["result"])
-        result.resumed_from_epoch = state["epoch"]
-        start_epoch, elapsed_before, train_only = state["epoch"] + 1, state["elapsed"], state["train_only"]
-        if state.get("finished"):
-            module.load_state_dict(best_state if best_state is not None else state["module"])
-            return result
+
+    def snapshot(self) -> Any:
+        return copy.deepcopy(self.module.state_dict())
+
+    def restore(self, snapshot: Any) -> None:
+        self.module.load_state_dict(snapshot)
+        self.module.eval()
+
+    @contextlib.contextmanager
+    def session(self):
+        previous = (torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled())
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*deterministic.*")
+                yield
+        finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        self.module.eval()
+        with torch.no_grad():
+            yield
+
+
+def run_training(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> TrainResult:
+    """Train until patience (or a cap) and leave the trainer in its best state.
+
+    `method` gives the context (ctx.seed, ctx.validate, ctx.progress, ctx.checkpoint_dir) and
+    is what ctx.validate evaluates; `config_hash` ties a checkpoint to this configuration.
+    """
+    with trainer.session():
+        return _run(method, trainer, config, config_hash)
+
+
+def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> TrainResult:
+    ctx = method.ctx
+    name = getattr(method, "name", "train")
+    rng = np.random.default_rng(method_stream(ctx.seed, "sampling"))
+    path = Path(ctx.checkpoint_dir) / CHECKPOINT_NAME if ctx.checkpoint_dir is not None else None
+    result, best, bad_evals = TrainResult(), None, 0
+    start_epoch, elapsed_before, train_only = 1, 0.0, 0.0
+    t0 = time.perf_counter()
+    evidence_seconds = 0.0  # not training: left out of every time the result reports
+
+    def elapsed() -> float:
+        return elapsed_before + (time.perf_counter() - t0) - evidence_seconds
 
     def checkpoint(epoch: int, finished: bool = False) -> None:
-        if ctx.checkpoint_dir is None:
-            return
-        save_checkpoint(Path(ctx.checkpoint_dir) / CHECKPOINT_NAME, {
-            "fingerprint": config_hash, "epoch": epoch, "finished": finished,
-            "module": module.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-            "numpy_rng": rng.bit_generator.state, "best_state": best_state, "bad_evals": bad_evals,
-            "result": result.as_dict(), "elapsed": elapsed_before + (time.perf_counter() - t0),
-            "train_only": train_only,
-        })
+        if path is not None:
+            save_checkpoint(path, {
+                "fingerprint": config_hash, "epoch": epoch, "finished": finished, "trainer": trainer.state(),
+                "numpy_rng": rng.bit_generator.state, "best": best, "bad_evals": bad_evals,
+                "result": result.as_dict(), "elapsed": elapsed(), "train_only": train_only,
+            })
 
-    t0 = time.perf_counter()
-    name = getattr(method, "name", "train")
+    def validate(epoch: int, record: dict[str, Any]) -> None:
+        nonlocal best, bad_evals, evidence_seconds
+        with trainer.evaluating():
+            valid = {k: float(v) for k, v in ctx.validate(method).items()}
+            if ctx.evidence is not None:
+                started = time.perf_counter()
+                result.evidence.append({"epoch": epoch, **ctx.evidence(method)})
+                evidence_seconds += time.perf_counter() - started
+        record["valid"] = valid
+        if best is None or valid[config.monitor] > result.best_valid.get(config.monitor, -np.inf):
+            best = trainer.snapshot()
+            result.best_epoch, result.best_valid, result.seconds_to_best = epoch, valid, elapsed()
+            bad_evals = 0
+        else:
+            bad_evals += 1
+
+    state = load_checkpoint(path, config_hash) if path is not None else None
+    if state is not None:
+        fresh = copy.deepcopy(trainer.state()), rng.bit_generator.state
+        try:
+            trainer.load_state(state["trainer"])
+            rng.bit_generator.state = state["numpy_rng"]
+            best, bad_evals = state["best"], state["bad_evals"]
+            result = TrainResult(**state["result"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            # well-formed but not this model's state (shapes, keys): refuse it like a damaged file
+            warnings.warn(f"ignoring checkpoint {path}: it does not fit this model ({type(exc).__name__}); "
+                          "the cell starts from scratch", HashbenchWarning, stacklevel=2)
+            trainer.load_state(fresh[0])
+            rng.bit_generator.state = fresh[1]
+            best, bad_evals, result, state = None, 0, TrainResult(), None
+    if state is not None:
+        result.resumed_from_epoch = state["epoch"]
+        start_epoch, elapsed_before, train_only = state["epoch"] + 1, state["elapsed"], state["train_only"]
+        ctx.progress(name, state["epoch"], config.epochs, resumed=True, best=result.best_valid.get(config.monitor))
+        if state["finished"]:
+            if best is not None:
+                trainer.restore(best)
+            return result
+    else:
+        trainer.initialise()
+        if config.validate_initial and ctx.validate is not None:
+            record: dict[str, Any] = {"epoch": 0}
+            validate(0, record)
+            record["seconds"] = round(elapsed(), 3)
+            result.history.append(record)
+
     result.stopped = "epochs"
     epoch = start_epoch - 1
     for epoch in range(start_epoch, config.epochs + 1):
         t_epoch = time.perf_counter()
-        if on_epoch_start is not None:
-            on_epoch_start(epoch)
-        module.train()
-        total, steps = 0.0, 0
-        for batch in epoch_batches(epoch, rng):
-            optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(batch, epoch)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            steps += 1
-        scheduler.step()
+        record = {"epoch": epoch, **trainer.train_epoch(epoch, rng)}
+        trainer_stop = record.pop("stop", None)
         train_only += time.perf_counter() - t_epoch
-        record: dict[str, Any] = {"epoch": epoch, "loss": total / max(steps, 1)}
         result.epochs_run = epoch
-        result.seconds_per_epoch = train_only / (epoch - 0)  # epochs so far, incl. resumed ones
-        elapsed = elapsed_before + (time.perf_counter() - t0)
-        evaluate = ctx.validate is not None and (epoch % config.eval_every == 0 or epoch == config.epochs)
-        out_of_time = config.max_minutes is not None and elapsed >= 60 * config.max_minutes
-        if evaluate or (out_of_time and ctx.validate is not None):
-            module.eval()
-            with torch.no_grad():
-                valid = {k: float(v) for k, v in ctx.validate(method).items()}
-            elapsed = elapsed_before + (time.perf_counter() - t0)
-            record["valid"] = valid
-            score = valid[config.monitor]
-            if best_state is None or score > result.best_valid.get(config.monitor, -np.inf):
-                best_state = copy.deepcopy(module.state_dict())
-                result.best_epoch, result.best_valid = epoch, valid
-                result.seconds_to_best = elapsed
-                bad_evals = 0
-            else:
-                bad_evals += 1
-        record["seconds"] = round(elapsed, 3)
+        result.seconds_per_epoch = train_only / epoch  # epochs so far, incl. resumed ones
+        out_of_time = config.max_minutes is not None and elapsed() >= 60 * config.max_minutes
+        due = epoch % config.eval_every == 0 or epoch == config.epochs
+        if ctx.validate is not None and (due or out_of_time or trainer_stop):
+            validate(epoch, record)
+        record["seconds"] = round(elapsed(), 3)
         result.history.append(record)
-        result.train_seconds = elapsed
-        stop = None
-        if ctx.validate is not None and bad_evals >= config.patience:
+        result.train_seconds = elapsed()
+        stop = trainer_stop
+        if stop is None and ctx.validate is not None and bad_evals >= config.patience:
             stop = "patience"
-        elif out_of_time:
+        elif stop is None and out_of_time:
             stop = "time"
         if "valid" in record or stop:
             checkpoint(epoch)
-        ctx.progress(f"{name}", epoch, config.epochs, loss=record["loss"],
-                     valid=record.get("valid", {}).get(config.monitor),
-                     best=result.best_valid.get(config.monitor))
+        ctx.progress(name, epoch, config.epochs, loss=record.get("loss"),
+                     valid=record.get("valid", {}).get(config.monitor), best=result.best_valid.get(config.monitor))
         if stop:
             result.stopped = stop
             break
     if ctx.validate is None:
         result.stopped = "no-validation"
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
-    result.train_seconds = elapsed_before + (time.perf_counter() - t0)
+    trainer.restore(best if best is not None else trainer.snapshot())  # no validation: the last state
+    result.train_seconds = elapsed()
     checkpoint(epoch, finished=True)
     return result

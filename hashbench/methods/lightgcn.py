@@ -26,63 +26,46 @@ import torch
 
 from hashbench.core.graph import LightGCNEncoder, UserItemIndex
 from hashbench.core.losses import bpr_loss
-from hashbench.core.training import (TrainConfig, child_seed, fingerprint, peak_rss_mib, resolve_device,
-                                     train_loop)
-from hashbench.registry import Method, TrainData, register
-from hashbench.seeds import torch_seed
+from hashbench.core.trained_method import TorchMethod
+from hashbench.registry import TrainData, register
 
 REFERENCE_DEFAULTS = {"batch_size": 2048, "lr": 1e-3, "l2": 1e-4, "layers": 3, "dim": 64, "epochs": 1000}
 
 
 @register
-class LightGCN(Method):
-    name = "lightgcn"
-    description = "Full-precision LightGCN with BPR (reference row, float scores, not hashing)"
-    hashing = False
-    defaults = {
-        "layers": 3, "dim": None, "init_std": 0.1, "lr": 1e-2, "lr_decay": 1.0, "l2": 1e-4,
-        "batch_size": 32768, "epochs": 400, "eval_every": 5, "patience": 3, "max_minutes": None,
-    }
+class LightGCN(TorchMethod):
+    name = "lightgcn"  # parameters, description: lightgcn.toml
 
-    def fit(self, data: TrainData) -> None:
+    def build(self, data: TrainData) -> LightGCNEncoder:
         p = self.params
-        device = self.device = resolve_device(self.ctx.device)
-        dim = p["dim"] or self.bits
-        gen = torch.Generator().manual_seed(torch_seed(child_seed(self.ctx.seed, 0)))
-        self.encoder = LightGCNEncoder(data.train, data.n_users, data.n_items, dim=dim, layers=p["layers"],
-                                       init_std=p["init_std"], device=device, generator=gen)
-        index = UserItemIndex(data.train, data.n_users, data.n_items)
-        train = np.asarray(data.train, dtype=np.int64)
+        self.index = UserItemIndex(data.train, data.n_users, data.n_items)
+        self.train_pairs = np.asarray(data.train, dtype=np.int64)
         self._embeddings = None
+        return LightGCNEncoder(data.train, data.n_users, data.n_items, dim=p["dim"] or self.bits,
+                               layers=p["layers"], init_std=p["init_std"], device=self.device,
+                               generator=self.torch_generator("init"))
 
-        def epoch_batches(epoch, rng):
-            order = rng.permutation(len(train))
-            for start in range(0, len(order), p["batch_size"]):
-                pairs = train[order[start:start + p["batch_size"]]]
-                yield pairs[:, 0], pairs[:, 1], index.sample_negatives(pairs[:, 0], rng)
+    def epoch_batches(self, epoch, rng):
+        train, size = self.train_pairs, self.params["batch_size"]
+        order = rng.permutation(len(train))
+        for start in range(0, len(order), size):
+            pairs = train[order[start:start + size]]
+            yield pairs[:, 0], pairs[:, 1], self.index.sample_negatives(pairs[:, 0], rng)
 
-        def batch_loss(batch, epoch):
-            self._embeddings = None  # parameters are about to change
-            users, pos, neg = (torch.from_numpy(a).to(device) for a in batch)
-            user_emb, item_emb = self.encoder()
-            u = user_emb[users]
-            loss = bpr_loss((u * item_emb[pos]).sum(1), (u * item_emb[neg]).sum(1))
-            reg = 0.5 * (self.encoder.ego_users(users).pow(2).sum() + self.encoder.ego_items(pos).pow(2).sum()
-                         + self.encoder.ego_items(neg).pow(2).sum()) / len(users)
-            return loss + p["l2"] * reg
-
-        config = TrainConfig(lr=p["lr"], epochs=p["epochs"], eval_every=p["eval_every"], patience=p["patience"],
-                             lr_decay=p["lr_decay"], max_minutes=p["max_minutes"])
-        config_hash = fingerprint(method=self.name, bits=self.bits, params=p, dataset=data.dataset,
-                                  n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
-        self.result = train_loop(self, self.encoder, config, epoch_batches, batch_loss, config_hash=config_hash)
-        self._embeddings = None
-        self.peak_rss_mib = peak_rss_mib()
+    def batch_loss(self, batch, epoch):
+        self._embeddings = None  # parameters are about to change
+        users, pos, neg = (torch.from_numpy(a).to(self.device) for a in batch)
+        user_emb, item_emb = self.model()
+        u = user_emb[users]
+        loss = bpr_loss((u * item_emb[pos]).sum(1), (u * item_emb[neg]).sum(1))
+        reg = 0.5 * (self.model.ego_users(users).pow(2).sum() + self.model.ego_items(pos).pow(2).sum()
+                     + self.model.ego_items(neg).pow(2).sum()) / len(users)
+        return loss + self.params["l2"] * reg
 
     @torch.no_grad()
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._embeddings is None:
-            self._embeddings = self.encoder()
+            self._embeddings = self.model()
         return self._embeddings
 
     @torch.no_grad()
@@ -91,17 +74,10 @@ class LightGCN(Method):
         users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=user_emb.device)
         return (user_emb[users_t] @ item_emb.T).cpu().numpy()
 
-    def extras(self) -> dict:
-        r = self.result
-        deviations = {k: {"reference": v, "here": self.params.get(k) or self.bits}
-                      for k, v in REFERENCE_DEFAULTS.items() if (self.params.get(k) or self.bits) != v}
+    def method_extras(self) -> dict:
+        here = {k: self.params.get(k) or self.bits for k in REFERENCE_DEFAULTS}
         return {
-            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stopped": r.stopped,
-            "best_valid": r.best_valid, "train_seconds": round(r.train_seconds, 2),
-            "seconds_to_best": round(r.seconds_to_best, 2), "seconds_per_epoch": round(r.seconds_per_epoch, 3),
-            "resumed_from_epoch": r.resumed_from_epoch, "peak_rss_mib": round(self.peak_rss_mib, 1),
-            "device": str(self.device), "deviations": deviations,
+            "deviations": {k: {"reference": v, "here": here[k]} for k, v in REFERENCE_DEFAULTS.items() if here[k] != v},
             "sampling": "every training pair once per epoch, one uniform negative (train items rejected)",
             "early_stopping": "valid recall@50",
-            "curve": [h for h in r.history if "valid" in h],
         }

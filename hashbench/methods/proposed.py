@@ -44,31 +44,13 @@ import torch
 from hashbench.core.estimators import get_estimator
 from hashbench.core.graph import LightGCNEncoder, UserItemIndex
 from hashbench.core.losses import smooth_recall_loss_histogram
-from hashbench.core.training import (TrainConfig, child_seed, fingerprint, peak_rss_mib, resolve_device,
-                                     train_loop)
-from hashbench.registry import Method, TrainData, register
-from hashbench.seeds import torch_seed
-
-
-def pack_codes(embeddings: torch.Tensor) -> np.ndarray:
-    """sgn codes as numpy.packbits rows: bit 1 ↔ +1 (embedding ≥ 0)."""
-    return np.packbits((embeddings >= 0).cpu().numpy(), axis=1)
+from hashbench.core.trained_method import TorchMethod
+from hashbench.registry import TrainData, register
 
 
 @register
-class Proposed(Method):
-    name = "proposed"
-    description = "SRLoss + AAGE on LightGCN (Luo & Wu, AAAI-24 student abstract)"
-    hashing = True
-    defaults = {
-        "layers": 3, "init_std": 0.1,
-        "rank": "exact", "sampled_items": 1000, "exclude_positives": False,
-        "top_n": 50.0, "phi": 50.0, "psi": 0.05,
-        "estimator": "signswish", "beta": 15.0, "beta_schedule": "constant", "beta_end": None,
-        "anneal_epochs": 0,
-        "lr": 1e-2, "lr_decay": 1.0, "l2": 1e-4, "batch_users": 2048, "positives": 16,
-        "epochs": 400, "eval_every": 5, "patience": 5, "max_minutes": None,
-    }
+class Proposed(TorchMethod):
+    name = "proposed"  # parameters, description: proposed.toml
 
     def _estimator(self):
         p = self.params
@@ -77,76 +59,56 @@ class Proposed(Method):
                                  beta_end=p["beta_end"], anneal_epochs=p["anneal_epochs"])
         return get_estimator(p["estimator"])
 
-    def fit(self, data: TrainData) -> None:
+    def build(self, data: TrainData) -> LightGCNEncoder:
         p = self.params
-        if p["rank"] not in ("exact", "sampled"):
-            raise ValueError(f"proposed: rank must be 'exact' or 'sampled', got {p['rank']!r}")
-        device = resolve_device(self.ctx.device)
-        self.device = device
-        gen = torch.Generator().manual_seed(torch_seed(child_seed(self.ctx.seed, 0)))
-        self.encoder = LightGCNEncoder(data.train, data.n_users, data.n_items, dim=self.bits,
-                                       layers=p["layers"], init_std=p["init_std"], device=device,
-                                       generator=gen)
         self.estimator = self._estimator()
-        index = UserItemIndex(data.train, data.n_users, data.n_items)
-        n_items, bits = data.n_items, self.bits
+        self.index = UserItemIndex(data.train, data.n_users, data.n_items)
+        self.n_items = data.n_items
+        return LightGCNEncoder(data.train, data.n_users, data.n_items, dim=self.bits, layers=p["layers"],
+                               init_std=p["init_std"], device=self.device, generator=self.torch_generator("init"))
 
-        def epoch_batches(epoch, rng):
-            users = rng.permutation(index.active_users)
-            for start in range(0, len(users), p["batch_users"]):
-                batch = users[start:start + p["batch_users"]]
-                per_user = None if p["exclude_positives"] else p["positives"]
-                rows, items = index.positives(batch, rng, per_user)
-                sampled = None
-                if p["rank"] == "sampled":  # M items shared by the whole step, and each positive's column
-                    items_s = np.sort(rng.choice(n_items, size=min(p["sampled_items"], n_items), replace=False))
-                    col = np.minimum(np.searchsorted(items_s, items), len(items_s) - 1)
-                    sampled = items_s, np.where(items_s[col] == items, col, -1)
-                yield batch, rows, items, sampled
+    def on_epoch_start(self, epoch: int) -> None:
+        self.estimator.set_epoch(epoch)
 
-        def batch_loss(batch, epoch):
-            users, rows, items, sampled = batch
-            users_t = torch.from_numpy(users).to(device)
-            rows_t, items_t = torch.from_numpy(rows).to(device), torch.from_numpy(items).to(device)
-            user_emb, item_emb = self.encoder()
-            b = self.estimator(user_emb[users_t])
-            if p["rank"] == "exact":
-                cols_t, d = items_t, self.estimator(item_emb)
-                scale = 1.0
-            else:
-                sampled, cols = sampled
-                cols_t = torch.from_numpy(cols).to(device)
-                d = self.estimator(item_emb[torch.from_numpy(sampled).to(device)])
-                scale = (n_items - 1) / len(sampled)
-            scores = b @ d.T / bits
-            s_pos = (b[rows_t] * self.estimator(item_emb[items_t])).sum(1) / bits
-            loss = smooth_recall_loss_histogram(scores, s_pos, rows_t, cols_t, bits, p["top_n"], p["phi"],
-                                                p["psi"], scale, exclude_positives=p["exclude_positives"])
-            reg = 0.5 * (self.encoder.ego_users(users_t).pow(2).sum()
-                         + self.encoder.ego_items(items_t).pow(2).sum()) / len(users)
-            return loss + p["l2"] * reg
+    def epoch_batches(self, epoch, rng):
+        p, index, n_items = self.params, self.index, self.n_items
+        users = rng.permutation(index.active_users)
+        for start in range(0, len(users), p["batch_users"]):
+            batch = users[start:start + p["batch_users"]]
+            per_user = None if p["exclude_positives"] else p["positives"]
+            rows, items = index.positives(batch, rng, per_user)
+            sampled = None
+            if p["rank"] == "sampled":  # M items shared by the whole step, and each positive's column
+                items_s = np.sort(rng.choice(n_items, size=min(p["sampled_items"], n_items), replace=False))
+                col = np.minimum(np.searchsorted(items_s, items), len(items_s) - 1)
+                sampled = items_s, np.where(items_s[col] == items, col, -1)
+            yield batch, rows, items, sampled
 
-        config = TrainConfig(lr=p["lr"], epochs=p["epochs"], eval_every=p["eval_every"],
-                             patience=p["patience"], lr_decay=p["lr_decay"], max_minutes=p["max_minutes"])
-        config_hash = fingerprint(method=self.name, bits=bits, params=p, dataset=data.dataset,
-                                  n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
-        self.result = train_loop(self, self.encoder, config, epoch_batches, batch_loss,
-                                 on_epoch_start=self.estimator.set_epoch, config_hash=config_hash)
-        self.peak_rss_mib = peak_rss_mib()
+    def batch_loss(self, batch, epoch):
+        p, device, bits, estimator = self.params, self.device, self.bits, self.estimator
+        users, rows, items, sampled = batch
+        users_t = torch.from_numpy(users).to(device)
+        rows_t, items_t = torch.from_numpy(rows).to(device), torch.from_numpy(items).to(device)
+        user_emb, item_emb = self.model()
+        b = estimator(user_emb[users_t])
+        if p["rank"] == "exact":
+            cols_t, d = items_t, estimator(item_emb)
+            scale = 1.0
+        else:
+            sampled, cols = sampled
+            cols_t = torch.from_numpy(cols).to(device)
+            d = estimator(item_emb[torch.from_numpy(sampled).to(device)])
+            scale = (self.n_items - 1) / len(sampled)
+        scores = b @ d.T / bits
+        s_pos = (b[rows_t] * estimator(item_emb[items_t])).sum(1) / bits
+        loss = smooth_recall_loss_histogram(scores, s_pos, rows_t, cols_t, bits, p["top_n"], p["phi"],
+                                            p["psi"], scale, exclude_positives=p["exclude_positives"])
+        reg = 0.5 * (self.model.ego_users(users_t).pow(2).sum()
+                     + self.model.ego_items(items_t).pow(2).sum()) / len(users)
+        return loss + p["l2"] * reg
 
-    @torch.no_grad()
-    def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        user_emb, item_emb = self.encoder()
-        return pack_codes(user_emb), pack_codes(item_emb)
+    def code_embeddings(self):
+        return self.model()
 
-    def extras(self) -> dict:
-        r = self.result
-        return {
-            "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stopped": r.stopped,
-            "best_valid": r.best_valid, "train_seconds": round(r.train_seconds, 2),
-            "seconds_to_best": round(r.seconds_to_best, 2),
-            "seconds_per_epoch": round(r.seconds_per_epoch, 3),
-            "resumed_from_epoch": r.resumed_from_epoch, "peak_rss_mib": round(self.peak_rss_mib, 1),
-            "estimator": self.estimator.describe(), "device": str(self.device),
-            "curve": [{k: v for k, v in h.items()} for h in r.history if "valid" in h],
-        }
+    def method_extras(self) -> dict:
+        return {"estimator": self.estimator.describe()}
