@@ -118,7 +118,7 @@ def test_a_full_disk_leaves_an_existing_split_file_as_it_was(tmp_path, monkeypat
 
 def test_a_full_disk_during_report_write_keeps_the_tables_whole(tmp_path, monkeypatch, expected):
     results = shutil.copytree(expected, tmp_path / "results")
-    args = ["report", "--write", "--bits", "32", "--results", str(results), "--no-campaign"]
+    args = ["report", "--write", "--bits", "32", "--results", str(results), "--no-campaign", "--datasets", "synthetic"]
     with disk_full(monkeypatch, lambda p: "table1.tex" in p):
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
