@@ -87,26 +87,51 @@ def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tup
 
 
 def _mean_std(values: list[float] | None, signed: bool) -> str:
+    """Absolute values to 4 decimals; changes to 3 (with the seeds' spread), so the table fits a page."""
     if not values:
         return "–"
     mean = float(np.mean(values))
-    text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
+    text = f"{mean:+.3f}" if signed else f"{mean:.4f}"
     if len(values) > 1:
-        text += f" ± {float(np.std(values, ddof=1)):.4f}"
+        text += f" ± {float(np.std(values, ddof=1)):.{3 if signed else 4}f}"
     return text
 
 
 def effect_rows(by_cell: dict[tuple[str, str], list[dict]], metric: str,
-                published: dict[str, dict[tuple[str, str], float]]) -> tuple[list[str], list[list[str]]]:
-    """A table: one row per (method, dataset); ours, the change each habit causes, the paper."""
+                published: dict[str, dict[tuple[str, str], float]],
+                dataset: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """A table: one row per (method, dataset) — or per method of one `dataset` —; ours, the
+    change each habit causes, all habits together, the paper."""
     table = effects(by_cell, metric)
     habits = [h for h in HABITS if h != "hits IDCG" or metric.startswith("ndcg")]
-    header = ["method", "dataset", metric, *[f"Δ {h}" for h in habits], "ours + all", "paper"]
+    header = [*(["method", "dataset"] if dataset is None else ["method"]), metric,
+              *[f"Δ {h}" for h in habits if h != "all"], "all", "paper"]
     body = []
-    for (method, dataset), row in table.items():
-        paper = published.get(method, {}).get((dataset, metric))
+    for (method, d), row in table.items():
+        if dataset is not None and d != dataset:
+            continue
+        paper = published.get(method, {}).get((d, metric))
         every = (float(np.mean(row["ours"])) + float(np.mean(row["all"]))) if row.get("all") else math.nan
-        body.append([method, dataset, _mean_std(row["ours"], False),
-                     *[_mean_std(row.get(h), True) for h in habits],
+        body.append([method, *([d] if dataset is None else []), _mean_std(row["ours"], False),
+                     *[_mean_std(row.get(h), True) for h in habits if h != "all"],
                      "–" if math.isnan(every) else f"{every:.4f}", "–" if paper is None else f"{paper:.4f}"])
     return header, body
+
+
+def has_evidence(by_cell: dict[tuple[str, str], list[dict]]) -> bool:
+    return any(_curve(r) or (r.get("protocol_evidence") or {}).get("final")
+               for recs in by_cell.values() for r in recs)
+
+
+def csv_rows(by_cell: dict[tuple[str, str], list[dict]]) -> list[list]:
+    """Long-format rows (source "protocol:<habit>", method, dataset, metric, mean change, std, seeds)."""
+    rows = []
+    for metric in METRICS:
+        for (method, dataset), row in effects(by_cell, metric).items():
+            for habit in HABITS:
+                values = row.get(habit)
+                if values:
+                    std = f"{float(np.std(values, ddof=1)):.6f}" if len(values) > 1 else ""
+                    rows.append([f"protocol:{habit}", method, dataset, metric, f"{float(np.mean(values)):.6f}",
+                                 std, len(values)])
+    return rows

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from hashbench import records
+from hashbench import protocol_effects, records
 from hashbench.errors import HashbenchError
 from hashbench.tables import (MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Table, fits_a_column, latex_table,
                               latex_text, load_published, short, strip_number)
@@ -192,6 +192,7 @@ def render_csv(table: Table) -> str:
     for method, values in table.published.items():
         for (d, m), v in values.items():
             writer.writerow(["paper", method, d, m, v, "", ""])
+    writer.writerows(protocol_effects.csv_rows(table.records))
     return out.getvalue()
 
 
@@ -222,7 +223,13 @@ def _section(title: str, rows, fmt: str, label: str = "", refs: dict[str, str] |
                        wide=not fits_a_column(short_header, body))
 
 
-LABELS = {"2": "tab:datasets", "3": "tab:tuning", "4": "tab:ablation", "5": "tab:bits-sweep", "6": "tab:compute"}
+LABELS = {"2": "tab:datasets", "3": "tab:tuning", "4": "tab:ablation", "5": "tab:bits-sweep", "6": "tab:compute",
+          "7": "tab:protocol-recall", "8": "tab:protocol-ndcg"}
+PROTOCOL_EFFECTS = ("Table {number}: protocol effects on {metric}: ours (validation-selected epoch, training items "
+                    "masked, standard NDCG, pure Hamming) and the change each habit of the papers' code causes on "
+                    "the same trained models, mean ± std over seeds: the epoch with the best test score, training "
+                    "items left in the ranking, the hits-based IDCG, real-valued scores (the -scaled row); then all "
+                    "together, beside the paper's number; –: not measured for this row")
 
 
 def latex_refs(main: Table) -> dict[str, str]:
@@ -262,6 +269,16 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
             items = "\n".join(r"\item " + latex_text(l[2:].replace("**", "")) for l in lines)
             parts.append("\n".join([rf"\paragraph{{{latex_text(title)}}}", r"\begin{itemize}", items,
                                     r"\end{itemize}"]))
+    if protocol_effects.has_evidence(main.records):
+        for number, metric in (("7", "recall@50"), ("8", "ndcg@50")):
+            title = PROTOCOL_EFFECTS.format(number=number, metric=metric)
+            if fmt == "markdown":
+                parts.append(_section(title, protocol_effects.effect_rows(main.records, metric, main.published), fmt))
+                continue
+            for i, d in enumerate(main.datasets):  # one table per dataset: what fits a page
+                caption = title + f"; {d}." if i == 0 else f"As Table {number}, on {d}."
+                parts.append(_section(caption, protocol_effects.effect_rows(main.records, metric, main.published, d),
+                                      fmt, LABELS[number] + ("" if i == 0 else f"-{d}"), refs))
     if campaign is None:
         return parts
     parts.append(_section(f"Table 3: tuning on {campaign.tune_dataset} validation, seed {campaign.tune_seed}, "

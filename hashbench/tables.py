@@ -67,9 +67,9 @@ _LATEX = {
     "→": r"$\rightarrow$", "µ": r"$\mu$", "μ": r"$\mu$", "α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$",
     "δ": r"$\delta$", "ε": r"$\epsilon$", "λ": r"$\lambda$", "σ": r"$\sigma$", "τ": r"$\tau$", "φ": r"$\phi$",
     "ψ": r"$\psi$", "ω": r"$\omega$", "–": "--", "—": "---", "§": r"\S{}", "✓": r"$\surd$", "…": r"\ldots{}",
-    "‘": "`", "’": "'", "“": "``", "”": "''", "\u00a0": "~",
+    "‘": "`", "’": "'", "“": "``", "”": "''", "\u00a0": "~", "Δ": r"$\Delta$",
 }
-_TABLE_REF = re.compile(r"\bTables? (1[bc]?|[2-6])\b")
+_TABLE_REF = re.compile(r"\bTables? (1[bc]?|[2-8])\b")
 
 
 def latex_text(text: str, refs: dict[str, str] | None = None) -> str:

@@ -67,6 +67,7 @@ def test_real_valued_rows_pair_by_seed_and_records_without_evidence_show_a_dash(
     header, body = effect_rows(by_cell, "recall@50", {"m": {("d", "recall@50"): 0.4}})
     old_row = next(r for r in body if r[0] == "old")
     assert old_row[header.index("Δ test-epoch")] == "–" and old_row[-1] == "–"
+    assert header[-2:] == ["all", "paper"]
     assert next(r for r in body if r[0] == "m")[-1] == "0.4000"
 
 
@@ -120,3 +121,34 @@ def test_shuffled_test_curves_change_no_table_1_number(tmp_path):
         for point, value in zip(curve, values):
             point["test"] = value
     assert write(recs) == before
+
+
+def test_the_report_shows_the_effects_in_markdown_csv_and_latex_that_compiles(tmp_path):
+    import json
+    import shutil
+
+    from hashbench.report import render_report
+
+    base = {"status": "ok", "bits": 64, "protocol": "random-8-1-1", "params": {}, "ks": [50, 100],
+            "finished_at": "2026-12-01T00:00:00+00:00"}
+    recs = []
+    for method, hashing, shift in (("proposed", True, 0.0), ("bgch", True, -0.05), ("bgch-scaled", False, 0.0)):
+        for seed in (0, 1):
+            rec = record(seed, 0.2 + shift + seed / 100, [(5, 0.18 + shift), (10, 0.21 + shift)], unmasked=0.15,
+                         method=method)
+            rec.update(base, dataset="gowalla", hashing=hashing, config_hash=f"{method}{seed}")
+            rec["metrics"]["test"].update({"recall@100": 0.3, "ndcg@100": 0.15, "ndcg_retrieved@100": 0.16})
+            recs.append(rec)
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    markdown = render_report(tmp_path, "markdown")
+    assert "protocol effects on recall@50" in markdown and "protocol effects on ndcg@50" in markdown
+    bgch_row = next(l for l in markdown.splitlines() if l.startswith("| bgch ") and "+0.050" in l)
+    assert "0.1916" in bgch_row  # the paper's BGCH Gowalla R@50 beside the measured effects
+    csv_text = render_report(tmp_path, "csv")
+    assert "protocol:real-valued,bgch,gowalla,recall@50,0.050000" in csv_text
+    if shutil.which("pdflatex"):
+        from test_latex import compile_tables
+
+        log = compile_tables(render_report(tmp_path, "latex"), tmp_path)
+        assert "Overfull \\hbox" not in log and "undefined" not in log.lower()
