@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hashbench import records
+from hashbench import protocol_effects, records
 from hashbench.campaign import (STAGES, Campaign, ablation_cells, chosen_params, describe, stage_cells, sweep_cells,
                                 tune_cells)
 from hashbench.errors import HashbenchError
@@ -96,11 +96,29 @@ def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:
                     gaps.append(f"{short(ours_metric)} {cell.mean:.4f} vs {paper:.4f} ({rel:+.0%})")
             if gaps:
                 causes = methods.get(method, {}).get("causes", [])
-                lines.append(f"- **{method}, {d}**: " + "; ".join(gaps) + "."
-                             + (" Likely causes: " + "; ".join(causes) + "." if causes else ""))
+                measured = _measured_habits(table, method, d)
+                lines.append(f"- **{method}, {d}**: " + "; ".join(gaps) + "." + measured
+                             + ((" Other likely causes: " if measured else " Likely causes: ") + "; ".join(causes)
+                                + "." if causes else ""))
     if lines:
         lines.append("- **Every row**: " + "; ".join(common.values()) + ".")
     return lines
+
+
+def _measured_habits(table: Table, method: str, dataset: str) -> str:
+    """What the papers' evaluation habits measurably do to this row's R@50 (protocol_effects), or ""."""
+    row = protocol_effects.effects({(method, dataset): table.records.get((method, dataset), []),
+                                    (method + protocol_effects.REAL_VALUED_SUFFIX, dataset):
+                                        table.records.get((method + protocol_effects.REAL_VALUED_SUFFIX, dataset), [])},
+                                   "recall@50").get((method, dataset), {})
+    changes = [f"{habit} {float(np.mean(row[habit])):+.4f}" for habit in protocol_effects.HABITS
+               if habit != "all" and row.get(habit)]
+    if not changes:
+        return ""
+    text = " Measured effect of the papers' evaluation habits on R@50: " + ", ".join(changes)
+    if row.get("all"):
+        text += f"; all together {float(np.mean(row['ours'])) + float(np.mean(row['all'])):.4f}"
+    return text + "."
 
 
 def sweep_rows(c: Campaign, results_dir: Path) -> tuple[Rows, dict[str, list[tuple[int, float]]]]:

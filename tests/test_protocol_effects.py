@@ -145,6 +145,8 @@ def test_the_report_shows_the_effects_in_markdown_csv_and_latex_that_compiles(tm
     assert "protocol effects on recall@50" in markdown and "protocol effects on ndcg@50" in markdown
     bgch_row = next(l for l in markdown.splitlines() if l.startswith("| bgch ") and "+0.050" in l)
     assert "0.1916" in bgch_row  # the paper's BGCH Gowalla R@50 beside the measured effects
+    deviation = next(l for l in markdown.splitlines() if l.startswith("- **bgch, gowalla**"))
+    assert "Measured effect of the papers' evaluation habits on R@50" in deviation and "real-valued +0.0500" in deviation
     csv_text = render_report(tmp_path, "csv")
     assert "protocol:real-valued,bgch,gowalla,recall@50,0.050000" in csv_text
     if shutil.which("pdflatex"):
