@@ -72,6 +72,25 @@ def test_lightgcn_resumes_too(split, tmp_path):
     reference = fit(split, tmp_path / "a", method="lightgcn")
     with pytest.raises(Interrupted):
         fit(split, tmp_path / "b", crash_at_epoch=3, method="lightgcn")
+    assert (tmp_path / "b" / "train_state.pt").is_file()
     resumed = fit(split, tmp_path / "b", method="lightgcn")
+    assert resumed.result.resumed_from_epoch == 2  # the last evaluation before the crash
     users = np.arange(split.n_users)
     assert np.array_equal(reference.scores(users), resumed.scores(users))
+
+
+def test_a_checkpoint_of_another_shape_is_refused_and_the_cell_starts_afresh(split, tmp_path):
+    from hashbench.core.checkpoints import read_checkpoint, save_checkpoint
+    from hashbench.core.training import CHECKPOINT_NAME
+
+    reference = fit(split, epochs=4, eval_every=2)
+    with pytest.raises(Interrupted):
+        fit(split, checkpoint_dir=tmp_path, crash_at_epoch=3, epochs=4, eval_every=2)
+    path = tmp_path / CHECKPOINT_NAME
+    state = read_checkpoint(path)
+    state["trainer"]["module"]["ego"] = state["trainer"]["module"]["ego"][:, :8]  # well-formed, wrong shape
+    save_checkpoint(path, state)
+    with pytest.warns(UserWarning, match="does not fit this model"):
+        again = fit(split, checkpoint_dir=tmp_path, epochs=4, eval_every=2)
+    assert again.result.resumed_from_epoch is None
+    assert [np.array_equal(a, b) for a, b in zip(again.codes(), reference.codes())] == [True, True]
