@@ -125,7 +125,7 @@ def _lookup_by_distance(user_words, item_words_t, table, buffer_proto, out):
             x = user_words[u, k]
             row = item_words_t[k]
             for i in range(n_items):
-                dist[i] += _popcount64(x ^ row[i])
+                dist[i] += popcount64(x ^ row[i])
         row_out = out[u]
         row_table = table[u]
         for i in range(n_items):
