@@ -315,11 +315,12 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--dataset", default="gowalla")
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated trained methods")
+    parser.add_argument("--dataset", default="gowalla", help="gowalla or yelp2018 (random-8-1-1, seed 0)")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                        help="torch and numba threads of every timed process")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per method (after the warm-up)")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (the first counts once in the epoch)")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds (baseline, new) per method")
     parser.add_argument("--baseline-ref", help="also time this commit (a git worktree of it), interleaved")
     parser.add_argument("--mirror", type=Path, default=DEFAULT_MIRROR, help="local dataset mirror")
