@@ -112,21 +112,31 @@ class RowAutoencoder(nn.Module):
         h = self.act(self.enc_in(indices, offsets) + self.enc_bias)
         return self.enc_out(self.dropout(h))
 
-    def reconstruction_error(self, features: torch.Tensor, indices: torch.Tensor,
-                             offsets: torch.Tensor) -> torch.Tensor:
-        """Σ over rows of ‖x − x̂‖², exactly, without forming x̂ [rows × width]."""
+    def row_errors(self, features: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """‖x − x̂‖² of each row, exactly, without forming x̂ [rows × width]."""
         h = self.act(self.dec_in(features))
         w, c = self.dec_out.weight, self.dec_out.bias  # x̂ = h wᵀ + c
         sq_norm = ((h @ (w.T @ w)) * h).sum(1) + 2.0 * h @ (w.T @ c) + (c * c).sum()
         at_ones = (h * F.embedding_bag(indices, w, offsets, mode="sum")).sum(1) \
             + F.embedding_bag(indices, c[:, None], offsets, mode="sum")[:, 0]
         counts = torch.diff(offsets, append=torch.tensor([len(indices)], device=offsets.device))
-        return (sq_norm - 2.0 * at_ones + counts.to(h.dtype)).sum()
+        return sq_norm - 2.0 * at_ones + counts.to(h.dtype)
+
+    def reconstruction_error(self, features: torch.Tensor, indices: torch.Tensor,
+                             offsets: torch.Tensor) -> torch.Tensor:
+        """Σ over rows of ‖x − x̂‖²."""
+        return self.row_errors(features, indices, offsets).sum()
 
 
 def balance_loss(features: torch.Tensor) -> torch.Tensor:
     """‖Fᵀ1‖²: zero when every bit's continuous value sums to zero over the rows."""
     return features.sum(0).pow(2).sum()
+
+
+def mean_balance(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """‖Σ w_p F_p / Σ w_p‖²: the balance of the bit means over a batch's (weighted) pairs, which
+    does not grow with the batch (‖Fᵀ1‖² of B rows grows as B²)."""
+    return (weights[:, None] * features).sum(0).div(weights.sum()).pow(2).sum()
 
 
 class CCSRModel(nn.Module):
@@ -168,24 +178,46 @@ class CCSR(TorchMethod):
             weights = np.concatenate([np.ones(len(pairs)), self.neg_weight[neg_users]])
             yield users, items, labels, weights
 
-    def batch_loss(self, batch, epoch):
-        p, device = self.params, self.device
+    def loss_terms(self, batch, reconstruction: bool = True) -> dict[str, torch.Tensor]:
+        """Eq. 4's three terms for one batch of sampled pairs, each a mean over the pairs.
+
+        Every pair (a, b) carries all three terms, as Eq. 1, 3 and the balance are all sums over
+        the same pairs (a, b): L_sim of the pair, ‖X_a − X̂_a‖² + ‖Y_b − Ŷ_b‖², and the balance
+        of the batch's bit means. A user or item enters L_ae once per pair it is in, so the
+        terms keep their relative weight whatever the batch size (a batch repeated k times
+        gives the same three numbers).
+        """
         users, items, labels, weights = batch
+        device = self.device
         uniq_u, inv_u = np.unique(users, return_inverse=True)
         uniq_i, inv_i = np.unique(items, return_inverse=True)
         u_idx, u_off = (t.to(device) for t in self.user_rows.select(uniq_u))
         i_idx, i_off = (t.to(device) for t in self.item_rows.select(uniq_i))
         fu = self.model.user_ae.encode(u_idx, u_off)
         fi = self.model.item_ae.encode(i_idx, i_off)
-        logits = (fu[torch.from_numpy(inv_u).to(device)] * fi[torch.from_numpy(inv_i).to(device)]).sum(1)
-        n = len(labels)
-        sim = (F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels).float().to(device),
-                                                  reduction="none")
-               * torch.from_numpy(weights).float().to(device)).sum()
-        bal = balance_loss(fu) + balance_loss(fi)
-        rec = (self.model.user_ae.reconstruction_error(fu, u_idx, u_off)
-               + self.model.item_ae.reconstruction_error(fi, i_idx, i_off))
-        return (sim + p["lambda_b"] * bal + p["lambda_ae"] * rec) / n
+        inv_u, inv_i = torch.from_numpy(inv_u).to(device), torch.from_numpy(inv_i).to(device)
+        pair_u, pair_i = fu[inv_u], fi[inv_i]
+        w = torch.from_numpy(np.asarray(weights, dtype=np.float32)).to(device)
+        n = float(len(labels))  # a sampled negative standing for w pairs counts w times (full_sum)
+        logits = (pair_u * pair_i).sum(1)
+        sim = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels).float().to(device),
+                                                 reduction="none")
+        terms = {"sim": (w * sim).sum() / n, "balance": mean_balance(pair_u, w) + mean_balance(pair_i, w)}
+        if reconstruction:  # the costly term (width-n decoder products): skipped when λ_ae = 0
+            rec = (self.model.user_ae.row_errors(fu, u_idx, u_off)[inv_u]
+                   + self.model.item_ae.row_errors(fi, i_idx, i_off)[inv_i])
+            terms["reconstruction"] = (w * rec).sum() / n
+        return terms
+
+    def batch_loss(self, batch, epoch):
+        p = self.params
+        terms = self.loss_terms(batch, reconstruction=bool(p["lambda_ae"]))
+        loss = terms["sim"]
+        if p["lambda_b"]:
+            loss = loss + p["lambda_b"] * terms["balance"]
+        if p["lambda_ae"]:
+            loss = loss + p["lambda_ae"] * terms["reconstruction"]
+        return loss
 
     @torch.no_grad()
     def features(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,6 +30,23 @@ SHORT = {"recall": "R", "ndcg": "N", "ndcg_retrieved": "N*", "recall_micro": "R�
 ORDER = ("proposed", "bgch", "hashgnn", "hashrec", "ccsr", "dcf", "lsh", "mostpop", "lightgcn")
 
 
+# why a trained cell stopped (records' extras.stopped): these are safety-net caps, not convergence
+CAP_STOPS = ("epochs", "time", "max_iters")
+CAP_MARK = "†"
+CAP_NOTE = (f"{CAP_MARK}: at least one seed stopped on its epoch or time cap, not by patience "
+            "(its validation score may still have been improving).")
+
+
+def stopped_on_cap(record: dict) -> bool:
+    """True when a trained cell's training ended on an epoch/time cap instead of patience."""
+    return (record.get("extras") or {}).get("stopped") in CAP_STOPS
+
+
+def cap_marker(records_: list[dict]) -> str:
+    """CAP_MARK when any of a cell's seeds stopped on a cap, else ''."""
+    return CAP_MARK if any(stopped_on_cap(r) for r in records_) else ""
+
+
 def short(metric: str) -> str:
     name, k = metric.split("@")
     return f"{SHORT.get(name, name)}@{k}"
@@ -153,6 +170,8 @@ def _grid(table: Table, bold, underline, paper_label) -> tuple[list[str], list[l
         for d in table.datasets:
             for m in table.metrics:
                 text = _fmt(row.get((d, m)))
+                if (d, m) in row:
+                    text += cap_marker(table.records.get((method, d), []))
                 test = table.tests.get((d, m), (None, {}))[1].get(method)
                 if test is not None and not test.significant:
                     text += " ≈"  # not significantly different from the column's best
@@ -226,7 +245,8 @@ def _section(title: str, rows, fmt: str) -> str:
 
 def _esc(text: str) -> str:
     return (text.replace("±", r"$\pm$").replace("≈", r"$\approx$").replace("_", r"\_").replace("–", "--")
-            .replace("%", r"\%").replace("✓", r"$\checkmark$").replace("β", r"$\beta$").replace("≥", r"$\geq$"))
+            .replace("%", r"\%").replace("✓", r"$\checkmark$").replace("β", r"$\beta$").replace("≥", r"$\geq$")
+            .replace(CAP_MARK, r"$^\dagger$"))
 
 
 def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, campaign=None,
@@ -285,7 +305,7 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
     add_significance(main, results_dir)
     caption = (f"Table 1: test Recall@K (R) and NDCG@K (N), {bits}-bit codes, {protocol} split, tie-exact "
                "Hamming ranking; mean ± std over seeds. Best hashing row bold, second underlined; ≈: not "
-               "significantly different from the best (Table 1c).")
+               "significantly different from the best (Table 1c). " + CAP_NOTE)
     stats_header = ["dataset", "users", "items", "interactions", "density"]
     stats = dataset_rows(results_dir)
     alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS)
