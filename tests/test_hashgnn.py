@@ -82,3 +82,14 @@ def test_beats_popularity_and_same_seed_same_codes(split):
     again = fit(split, **FAST)
     for a, b in zip((user_codes, item_codes), again.codes()):
         assert np.array_equal(a, b)
+
+
+def test_beta_is_non_zero_within_the_default_schedule():
+    from hashbench.registry import method_spec
+
+    defaults = method_spec("hashgnn").defaults
+    guaranteed = min(defaults["min_epochs"], defaults["epochs"])  # epochs patience cannot cut
+    assert guaranteed >= 20  # the reference's schedule
+    assert max(hashgnn.beta_at(epoch - 1) for epoch in range(1, guaranteed + 1)) > 0
+    # what the model's loss reads at the last guaranteed epoch
+    assert hashgnn.beta_at(guaranteed - 1) == pytest.approx(0.18)
