@@ -122,3 +122,14 @@ def test_patience_waits_for_min_epochs(min_epochs, stops_at):
     result = run_training(SimpleNamespace(ctx=ctx, name="constant"), trainer,
                           TrainConfig(epochs=50, eval_every=1, patience=1, min_epochs=min_epochs), "x")
     assert result.stopped == "patience" and trainer.epochs == list(range(1, stops_at + 1))
+
+
+def test_scores_come_from_the_restored_best_state_not_the_last(split):
+    # high lr + patience 1: the run stops after an evaluation that is not the best
+    m = fit(split, method="lightgcn", epochs=12, eval_every=2, patience=1, lr=0.5)
+    users = np.arange(split.n_users)
+    scores = m.scores(users)
+    m._embeddings = None  # a fresh propagation of the parameters the model holds now
+    assert np.array_equal(scores, m.scores(users))
+    valid = evaluate_method(m, split, "valid", (50,))["recall@50"]
+    assert valid == pytest.approx(m.result.best_valid["recall@50"])

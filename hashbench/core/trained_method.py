@@ -44,6 +44,12 @@ def pack_signs(values: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.packbits(np.asarray(values) >= 0, axis=1)
 
 
+def parameter_versions(module: nn.Module) -> tuple[int, ...]:
+    """The in-place version counters of a module's parameters: a cache key for tensors derived
+    from them (an optimiser step and load_state_dict, e.g. the restore of the best state, bump it)."""
+    return tuple(p._version for p in module.parameters())
+
+
 class TrainedMethod(Method):
     """A method trained by the shared driver. Subclasses give `trainer(data)`."""
 

@@ -29,7 +29,7 @@ import torch
 
 from hashbench.core.graph import LightGCNEncoder, UserItemIndex
 from hashbench.core.losses import bpr_loss
-from hashbench.core.trained_method import TorchMethod
+from hashbench.core.trained_method import TorchMethod, parameter_versions
 from hashbench.registry import TrainData, register
 
 SAMPLING = {
@@ -58,7 +58,7 @@ class LightGCN(TorchMethod):
         p = self.params
         self.index = UserItemIndex(data.train, data.n_users, data.n_items)
         self.train_pairs = np.asarray(data.train, dtype=np.int64)
-        self._embeddings = None
+        self._embeddings = None  # (parameter versions, embeddings)
         return LightGCNEncoder(data.train, data.n_users, data.n_items, dim=p["dim"] or self.bits,
                                layers=p["layers"], init_std=p["init_std"], device=self.device,
                                generator=self.torch_generator("init"))
@@ -75,7 +75,6 @@ class LightGCN(TorchMethod):
             yield u, pos[start:start + size], self.index.sample_negatives(u, rng)
 
     def batch_loss(self, batch, epoch):
-        self._embeddings = None  # parameters are about to change
         users, pos, neg = (torch.from_numpy(a).to(self.device) for a in batch)
         user_emb, item_emb = self.model()
         u = user_emb[users]
@@ -86,9 +85,13 @@ class LightGCN(TorchMethod):
 
     @torch.no_grad()
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._embeddings is None:
-            self._embeddings = self.model()
-        return self._embeddings
+        # keyed by the parameters' in-place versions: an optimiser step and the driver's
+        # restore of the best state (load_state_dict) both change them, so scores never come
+        # from a stale propagation (before: the last validated state after a patience stop)
+        version = parameter_versions(self.model)
+        if self._embeddings is None or self._embeddings[0] != version:
+            self._embeddings = (version, self.model())
+        return self._embeddings[1]
 
     @torch.no_grad()
     def scores(self, users: np.ndarray) -> np.ndarray:
