@@ -158,6 +158,11 @@ def _fmt(cell: Cell | None) -> str:
 
 
 def _label(table: Table, method: str) -> str:
+    # a row may say what it is beyond "not hashing" (bgch-scaled: real-valued scales)
+    mark = next(((r.get("extras") or {}).get("row_mark") for (m, _), recs in table.records.items() if m == method
+                 for r in recs if (r.get("extras") or {}).get("row_mark")), None)
+    if mark:
+        return f"{method} ({mark})"
     return method if table.hashing[method] else f"{method} (not hashing)"
 
 

@@ -38,3 +38,13 @@ def test_capped_cells_are_marked_in_the_report(tmp_path):
     assert "stopped on its epoch or time cap" in md  # the footnote says what the mark means
     tex = render_report(tmp_path, "latex", bits=32)
     assert r"$^\dagger$" in tex and CAP_MARK not in tex
+
+
+def test_a_row_mark_in_the_records_labels_the_row(tmp_path):
+    rec = record("bgch-scaled", 0, "patience", 0.3)
+    rec["hashing"] = False
+    rec["extras"]["row_mark"] = "real-valued scales, not pure Hamming"
+    records.append_record(tmp_path, rec)
+    records.append_record(tmp_path, record("bgch", 0, "patience", 0.2))
+    md = render_report(tmp_path, "markdown", bits=32)
+    assert "bgch-scaled (real-valued scales, not pure Hamming)" in md
