@@ -65,6 +65,8 @@ class FitContext:
     validate: Callable[["Method"], dict[str, float]] | None = None
     # progress(description, completed, total, **fields): a no-op unless the CLI provides one
     progress: Callable[..., None] = field(default=lambda *a, **k: None)
+    # prune(curve) -> True to stop a tuning trial whose validation curve [(epoch, value)] is hopeless
+    prune: Callable[[list], bool] | None = None
 
 
 class Method(abc.ABC):

@@ -277,8 +277,10 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
             parts.append("\n".join([rf"\paragraph{{{_esc(title)}}}", r"\begin{itemize}", items, r"\end{itemize}"]))
     if campaign is None:
         return parts
-    parts.append(_section(f"Table 3: tuning on {campaign.tune_dataset} validation, seed {campaign.tune_seed}, "
-                          f"{campaign.trials} trials per method under the same budget (campaign.toml)",
+    parts.append(_section(f"Table 3: tuning on the validation split of each of {', '.join(campaign.tune_datasets)}, "
+                          f"seed {campaign.tune_seed}: {campaign.trials} trials per method and dataset, Optuna "
+                          f"{campaign.sampler.upper()} sampler (defaults first) with a {campaign.pruner} pruner, over "
+                          "the search space declared beside each method (campaign.toml, method TOML files)",
                           cr.tuning_rows(campaign, results_dir), fmt))
     for title, make in (
             (f"Table 4: gradient-estimator ablation, {campaign.ablation_method} on {campaign.ablation_dataset}, "

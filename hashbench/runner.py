@@ -36,6 +36,7 @@ from hashbench.errors import HashbenchError
 from hashbench.evaluate import EvalResult, evaluate_split_codes, evaluate_split_scores
 from hashbench.registry import FitContext, Method, TrainData, check_bits, get_method, method_spec
 from hashbench.splits import Split, make_split
+from hashbench.tuning import TrialTag, pruner_for
 
 OVERWRITE = ("never", "failed", "always")
 
@@ -49,12 +50,16 @@ class Cell:
     protocol: str = "random-8-1-1"
     params: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
     ks: tuple[int, ...] = (50, 100)
+    trial: TrialTag | None = None  # a tuning trial (hashbench.tuning): pruned on its validation curve
 
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "method": self.method, "dataset": self.dataset, "bits": self.bits, "seed": self.seed,
             "protocol": self.protocol, "ks": list(self.ks), "params": {**method_spec(self.method).defaults, **self.params},
         }
+        if self.trial is not None:  # a pruned trial is not the same result as a full run of its params
+            config["tuning"] = self.trial.config()
+        return config
 
     def config_hash(self) -> str:
         return records.config_hash(self.config())
@@ -64,7 +69,7 @@ class Cell:
 
         The same name is used under codes/ (the codes) and per_user/ (per-user test metrics)."""
         name = f"{self.dataset}-{self.method}-{self.bits}b-seed{self.seed}"
-        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100):
+        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100) or self.trial:
             name += f"-{self.config_hash()[:8]}"
         return name + ".npz"
 
@@ -311,7 +316,8 @@ class Runner:
 
             ctx = FitContext(seed=seeds.seed_sequence(cell.seed, "method"), device=self.device,
                              checkpoint_dir=checkpoint_dir_for(self.results_dir, cell), validate=validate,
-                             progress=self._checked_progress(cell))
+                             progress=self._checked_progress(cell),
+                             prune=pruner_for(cell.trial) if cell.trial is not None else None)
             method = cls(cell.bits, ctx, **cell.params)
             started = time.perf_counter()
             method.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))

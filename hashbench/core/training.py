@@ -40,7 +40,7 @@ from hashbench.core.checkpoints import load_checkpoint, save_checkpoint
 from hashbench.seeds import method_stream
 
 CHECKPOINT_NAME = "train_state.pt"
-STOP_REASONS = ("patience", "epochs", "time", "converged", "no-validation")
+STOP_REASONS = ("patience", "epochs", "time", "converged", "no-validation", "pruned")
 
 
 @dataclass
@@ -266,6 +266,10 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
         result.history.append(record)
         result.train_seconds = elapsed()
         stop = trainer_stop
+        prune = getattr(ctx, "prune", None)  # a tuning trial: hopeless against the earlier trials' curves?
+        if stop is None and prune is not None and "valid" in record and prune(
+                [(h["epoch"], h["valid"][config.monitor]) for h in result.history if "valid" in h]):
+            stop = "pruned"
         if stop is None and ctx.validate is not None and bad_evals >= config.patience and epoch >= config.min_epochs:
             stop = "patience"
         elif stop is None and out_of_time:
