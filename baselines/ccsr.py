@@ -8,13 +8,14 @@ one-layer decoder of hidden size 128 and a dropout layer before the last encoder
     decoder  F → Linear(r,128) → ReLU → Linear(128, ·) = x̂
 Loss (paper Eq. 1–4): L = L_sim + λ_b L_b + λ_ae L_ae with
     L_sim = Σ_{a,b} log(1 + e^{⟨F_a,F_b⟩}) − S_ab⟨F_a,F_b⟩   (MAP / BCE on inner products),
-    L_b   = ‖Σ_a F_a^u‖² + ‖Σ_b F_b^i‖²                       (bit balance: column sums → 0),
-    L_ae  = Σ_a ‖X_a − X̂_a‖² + Σ_b ‖Y_b − Ŷ_b‖²              (squared reconstruction error).
+    L_b   = ‖mean F^u‖² + ‖mean F^i‖² over a batch's pairs      (bit balance: bit means → 0),
+    L_ae  = Σ_{a,b} ‖X_a − X̂_a‖² + ‖Y_b − Ŷ_b‖²              (squared reconstruction error),
+all three over the same sampled pairs (a, b) and averaged over them (see 2).
 Binarisation CCSR-S: train continuous, codes = sgn(F) (sgn(0) = +1), Hamming ranking.
 Defaults: λ_b = 1e-4 (the paper's, all datasets), λ_ae = 1e-3 (see 2), dropout 0.2 (the
 paper's "0.8" read as keep-probability, see 7), 1 sampled negative per training pair.
 
-Trained with the shared loop (core.training.train_loop: Adam, validation Recall@50 of the
+Trained with the shared driver (core.training.run_training: Adam, validation Recall@50 of the
 sgn codes every `eval_every` epochs, best state kept, checkpoints, resumption). The BCE is
 written out (not core.losses.bce_loss, a plain mean) because `full_sum` weights its terms.
 
