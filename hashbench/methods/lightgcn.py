@@ -17,6 +17,13 @@ speed on a 2-core CPU; every one is in `extras()["deviations"]`:
   weighs the same, as in the per-user Recall it is scored on. "pairs" visits every training
   pair once: a user weighs by its degree, so heavy users dominate the gradient (the setting
   that reached only test Recall@20 0.1649 on the `lightgcn` protocol).
+- Why the `lightgcn` protocol gave test Recall@20 0.1649 against the published 0.1824
+  (protocol.md §2), as far as found: (1) per-pair sampling (above); (2) a bug, fixed: the
+  propagated embeddings were cached until the next training step, so after a patience stop
+  the test was scored with the last validated parameters, not the restored best ones (the
+  cache is now keyed on the parameters' versions); (3) the 10% validation carve-out trains
+  on 90% of upstream train (LightGCN trains on all of it); (4) LightGCN reports the best
+  *test* epoch of 1,000, we select on validation Recall@50.
 - L2 (`l2`, 1e-4 as LightGCN) on the batch's ego embeddings, ½‖·‖²/batch, as LightGCN.
 - Early stopping on validation Recall@50 every `eval_every` epochs (LightGCN reports the
   best test epoch of a fixed 1000-epoch run).
