@@ -31,7 +31,9 @@ Deviations from the code, and why:
    and the values of only the rows gathered in the batch (duplicates summed), with the bias
    correction of the global step. A 10,000-sample batch touches only ~28% of Gowalla's users
    and ~36% of its items; with dense Adam the other rows keep moving on stale momentum.
-   `optimizer = "adam"` (dense) is kept to compare.
+   `optimizer = "adam"` (dense) is kept to compare, and is in the tuning space: measured on
+   Gowalla (seed 0, defaults otherwise) LazyAdam reached valid R@50 0.1168 / 0.1268 at
+   epochs 5 / 10, dense Adam 0.124 / 0.1311 — LazyAdam is not better early on.
 4. The epoch cap is a safety net (300); `min_epochs` = 100 keeps patience from stopping the
    run before CIGAR's 100-epoch β continuation has run out (β ≈ 31.5), after which validation
    patience stops it (β keeps growing by the same formula).
