@@ -81,6 +81,7 @@ from torch import nn
 
 from hashbench.core.graph import UserItemIndex
 from hashbench.core.trained_method import TorchMethod
+from hashbench.csr import group_by_row
 from hashbench.registry import TrainData, register
 from hashbench.seeds import torch_seed
 
@@ -89,10 +90,8 @@ class SparseRows:
     """Rows of a 0/1 matrix in CSR form, handed to EmbeddingBag as (indices, offsets)."""
 
     def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int):
-        order = np.lexsort((cols, rows))
-        self.cols = torch.from_numpy(np.ascontiguousarray(cols[order]))
-        self.indptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_rows), out=self.indptr[1:])
+        self.indptr, cols = group_by_row(rows, cols, n_rows)
+        self.cols = torch.from_numpy(cols)
         self.n_rows = n_rows
 
     def select(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

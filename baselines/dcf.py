@@ -56,9 +56,11 @@ import numba
 import numpy as np
 import torch
 
+from hashbench.codes import pack_signs
 from hashbench.core.graph import UserItemIndex
 from hashbench.core.trained_method import TrainedMethod
 from hashbench.core.training import TrainConfig
+from hashbench.csr import group_by_row
 from hashbench.registry import TrainData, register
 
 
@@ -180,15 +182,8 @@ class Entries:
 
     def __init__(self, users: np.ndarray, items: np.ndarray, targets: np.ndarray, n_users: int, n_items: int):
         self.users, self.items, self.targets = users, items, targets
-        self.by_user = _csr(users, items, targets, n_users)
-        self.by_item = _csr(items, users, targets, n_items)
-
-
-def _csr(rows, cols, values, n_rows):
-    order = np.argsort(rows, kind="stable")
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return indptr, np.ascontiguousarray(cols[order]), np.ascontiguousarray(values[order])
+        self.by_user = group_by_row(users, items, n_users, targets, sort_cols=False)
+        self.by_item = group_by_row(items, users, n_items, targets, sort_cols=False)
 
 
 def sample_entries(index: UserItemIndex, train: np.ndarray, negatives: int, scale: float,
@@ -299,10 +294,15 @@ class DCFTrainer:
         return record
 
     def state(self) -> dict[str, Any]:
+        if self.B is None:
+            return {}  # before initialise(): nothing to resume from
         return {"B": torch.from_numpy(self.B.astype(np.int8)), "D": torch.from_numpy(self.D.astype(np.int8)),
                 "X": torch.from_numpy(self.X), "Y": torch.from_numpy(self.Y), "init_iters_run": self.init_iters_run}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.B = self.D = self.X = self.Y = None
+            return
         self.B, self.D = (state[k].numpy().astype(np.float64) for k in ("B", "D"))
         self.X, self.Y = (state[k].numpy() for k in ("X", "Y"))
         self.init_iters_run = state["init_iters_run"]
@@ -337,10 +337,10 @@ class DCF(TrainedMethod):
         return self.dcf
 
     def set_codes(self, B, D):
-        self.user_bits, self.item_bits = B > 0, D > 0
+        self.B, self.D = B.copy(), D.copy()  # ±1
 
     def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.packbits(self.user_bits, axis=1), np.packbits(self.item_bits, axis=1)
+        return pack_signs(self.B), pack_signs(self.D)
 
     def method_extras(self) -> dict[str, Any]:
         p = self.params

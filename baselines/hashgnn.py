@@ -97,11 +97,14 @@ def mix(continuous: torch.Tensor, hashed: torch.Tensor, uniform: torch.Tensor, b
 @numba.njit(cache=True)
 def _sample_neighbours(indptr, neighbours, nodes, fanout, seed):
     """[len(nodes), fanout] neighbour ids: without replacement (Floyd) when degree ≥ fanout, else
-    uniform with replacement; −1 for nodes without neighbours."""
+    uniform with replacement; −1 for nodes without neighbours (and for node −1)."""
     np.random.seed(seed)
     out = np.empty((len(nodes), fanout), dtype=np.int64)
     chosen = np.empty(fanout, dtype=np.int64)
     for r in range(len(nodes)):
+        if nodes[r] < 0:  # the missing neighbour of a node without any: none of its own either
+            out[r, :] = -1
+            continue
         start, end = indptr[nodes[r]], indptr[nodes[r] + 1]
         degree = end - start
         if degree == 0:

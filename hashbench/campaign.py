@@ -24,7 +24,7 @@ import numpy as np
 from hashbench import records
 from hashbench.errors import HashbenchError
 from hashbench.registry import method_names, method_spec
-from hashbench.runner import Cell
+from hashbench.cells import Cell
 
 STAGES = ("tune", "final", "sweep", "ablation")
 EPOCH_KEYS = ("epochs", "max_iters", "init_iters")  # the budget keys that --budget-scale multiplies

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hashbench import records
+from hashbench import protocol_effects, records
 from hashbench.campaign import STAGES, Campaign, ablation_cells, chosen_params, describe, stage_cells, sweep_cells
 from hashbench.errors import HashbenchError
+from hashbench.files import save_figure
 from hashbench.registry import method_spec
-from hashbench.report import Table, load_published, short
+from hashbench.tables import Table, load_published, short
 from hashbench.significance import ALPHA
 
 Rows = tuple[list[str], list[list[str]]]  # header, body
@@ -70,10 +71,13 @@ def _p(value: float) -> str:
     return "< 1e-300" if value == 0 else f"{value:.2g}"  # scipy's p underflows to 0 for 30k users
 
 
-def significance_rows(table: Table) -> Rows:
-    """Rows: methods; columns: (dataset, metric) with its best method; cells: Holm-adjusted p vs that best."""
-    columns = list(table.tests)
-    header = ["method"] + [f"{d} {short(m)} (best: {table.tests[(d, m)][0]})" for d, m in columns]
+def significance_rows(table: Table, dataset: str | None = None) -> Rows:
+    """Rows: methods; columns: (dataset, metric) with its best method; cells: Holm-adjusted p vs that best.
+
+    With `dataset`: that dataset's columns only, headed by the metric (the best row says "best")."""
+    columns = [c for c in table.tests if dataset is None or c[0] == dataset]
+    header = ["method"] + [short(m) if dataset else f"{d} {short(m)} (best: {table.tests[(d, m)][0]})"
+                           for d, m in columns]
     body = []
     for method in table.rows:
         cells = []
@@ -107,11 +111,29 @@ def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:
                     gaps.append(f"{short(ours_metric)} {cell.mean:.4f} vs {paper:.4f} ({rel:+.0%})")
             if gaps:
                 causes = methods.get(method, {}).get("causes", [])
-                lines.append(f"- **{method}, {d}**: " + "; ".join(gaps) + "."
-                             + (" Likely causes: " + "; ".join(causes) + "." if causes else ""))
+                measured = _measured_habits(table, method, d)
+                lines.append(f"- **{method}, {d}**: " + "; ".join(gaps) + "." + measured
+                             + ((" Other likely causes: " if measured else " Likely causes: ") + "; ".join(causes)
+                                + "." if causes else ""))
     if lines:
         lines.append("- **Every row**: " + "; ".join(common.values()) + ".")
     return lines
+
+
+def _measured_habits(table: Table, method: str, dataset: str) -> str:
+    """What the papers' evaluation habits measurably do to this row's R@50 (protocol_effects), or ""."""
+    row = protocol_effects.effects({(method, dataset): table.records.get((method, dataset), []),
+                                    (method + protocol_effects.REAL_VALUED_SUFFIX, dataset):
+                                        table.records.get((method + protocol_effects.REAL_VALUED_SUFFIX, dataset), [])},
+                                   "recall@50").get((method, dataset), {})
+    changes = [f"{habit} {float(np.mean(row[habit])):+.4f}" for habit in protocol_effects.HABITS
+               if habit != "all" and row.get(habit)]
+    if not changes:
+        return ""
+    text = " Measured effect of the papers' evaluation habits on R@50: " + ", ".join(changes)
+    if row.get("all"):
+        text += f"; all together {float(np.mean(row['ours'])) + float(np.mean(row['all'])):.4f}"
+    return text + "."
 
 
 def sweep_rows(c: Campaign, results_dir: Path) -> tuple[Rows, dict[str, list[tuple[int, float]]]]:
@@ -148,11 +170,8 @@ def plot_sweep(curves: dict[str, list[tuple[int, float]]], dataset: str, path: P
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    save_figure(fig, path)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def ablation_rows(c: Campaign, results_dir: Path) -> Rows:

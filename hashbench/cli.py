@@ -1,24 +1,22 @@
 """The `hashbench` command line: fetch → split → run → report (and list).
 
-Each command lives in its own module under hashbench/commands/; this module only builds
-the app, the shared options and the one rule for errors: a HashbenchError is printed as
-one line on stderr with exit status 1, never as a traceback.
+Each command lives in its own module under hashbench/commands/ and records itself with
+hashbench.commands.common.command; this module builds the app and collects them (the
+commands never import it back). The error rule lives with the commands: a HashbenchError
+is printed as one line on stderr with exit status 1, never as a traceback.
 """
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-from typing import Annotated, Optional
+import importlib
+import pkgutil
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 import hashbench
-from hashbench.errors import HashbenchError
-
-err_console = Console(stderr=True)
-console = Console()
+import hashbench.commands
+from hashbench.commands.common import COMMANDS, console
 
 app = typer.Typer(
     name="hashbench",
@@ -28,43 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # help text is shown as written: [ray], [n, 2], <dataset> stay
 )
-
-# Shared options: one definition, used by every command that needs it.
-CacheDir = Annotated[Optional[Path], typer.Option(
-    "--cache-dir", envvar="HASHBENCH_CACHE_DIR", help="Where verified downloads and parsed datasets live "
-    "[default: ~/.cache/hashbench].", show_default=False)]
-Mirror = Annotated[Optional[str], typer.Option(
-    "--mirror", envvar="HASHBENCH_MIRROR", help="Directory or URL prefix to download from instead of the "
-    "upstream URLs; holds <dataset>/<file> (upstream train.txt/test.txt or the .tsv.gz forms).")]
-ResultsDir = Annotated[Path, typer.Option("--results", help="Results directory (runs.jsonl, codes/).")]
-
-
-def user_errors(fn):
-    """Turn a HashbenchError into a one-line message and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except HashbenchError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted: finished cells are saved; re-run the same command to resume")
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def command(name: str | None = None, **kwargs):
-    """@command(): register a function as a subcommand with the error rule applied."""
-
-    def decorate(fn):
-        return app.command(name, **kwargs)(user_errors(fn))
-
-    return decorate
 
 
 def _version(value: bool):
@@ -79,8 +42,15 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     pass
 
 
-# The commands register themselves on import.
-from hashbench.commands import campaign, fetch, list_, report, run, speed, split  # noqa: E402,F401
+def _collect_commands() -> None:
+    """Import every module of hashbench.commands; each records its commands in COMMANDS."""
+    for info in sorted(pkgutil.iter_modules(hashbench.commands.__path__), key=lambda i: i.name):
+        importlib.import_module(f"hashbench.commands.{info.name}")
+    for entry in sorted(COMMANDS, key=lambda e: e.name):
+        app.command(entry.name, **entry.options)(entry.callback)
+
+
+_collect_commands()
 
 
 def main() -> None:

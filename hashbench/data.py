@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hashbench.errors import HashbenchError
+from hashbench.files import atomic_save_npz, read_npz  # noqa: F401  (baselines/dcf.py imports atomic_save_npz from here)
 
 TRAIN_FOLD, TEST_FOLD = 0, 1
 
@@ -63,14 +64,14 @@ class Interactions:
 
     @classmethod
     def load(cls, path: Path, name: str) -> "Interactions":
-        with np.load(path) as z:
-            return cls(
-                name=name,
-                n_users=int(z["n_users"]),
-                n_items=int(z["n_items"]),
-                pairs=z["pairs"],
-                fold=z["fold"] if "fold" in z else None,
-            )
+        z = read_npz(path)
+        return cls(
+            name=name,
+            n_users=int(z["n_users"]),
+            n_items=int(z["n_items"]),
+            pairs=z["pairs"],
+            fold=z.get("fold"),
+        )
 
 
 def from_pairs(name: str, users: np.ndarray, items: np.ndarray, fold: np.ndarray | None = None,
@@ -103,18 +104,3 @@ def default_cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "hashbench"
-
-
-def atomic_save_npz(path: Path, compressed: bool = False, **arrays) -> None:
-    """Write to a temporary name in the same directory, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -59,13 +59,20 @@ class EvalResult:
         return len(self.users)
 
 
+EVALUATION_SETS = ("valid", "test", "test-unmasked")
+
+
 def held_out(split: Split, on: str) -> tuple[np.ndarray, np.ndarray]:
-    """(relevant, exclude): on="valid" -> (valid, train); on="test" -> (test, train + valid)."""
+    """(relevant, exclude): on="valid" -> (valid, train); on="test" -> (test, train + valid);
+    on="test-unmasked" -> (test, nothing): training and validation items stay in the ranking,
+    as in the HashGNN code (methods.md E2) — protocol evidence only, never a main metric."""
     if on == "valid":
         return split.valid, split.train
     if on == "test":
         return split.test, np.concatenate([split.train, split.valid])
-    raise HashbenchError(f"unknown evaluation set {on!r}: use 'valid' or 'test'")
+    if on == "test-unmasked":
+        return split.test, np.empty((0, 2), dtype=np.int64)
+    raise HashbenchError(f"unknown evaluation set {on!r}: use one of {', '.join(EVALUATION_SETS)}")
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -207,7 +214,8 @@ def _group_metrics(pairs: _Pairs, start: np.ndarray, g: np.ndarray, ks) -> EvalR
 
 # --- codes -----------------------------------------------------------------------------------
 
-def _check_codes(user_codes, item_codes, bits: int | None) -> int:
+def check_codes(user_codes, item_codes, bits: int | None) -> int:
+    """The bit length of packed user and item codes, checked (one-line error when malformed)."""
     for label, codes in (("user", user_codes), ("item", item_codes)):
         if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.ndim != 2:
             got = f"{codes.dtype} {codes.shape}" if isinstance(codes, np.ndarray) else type(codes).__name__
@@ -230,7 +238,7 @@ def evaluate_codes(user_codes: np.ndarray, item_codes: np.ndarray, relevant: np.
     """
     from hashbench import hamming  # numba import + cached kernels: only when codes are evaluated
 
-    bits = _check_codes(user_codes, item_codes, bits)
+    bits = check_codes(user_codes, item_codes, bits)
     n_items = item_codes.shape[0]
     ks = _check_ks(ks, n_items)
     pairs = _prepare(relevant, exclude, user_codes.shape[0], n_items)

@@ -27,6 +27,7 @@ finished meanwhile is not run again.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import importlib
 import multiprocessing as mp
 import os
@@ -41,15 +42,15 @@ from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any, Iterable
 
-from filelock import FileLock, Timeout
 
 from hashbench import records
 from hashbench.errors import HashbenchError
+from hashbench.files import make_dirs
 from hashbench.registry import Method, available_methods, get_method, register
-from hashbench.runner import (OVERWRITE, Cell, CellResult, Runner, checkpoint_dir_for, failed_record, save_result,
-                              should_run)
+from hashbench.cells import EXECUTORS, OVERWRITE, Cell, checkpoint_dir_for, should_run
+from hashbench.runner import CellResult, Runner, failed_record, save_result
 
-EXECUTORS = ("local", "ray")
+
 DEFAULT_RETRIES = 2
 
 
@@ -139,6 +140,47 @@ class SweepObserver:
     def finished(self, cell: Cell, record: dict[str, Any]) -> None: ...
 
 
+class CellLock:
+    """An flock on results/checkpoints/<cell>.lock that removes its file when released.
+
+    The OS drops the flock of a dead process; the file itself goes when the holder lets go
+    (so a Ctrl-C leaves no stale *.lock behind). Unlinking under the lock is safe because a
+    taker checks, once it holds the lock, that its file is still the one at the path, and
+    starts over on the new file otherwise.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self, block: bool) -> bool:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return True
+            os.close(fd)  # the holder before us removed the file: lock the current one
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None
+
+
 class Sweep:
     """The driver's state: which cells are left, which this process holds, what got written."""
 
@@ -153,7 +195,7 @@ class Sweep:
         self.initial = dict(self.log.latest)  # what existed when the sweep began
         self.todo: deque[Cell] = deque(cells)
         self.deferred: deque[Cell] = deque()  # held by another sweep right now
-        self.claims: dict[str, FileLock] = {}
+        self.claims: dict[str, CellLock] = {}
         self.counts: Counter[str] = Counter()  # run, failed, skipped
         self.written: list[dict[str, Any]] = []
 
@@ -171,11 +213,9 @@ class Sweep:
         """'claimed', 'busy' (another sweep holds it) or 'done' (recorded since we began)."""
         key = cell.config_hash()
         path = checkpoint_dir_for(self.results_dir, cell).with_suffix(".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(path), thread_local=False)
-        try:
-            lock.acquire(timeout=timeout)
-        except Timeout:
+        make_dirs(path.parent)
+        lock = CellLock(path)
+        if not lock.acquire(block=timeout != 0):
             return "busy"
         if self.log.refresh().get(key) is not self.initial.get(key):
             lock.release()

@@ -47,6 +47,7 @@ from rich.table import Table
 from hashbench import __version__
 from hashbench.data import TEST_FOLD, TRAIN_FOLD, Interactions, default_cache_dir, from_pairs
 from hashbench.errors import HashbenchError
+from hashbench.files import atomic_file, atomic_write_text, is_no_space, make_dirs
 from hashbench.specs import DatasetSpec, FileSpec, SourceSpec
 
 USER_AGENT = f"hashbench/{__version__} (dataset fetcher; python-urllib)"
@@ -80,7 +81,7 @@ def fetch(spec: DatasetSpec, cache_dir: Path | None = None, mirror: str | None =
     mirror = mirror or os.environ.get("HASHBENCH_MIRROR") or None
     origin = _Origin.of(mirror)
     console = None if quiet else (console or Console(stderr=True))
-    cache.mkdir(parents=True, exist_ok=True)
+    make_dirs(cache)
     with FileLock(str(cache / ".fetch.lock")):  # two runs fetching at once wait, not clash
         if npz.is_file() and not force:
             return Interactions.load(npz, spec.name)
@@ -100,7 +101,9 @@ def _fetch_locked(spec: DatasetSpec, cache: Path, origin: "_Origin", console: Co
                 obtained = [_obtain(spec, f, origin, cache, progress, console) for f in source.files]
             except _Missing as exc:
                 missing.append(f"{exc.where} [{source.name}]")
-                _say(console, f"  {exc.where} not found; source {source.name!r} skipped")
+                nxt = sources[sources.index(source) + 1].name if source is not sources[-1] else None
+                _say(console, f"  no {exc.where} there, so not the {source.name!r} form"
+                              + (f"; trying the {nxt!r} form" if nxt else ""))
                 continue
             data = parse_source(spec, source, [path for path, _ in obtained])
             check_counts(spec, source, data)
@@ -255,29 +258,27 @@ def _obtain(spec: DatasetSpec, file: FileSpec, origin: _Origin, cache: Path,
         final.unlink()
     where = origin.location(spec.name, file)
     part = cache / f".{file.name}.part"
-    try:
-        with _open_location(where, label) as (stream, length):
-            digest = _Digest(file, length)
-            task = progress.add_task(file.name, total=length) if progress is not None else None
-            with open(part, "wb") as out:
-                try:
-                    while chunk := stream.read(CHUNK_SIZE):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        if task is not None:
-                            progress.advance(task, len(chunk))
-                except (OSError, http.client.HTTPException) as exc:
-                    raise HashbenchError(f"{label}: download from {where} interrupted: {exc}") from None
-                out.flush()
-                os.fsync(out.fileno())
-        if length is not None and digest.size != length:
-            raise HashbenchError(f"{label}: download from {where} truncated: got {digest.size} of "
-                                 f"{length} bytes (file rejected, not cached)")
-        if problem := digest.problem(label, part):
-            raise HashbenchError(f"{problem} (file rejected, not cached)")
-        os.replace(part, final)
-    finally:
-        part.unlink(missing_ok=True)  # after os.replace it is gone already; else never leave it
+    with _open_location(where, label) as (stream, length):
+        digest = _Digest(file, length)
+        task = progress.add_task(file.name, total=length) if progress is not None else None
+        # renamed to `final` only if the block ends without an error: the cache holds verified files only
+        with atomic_file(final, needed=length or file.size, temp_name=part.name) as out:
+            try:
+                while chunk := stream.read(CHUNK_SIZE):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    if task is not None:
+                        progress.advance(task, len(chunk))
+            except (OSError, http.client.HTTPException) as exc:
+                if is_no_space(exc):
+                    raise
+                raise HashbenchError(f"{label}: download from {where} interrupted: {exc}") from None
+            out.flush()
+            if length is not None and digest.size != length:
+                raise HashbenchError(f"{label}: download from {where} truncated: got {digest.size} of "
+                                     f"{length} bytes (file rejected, not cached)")
+            if problem := digest.problem(label, part):
+                raise HashbenchError(f"{problem} (file rejected, not cached)")
     return final, digest
 
 
@@ -403,12 +404,7 @@ def _write_manifest(path: Path, spec: DatasetSpec, source: SourceSpec, origin: _
     if data.fold is not None:
         manifest["lightgcn_train"] = int((data.fold == TRAIN_FOLD).sum())
         manifest["lightgcn_test"] = int((data.fold == TEST_FOLD).sum())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def stats_table(datasets: Iterable[Interactions], title: str = "Dataset statistics") -> Table:

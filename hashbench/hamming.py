@@ -37,7 +37,7 @@ from numba.extending import intrinsic
 
 
 @intrinsic
-def _popcount64(typingctx, x):
+def popcount64(typingctx, x):
     """LLVM `ctpop` on a uint64: numba has no popcount of its own (nor np.bitwise_count)."""
     sig = types.uint64(types.uint64)
 
@@ -70,7 +70,7 @@ def _histograms(user_words, item_words_t, n_bins, buffer_proto):
             x = user_words[u, k]
             row = item_words_t[k]
             for i in range(n_items):
-                dist[i] += _popcount64(x ^ row[i])
+                dist[i] += popcount64(x ^ row[i])
         sub = np.zeros((8, n_bins), np.int32)
         i = 0
         while i + 8 <= n_items:
@@ -95,7 +95,7 @@ def _pair_distances(user_words, item_words, users, items):
     for p in prange(n):
         d = 0
         for k in range(user_words.shape[1]):
-            d += _popcount64(user_words[users[p], k] ^ item_words[items[p], k])
+            d += popcount64(user_words[users[p], k] ^ item_words[items[p], k])
         out[p] = d
     return out
 

@@ -3,7 +3,8 @@
 An append is one O_APPEND write() of one line under a file lock, fsync'ed before the lock is
 released, so concurrent sweeps on the same directory interleave whole lines; a line cut short
 by kill -9 is skipped on reading (with a warning) and the next append starts on a fresh
-line, so nothing is lost or corrupted. Records are never rewritten: a re-run cell appends a
+line, so nothing is lost or corrupted. A full disk stops the append with a one-line error
+and leaves the file as it was (hashbench.files.append_line). Records are never rewritten: a re-run cell appends a
 new record, and the newest record of a cell (its config hash) is the one that counts.
 """
 
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 from filelock import FileLock
+
+from hashbench.errors import HashbenchWarning
+from hashbench.files import append_line, no_space_is_an_error
 
 RUNS_FILE = "runs.jsonl"
 
@@ -32,46 +35,22 @@ def _lock(path: Path) -> FileLock:
 
 def append_record(results_dir: Path, record: dict[str, Any]) -> None:
     path = Path(results_dir) / RUNS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-    with _lock(path):
-        created = not path.exists()
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size > 0 and os.pread(fd, 1, size - 1) != b"\n":  # a previous writer was killed mid-line
-                line = b"\n" + line
-            view = memoryview(line)
-            while view:  # a regular file takes it in one write(); loop only for the rare short write
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:  # make the new directory entry durable too
-            _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with no_space_is_an_error(path, len(line)):  # a full disk may already refuse the directory or the lock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(path):
+            append_line(path, line)
 
 
 def _parse(line: bytes, where: str) -> dict[str, Any] | None:
     try:
         record = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        warnings.warn(f"{where}: skipping a truncated record (a run killed mid-write)")
+        warnings.warn(f"{where}: skipping a line that is not JSON (cut short by a kill, or edited by hand)",
+                      HashbenchWarning)
         return None
     if not isinstance(record, dict) or "config_hash" not in record:
-        warnings.warn(f"{where}: skipping a line that is not a run record")
+        warnings.warn(f"{where}: skipping a line that is not a run record", HashbenchWarning)
         return None
     return record
 

@@ -67,6 +67,9 @@ class FitContext:
     progress: Callable[..., None] = field(default=lambda *a, **k: None)
     # prune(curve) -> True to stop a tuning trial whose validation curve [(epoch, value)] is hopeless
     prune: Callable[[list], bool] | None = None
+    # evidence(method) -> test-time metrics at each validation point (protocol effects): recorded
+    # apart from everything else and never used to select an epoch or stop
+    evidence: Callable[["Method"], dict[str, Any]] | None = None
 
 
 class Method(abc.ABC):
@@ -102,6 +105,10 @@ class Method(abc.ABC):
     def extras(self) -> dict[str, Any]:
         """Anything worth recording beside the metrics (best epoch, training curve...)."""
         return {}
+
+    def evidence_curve(self) -> list[dict[str, Any]]:
+        """ctx.evidence's output at each validation point of training ([] for untrained methods)."""
+        return []
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -148,7 +155,7 @@ def _based_on(tables: dict[str, Any], name: str, where: str) -> dict[str, Any]:
             "search": table.get("search", base.get("search", {}))}
 
 
-def _built_in_specs() -> dict[str, tuple[str, MethodSpec]]:
+def built_in_specs() -> dict[str, tuple[str, MethodSpec]]:
     """{method name: (module to import, spec)} from the built-in packages' TOML files."""
     found: dict[str, tuple[str, MethodSpec]] = {}
     for package in BUILT_IN_PACKAGES:
@@ -166,7 +173,7 @@ def _plugin_names() -> dict[str, Any]:
 
 def method_names() -> list[str]:
     """Every registered method's name, without importing any method module."""
-    return sorted({*_built_in_specs(), *_plugin_names(), *_REGISTRY})
+    return sorted({*built_in_specs(), *_plugin_names(), *_REGISTRY})
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -174,7 +181,7 @@ def method_spec(name: str) -> MethodSpec:
     third-party plug-in (whose spec lives on its class)."""
     if name in _REGISTRY:
         return _REGISTRY[name].spec
-    built_in = _built_in_specs()
+    built_in = built_in_specs()
     if name in built_in:
         return built_in[name][1]
     return get_method(name).spec
@@ -208,7 +215,7 @@ def available_methods() -> dict[str, type[Method]]:
 def get_method(name: str) -> type[Method]:
     """The class of one method, importing only its module (or a plug-in's)."""
     if name not in _REGISTRY:
-        built_in = _built_in_specs()
+        built_in = built_in_specs()
         if name in built_in:
             importlib.import_module(built_in[name][0])
         elif name in _plugin_names():

@@ -12,22 +12,26 @@ import csv
 import io
 import json
 import math
-import tomllib
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
 
 import numpy as np
 from tabulate import tabulate
 
-from hashbench import records
+from hashbench import protocol_effects, records
 from hashbench.errors import HashbenchError
+from hashbench.tables import (MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Table, fits_a_column, latex_table,
+                              latex_text, load_published, short, strip_number)
 
 FORMATS = ("markdown", "latex", "csv")
-MAIN_METRICS = ("recall@50", "recall@100", "ndcg@50", "ndcg@100")
-RETRIEVED_METRICS = ("ndcg_retrieved@50", "ndcg_retrieved@100")
-SHORT = {"recall": "R", "ndcg": "N", "ndcg_retrieved": "N*", "recall_micro": "Rµ"}
-# the paper's row order first; anything else alphabetically after
-ORDER = ("proposed", "bgch", "hashgnn", "hashrec", "ccsr", "dcf", "lsh", "mostpop", "lightgcn")
+
+
+def paper_dataset(name: str) -> bool:
+    """A real dataset: built-in generated ones (synthetic) stay out of the tables unless asked for."""
+    from hashbench.specs import load_registry
+
+    spec = load_registry().get(name)
+    return spec is None or not spec.builtin
 
 
 # why a trained cell stopped (records' extras.stopped): these are safety-net caps, not convergence
@@ -47,41 +51,15 @@ def cap_marker(records_: list[dict]) -> str:
     return CAP_MARK if any(stopped_on_cap(r) for r in records_) else ""
 
 
-def short(metric: str) -> str:
-    name, k = metric.split("@")
-    return f"{SHORT.get(name, name)}@{k}"
+def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[str] | None = None) -> list[dict]:
+    """The ok records of each (method, dataset): of its configurations, the one with most seeds.
 
-
-@dataclass
-class Cell:
-    values: list[float]
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values))
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
-
-
-@dataclass
-class Table:
-    datasets: list[str]
-    metrics: tuple[str, ...]
-    rows: dict[str, dict[tuple[str, str], Cell]]  # method -> (dataset, metric) -> Cell
-    hashing: dict[str, bool]
-    published: dict[str, dict[tuple[str, str], float]]
-    records: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (method, dataset) -> seeds' records
-    # (dataset, metric) -> (best hashing method, {other method: Comparison}); filled by add_significance
-    tests: dict[tuple[str, str], tuple[str, dict]] = field(default_factory=dict)
-
-
-def select_records(results_dir: Path, bits: int, protocol: str) -> list[dict]:
-    """The ok records of each (method, dataset): of its configurations, the one with most seeds."""
+    `datasets`: which to tabulate; by default every real one (never the synthetic dataset)."""
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for rec in records.latest_by_cell(results_dir).values():
         if rec.get("status") != "ok" or rec["bits"] != bits or rec["protocol"] != protocol:
+            continue
+        if not (rec["dataset"] in datasets if datasets is not None else paper_dataset(rec["dataset"])):
             continue
         config = json.dumps({k: rec[k] for k in ("params", "ks")}, sort_keys=True)
         groups.setdefault((rec["method"], rec["dataset"]), {}).setdefault(config, []).append(rec)
@@ -92,17 +70,14 @@ def select_records(results_dir: Path, bits: int, protocol: str) -> list[dict]:
     return chosen
 
 
-def load_published() -> tuple[str, dict]:
-    data = tomllib.loads((Path(__file__).parent / "published.toml").read_text())
-    return data.pop("source"), data
-
-
 def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1",
-                metrics: tuple[str, ...] = MAIN_METRICS, split: str = "test") -> Table:
-    recs = select_records(results_dir, bits, protocol)
+                metrics: tuple[str, ...] = MAIN_METRICS, split: str = "test", datasets: list[str] | None = None) -> Table:
+    recs = select_records(results_dir, bits, protocol, datasets)
     if not recs:
-        raise HashbenchError(f"no finished runs with {bits} bits and protocol {protocol} in {results_dir}; "
-                             "run `hashbench run` first")
+        hint = ("; synthetic results are left out of the paper's tables: add --datasets synthetic to see them"
+                if datasets is None and select_records(results_dir, bits, protocol, ["synthetic"]) else
+                "; run `hashbench run` first")
+        raise HashbenchError(f"no finished runs with {bits} bits and protocol {protocol} in {results_dir}{hint}")
     datasets = sorted({r["dataset"] for r in recs}, key=lambda d: (d == "synthetic", d))
     rows: dict[str, dict] = {}
     hashing = {}
@@ -120,7 +95,7 @@ def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1
     published = {method: {(d, as_ours[m]): v for d, vals in per.items() if d in datasets
                           for m, v in vals.items() if m in as_ours}
                  for method, per in pub.items()} if bits == 64 and protocol == "random-8-1-1" else {}
-    published = {k: v for k, v in published.items() if v}
+    published = {k: v for k, v in published.items() if v and k in rows}  # no paper rows for methods not run
     order = sorted(rows, key=lambda m: (not hashing[m], ORDER.index(m) if m in ORDER else len(ORDER), m))
     return Table(datasets, metrics, {m: rows[m] for m in order}, hashing, published, by_cell)
 
@@ -166,26 +141,29 @@ def _label(table: Table, method: str) -> str:
     return method if table.hashing[method] else f"{method} (not hashing)"
 
 
-def _grid(table: Table, bold, underline, paper_label) -> tuple[list[str], list[list[str]]]:
+def _grid(table: Table, bold, underline, paper_label, datasets: list[str] | None = None,
+          text=lambda t: t) -> tuple[list[str], list[list[str]]]:
+    """Header and rows; `text` turns plain text into the output format (escaping) before marks are added."""
     marks = ranks(table)
-    header = ["method"] + [f"{d} {short(m)}" for d in table.datasets for m in table.metrics]
+    datasets = table.datasets if datasets is None else datasets
+    header = ["method"] + [f"{d} {short(m)}" for d in datasets for m in table.metrics]
     body = []
     for method, row in table.rows.items():
         cells = []
-        for d in table.datasets:
+        for d in datasets:
             for m in table.metrics:
-                text = _fmt(row.get((d, m)))
-                if (d, m) in row:
-                    text += cap_marker(table.records.get((method, d), []))
+                value = text(_fmt(row.get((d, m))) + (cap_marker(table.records.get((method, d), []))
+                                                      if (d, m) in row else ""))
+                place = marks.get((method, d, m))
+                value = bold(value) if place == 1 else underline(value) if place == 2 else value
                 test = table.tests.get((d, m), (None, {}))[1].get(method)
                 if test is not None and not test.significant:
-                    text += " ≈"  # not significantly different from the column's best
-                place = marks.get((method, d, m))
-                cells.append(bold(text) if place == 1 else underline(text) if place == 2 else text)
-        body.append([_label(table, method)] + cells)
+                    value += text(" ≈")  # not significantly different from the column's best; outside the marks
+                cells.append(value)
+        body.append([text(_label(table, method))] + cells)
     for method, values in table.published.items():
-        body.append([paper_label(method)] + [f"{values[(d, m)]:.4f}" if (d, m) in values else "–"
-                                             for d in table.datasets for m in table.metrics])
+        body.append([text(paper_label(method))] + [text(f"{values[(d, m)]:.4f}" if (d, m) in values else "–")
+                                                   for d in datasets for m in table.metrics])
     return header, body
 
 
@@ -194,27 +172,36 @@ def render_markdown(table: Table, title: str) -> str:
     return f"{title}\n\n" + tabulate(body, header, tablefmt="github", disable_numparse=True)
 
 
-def render_latex(table: Table, caption: str) -> str:
-    esc = _esc
+# a table* in a two-column paper holds a method column and about four "0.1234 ± 0.0012" columns
+MAX_LATEX_COLUMNS = 4
 
-    header, body = _grid(table, lambda t: rf"\textbf{{{t}}}", lambda t: rf"\underline{{{t}}}",
-                         lambda m: rf"{m} (paper)")
-    n = len(table.metrics)
-    lines = [r"\begin{table*}[t]", r"\centering", rf"\caption{{{esc(caption)}}}",
-             r"\begin{tabular}{l" + ("c" * n) * len(table.datasets) + "}", r"\toprule",
-             " & " + " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{esc(d)}}}" for d in table.datasets) + r" \\",
-             "".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(table.datasets))),
-             "Method & " + " & ".join(esc(short(m)) for _ in table.datasets for m in table.metrics) + r" \\",
-             r"\midrule"]
+
+def latex_label(kind: str, dataset: str | None = None) -> str:
+    return f"tab:{kind}" + (f"-{re.sub(r'[^a-z0-9]+', '-', dataset.lower())}" if dataset else "")
+
+
+def render_latex(table: Table, caption: str, kind: str, refs: dict[str, str]) -> str:
+    """One table* per group of datasets that fits a page (Table 1: one per dataset); the first
+    carries the caption, the others point back to it."""
+    per_table = max(1, MAX_LATEX_COLUMNS // len(table.metrics))
+    groups = [table.datasets[i:i + per_table] for i in range(0, len(table.datasets), per_table)]
+    first = latex_label(kind, groups[0][0])
+    parts = []
     n_ours = len(table.rows)
-    for i, row in enumerate(body):
-        if i == n_ours and table.published:
-            lines.append(r"\midrule")
-        elif 0 < i < n_ours and table.hashing[list(table.rows)[i - 1]] and not table.hashing[list(table.rows)[i]]:
-            lines.append(r"\midrule")
-        lines.append(" & ".join(esc(c) for c in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
-    return "\n".join(lines)
+    reference_at = next((i for i, m in enumerate(table.rows) if not table.hashing[m]), None)
+    for group in groups:
+        _, body = _grid(table, lambda t: rf"\textbf{{{t}}}", lambda t: rf"\underline{{{t}}}",
+                        lambda m: f"{m} (paper)", group, latex_text)
+        n = len(table.metrics)
+        top = (" & " + " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{latex_text(d)}}}" for d in group) + r" \\" + "\n"
+               + "".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(group))))
+        header = ["Method"] + [latex_text(short(m)) for _ in group for m in table.metrics]
+        text = latex_text(caption, refs) if group is groups[0] else (
+            rf"As Table~\ref{{{first}}}, on {latex_text(', '.join(group))}.")
+        rules = tuple(i for i in (reference_at, n_ours if table.published else None) if i)
+        parts.append(latex_table(header, body, text, latex_label(kind, group[0]), "l" + "c" * n * len(group),
+                                 wide=True, rules_before=rules, top=top))
+    return "\n\n".join(parts)
 
 
 def render_csv(table: Table) -> str:
@@ -228,30 +215,57 @@ def render_csv(table: Table) -> str:
     for method, values in table.published.items():
         for (d, m), v in values.items():
             writer.writerow(["paper", method, d, m, v, "", ""])
+    writer.writerows(protocol_effects.csv_rows(table.records))
     return out.getvalue()
 
 
-def dataset_rows(results_dir: Path) -> list[list]:
+def dataset_rows(results_dir: Path, datasets: list[str]) -> list[list]:
     seen = {}
     for rec in records.latest_by_cell(results_dir).values():
-        if rec.get("status") == "ok" and "dataset_stats" in rec:
+        if rec.get("status") == "ok" and "dataset_stats" in rec and rec["dataset"] in datasets:
             seen[rec["dataset"]] = rec["dataset_stats"]
     return [[s["dataset"], f"{s['users']:,}", f"{s['items']:,}", f"{s['interactions']:,}",
              f"{100 * s['density']:.3f}%"] for _, s in sorted(seen.items())]
 
 
-def _section(title: str, rows, fmt: str) -> str:
+def _section(title: str, rows, fmt: str, label: str = "", refs: dict[str, str] | None = None) -> str:
     header, body = rows
     if fmt == "markdown":
         return f"### {title}\n\n" + tabulate(body, header, tablefmt="github", disable_numparse=True)
-    return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{_esc(title)}}}",
-                      tabulate(body, header, tablefmt="latex_booktabs", disable_numparse=True), r"\end{table}"])
+    _, caption = strip_number(title)
+    short_header, notes = [], []
+    for h in header:  # a header's explanation goes to the caption, so the column stays narrow
+        match = re.fullmatch(r"(.+?) \((.+)\)", h)
+        short_header.append(match.group(1) if match else h)
+        if match:
+            notes.append(f"{match.group(1)}: {match.group(2)}")
+    if notes:
+        caption = caption.rstrip(".") + "; " + "; ".join(notes) + "."
+    return latex_table([latex_text(h) for h in short_header], [[latex_text(c) for c in row] for row in body],
+                       latex_text(caption, refs), label, "l" * len(header),
+                       wide=not fits_a_column(short_header, body))
 
 
-def _esc(text: str) -> str:
-    return (text.replace("±", r"$\pm$").replace("≈", r"$\approx$").replace("_", r"\_").replace("–", "--")
-            .replace("%", r"\%").replace("✓", r"$\checkmark$").replace("β", r"$\beta$").replace("≥", r"$\geq$")
-            .replace(CAP_MARK, r"$^\dagger$"))
+LABELS = {"2": "tab:datasets", "3": "tab:tuning", "4": "tab:ablation", "5": "tab:bits-sweep", "6": "tab:compute",
+          "7": "tab:protocol-recall", "8": "tab:protocol-ndcg"}
+PROTOCOL_EFFECTS = ("Table {number}: protocol effects on {metric}: ours (validation-selected epoch, training items "
+                    "masked, standard NDCG, pure Hamming) and the change each habit of the papers' code causes on "
+                    "the same trained models, mean ± std over seeds: the epoch with the best test score, training "
+                    "items left in the ranking, the hits-based IDCG, real-valued scores (the -scaled row); then all "
+                    "together, beside the paper's number; –: not measured for this row")
+
+
+def latex_refs(main: Table) -> dict[str, str]:
+    """Table number in the text -> its \\label: LaTeX numbers the tables, the captions refer by label."""
+    first = main.datasets[0]
+    return {"1": latex_label("results", first), "1b": latex_label("ndcg-retrieved", first),
+            "1c": latex_label("significance", first), **LABELS}
+
+
+SIGNIFICANCE = ("Table 1c: Holm-adjusted p-values of paired two-sided Wilcoxon signed-rank tests over users (each "
+                "user's value averaged over the seeds both methods have) of every row against the best hashing "
+                "method of the column, Holm-corrected per column; n.s.: p ≥ 0.05, marked ≈ in Table 1 (two-sided: "
+                "the direction is that of the means in Table 1); –: no per-user results")
 
 
 def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, campaign=None,
@@ -259,37 +273,50 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
     """Significance, deviations, and (with a campaign spec) tuning, ablation, bits sweep, compute."""
     from hashbench import campaign_report as cr
 
+    refs = latex_refs(main) if fmt == "latex" else {}
     parts = []
-    if main.tests:
-        parts.append(_section("Table 1c: Holm-adjusted p-values of paired two-sided Wilcoxon signed-rank tests "
-                              "over users (each user's value averaged over the seeds both methods have) of every "
-                              "row against the best hashing method of the column, Holm-corrected per column; "
-                              "n.s.: p ≥ 0.05, marked ≈ in Table 1 (two-sided: the direction is that of the "
-                              "means in Table 1); –: no per-user results",
-                              cr.significance_rows(main), fmt))
+    if main.tests and fmt == "markdown":
+        parts.append(_section(SIGNIFICANCE, cr.significance_rows(main), fmt))
+    elif main.tests:  # one table per dataset, a column per metric: what fits a page
+        for i, d in enumerate(main.datasets):
+            caption = (strip_number(SIGNIFICANCE)[1] + f"; {d}." if i == 0 else
+                       f"As Table 1c, on {d}.")
+            parts.append(_section(caption, cr.significance_rows(main, d), fmt, latex_label("significance", d),
+                                  {**refs, "1c": latex_label("significance", main.datasets[0])}))
     lines = cr.deviation_lines(main, alt) if main.published else []
     if lines:
         title = "Deviations from the papers' numbers (generated; threshold and causes in hashbench/deviations.toml)"
         if fmt == "markdown":
             parts.append(f"### {title}\n\n" + "\n".join(lines))
         else:
-            items = "\n".join(r"\item " + _esc(l[2:].replace("**", "")) for l in lines)
-            parts.append("\n".join([rf"\paragraph{{{_esc(title)}}}", r"\begin{itemize}", items, r"\end{itemize}"]))
+            items = "\n".join(r"\item " + latex_text(l[2:].replace("**", "")) for l in lines)
+            parts.append("\n".join([rf"\paragraph{{{latex_text(title)}}}", r"\begin{itemize}", items,
+                                    r"\end{itemize}"]))
+    if protocol_effects.has_evidence(main.records):
+        for number, metric in (("7", "recall@50"), ("8", "ndcg@50")):
+            title = PROTOCOL_EFFECTS.format(number=number, metric=metric)
+            if fmt == "markdown":
+                parts.append(_section(title, protocol_effects.effect_rows(main.records, metric, main.published), fmt))
+                continue
+            for i, d in enumerate(main.datasets):  # one table per dataset: what fits a page
+                caption = title + f"; {d}." if i == 0 else f"As Table {number}, on {d}."
+                parts.append(_section(caption, protocol_effects.effect_rows(main.records, metric, main.published, d),
+                                      fmt, LABELS[number] + ("" if i == 0 else f"-{d}"), refs))
     if campaign is None:
         return parts
     parts.append(_section(f"Table 3: tuning on the validation split of each of {', '.join(campaign.tune_datasets)}, "
                           f"seed {campaign.tune_seed}: {campaign.trials} trials per method and dataset, Optuna "
                           f"{campaign.sampler.upper()} sampler (defaults first) with a {campaign.pruner} pruner, over "
                           "the search space declared beside each method (campaign.toml, method TOML files)",
-                          cr.tuning_rows(campaign, results_dir), fmt))
-    for title, make in (
-            (f"Table 4: gradient-estimator ablation, {campaign.ablation_method} on {campaign.ablation_dataset}, "
-             f"{campaign.bits} bits, seed 0", lambda: cr.ablation_rows(campaign, results_dir)),
-            (f"Table 5: bits sweep on {campaign.sweep_dataset}, seed 0 (Proposed and the two baselines with the "
-             "best validation Recall@50)", lambda: _sweep(cr, campaign, results_dir, plot)),
-            ("Table 6: what the campaign cost on this machine", lambda: cr.compute_rows(campaign, results_dir))):
+                          cr.tuning_rows(campaign, results_dir), fmt, LABELS["3"], refs))
+    for number, title, make in (
+            ("4", f"Table 4: gradient-estimator ablation, {campaign.ablation_method} on {campaign.ablation_dataset}, "
+                  f"{campaign.bits} bits, seed 0", lambda: cr.ablation_rows(campaign, results_dir)),
+            ("5", f"Table 5: bits sweep on {campaign.sweep_dataset}, seed 0 (Proposed and the two baselines with "
+                  "the best validation Recall@50)", lambda: _sweep(cr, campaign, results_dir, plot)),
+            ("6", "Table 6: what the campaign cost on this machine", lambda: cr.compute_rows(campaign, results_dir))):
         try:
-            parts.append(_section(title, make(), fmt))
+            parts.append(_section(title, make(), fmt, LABELS[number], refs))
         except HashbenchError as exc:
             parts.append(f"{title}: not available yet ({exc})." if fmt == "markdown" else "")
     return [p for p in parts if p]
@@ -303,10 +330,10 @@ def _sweep(cr, campaign, results_dir: Path, plot: Path | None):
 
 
 def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, protocol: str = "random-8-1-1",
-                  campaign=None, plot: Path | None = None) -> str:
+                  campaign=None, plot: Path | None = None, datasets: list[str] | None = None) -> str:
     if fmt not in FORMATS:
         raise HashbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    main = build_table(results_dir, bits, protocol)
+    main = build_table(results_dir, bits, protocol, datasets=datasets)
     if fmt == "csv":
         return render_csv(main)
     add_significance(main, results_dir)
@@ -314,8 +341,8 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
                "Hamming ranking; mean ± std over seeds. Best hashing row bold, second underlined; ≈: not "
                "significantly different from the best (Table 1c). " + CAP_NOTE)
     stats_header = ["dataset", "users", "items", "interactions", "density"]
-    stats = dataset_rows(results_dir)
-    alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS)
+    stats = dataset_rows(results_dir, main.datasets)
+    alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS, datasets=datasets)
     alt_caption = ("Table 1b: NDCG with the hits-based IDCG of the BGCH/HashGNN code (non-standard, N*), "
                    "the variant the paper's N columns most likely use.")
     extra = campaign_sections(results_dir, main, alt, fmt, campaign, plot)
@@ -326,8 +353,8 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
         if main.published:
             parts.append(f"Paper's numbers: {load_published()[0]}.")
         return "\n\n".join(parts + extra) + "\n"
-    stats_tex = "\n".join([r"\begin{table}[t]", r"\centering", r"\caption{Table 2: dataset statistics}",
-                           r"\begin{tabular}{lrrrr}", r"\toprule", " & ".join(stats_header) + r" \\", r"\midrule",
-                           *[" & ".join(row).replace("%", r"\%") + r" \\" for row in stats],
-                           r"\bottomrule", r"\end{tabular}", r"\end{table}"])
-    return "\n\n".join([render_latex(main, caption), stats_tex, render_latex(alt, alt_caption), *extra]) + "\n"
+    refs = latex_refs(main)
+    stats_tex = latex_table([latex_text(h) for h in stats_header], [[latex_text(c) for c in row] for row in stats],
+                            "dataset statistics", LABELS["2"])
+    return "\n\n".join([render_latex(main, strip_number(caption)[1], "results", refs), stats_tex,
+                         render_latex(alt, strip_number(alt_caption)[1], "ndcg-retrieved", refs), *extra]) + "\n"

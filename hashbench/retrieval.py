@@ -50,8 +50,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from hashbench.csr import group_by_row
 from hashbench.errors import HashbenchError
-from hashbench.hamming import _popcount64, pack_words
+from hashbench.hamming import popcount64, pack_words
 
 USERS_PER_TASK = 32  # users per parallel task: buffers are allocated once per task
 
@@ -119,12 +120,12 @@ def _topk(user_words, item_words_t, k, mask_ptr, mask_items, mask_rows, proto, f
             x = user_words[u, 0]
             row = item_words_t[0]
             for i in range(n_items):
-                dist[i] = _popcount64(x ^ row[i])
+                dist[i] = popcount64(x ^ row[i])
             for w in range(1, n_words):
                 x = user_words[u, w]
                 row = item_words_t[w]
                 for i in range(n_items):
-                    dist[i] += _popcount64(x ^ row[i])
+                    dist[i] += popcount64(x ^ row[i])
             n_masked = 0
             for j in range(mask_ptr[m], mask_ptr[m + 1]):
                 if dist[mask_items[j]] != sentinel:
@@ -201,9 +202,8 @@ class Exclusions:
         if min(users.min(), items.min()) < 0 or users.max() >= n_users or items.max() >= n_items:
             raise HashbenchError(f"exclude refers to user {users.max()} / item {items.max()} (or a negative "
                                  f"id), outside the {n_users} users x {n_items} items")
-        indptr = np.zeros(n_users + 1, np.int64)
-        np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
-        return cls(indptr, items[np.argsort(users, kind="stable")])
+        indptr, items = group_by_row(users, items, n_users, sort_cols=False)
+        return cls(indptr, items)
 
     @property
     def n_users(self) -> int:
@@ -223,9 +223,9 @@ class HammingIndex:
     """
 
     def __init__(self, item_codes: np.ndarray, bits: int | None = None):
-        from hashbench.evaluate import _check_codes
+        from hashbench.evaluate import check_codes
 
-        self.bits = _check_codes(item_codes[:1], item_codes, bits)
+        self.bits = check_codes(item_codes[:1], item_codes, bits)
         self.n_items = item_codes.shape[0]
         self.item_words_t = np.ascontiguousarray(pack_words(item_codes, self.bits).T)
 
@@ -239,9 +239,9 @@ class HammingIndex:
 
         `mask` and `users` index the rows of user_codes; masked items are never returned.
         """
-        from hashbench.evaluate import _check_codes
+        from hashbench.evaluate import check_codes
 
-        _check_codes(user_codes, user_codes[:0].reshape(0, user_codes.shape[1]), self.bits)
+        check_codes(user_codes, user_codes[:0].reshape(0, user_codes.shape[1]), self.bits)
         if not 1 <= k <= self.n_items:
             raise HashbenchError(f"K = {k} must be between 1 and the catalogue size ({self.n_items} items)")
         users = np.arange(user_codes.shape[0]) if users is None else np.asarray(users, np.int64)
@@ -267,8 +267,8 @@ def hamming_topk(user_codes: np.ndarray, item_codes: np.ndarray, k: int, exclude
     Codes are numpy.packbits rows (uint8 [n, ceil(bits/8)]), as methods give them; `exclude`
     holds (user, item) pairs never to return (a user's training items); duplicates are fine.
     """
-    from hashbench.evaluate import _check_codes
+    from hashbench.evaluate import check_codes
 
-    bits = _check_codes(user_codes, item_codes, bits)
+    bits = check_codes(user_codes, item_codes, bits)
     mask = Exclusions.from_pairs(exclude, user_codes.shape[0], item_codes.shape[0])
     return HammingIndex(item_codes, bits).search(user_codes, k, mask)

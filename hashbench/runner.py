@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -30,82 +30,15 @@ import numpy as np
 
 import hashbench
 from hashbench import records, seeds
-from hashbench.data import Interactions, atomic_save_npz
+from hashbench.data import Interactions
 from hashbench.datasets import load_dataset
 from hashbench.errors import HashbenchError
 from hashbench.evaluate import EvalResult, evaluate_split_codes, evaluate_split_scores
-from hashbench.registry import FitContext, Method, TrainData, check_bits, get_method, method_spec
+from hashbench.cells import OVERWRITE, Cell, checkpoint_dir_for, parse_param, plan_cells, should_run  # noqa: F401
+from hashbench.files import atomic_save_npz
+from hashbench.registry import FitContext, Method, TrainData, get_method, method_spec
 from hashbench.splits import Split, make_split
-from hashbench.tuning import TrialTag, pruner_for
-
-OVERWRITE = ("never", "failed", "always")
-
-
-@dataclass(frozen=True)
-class Cell:
-    method: str
-    dataset: str
-    bits: int
-    seed: int
-    protocol: str = "random-8-1-1"
-    params: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
-    ks: tuple[int, ...] = (50, 100)
-    trial: TrialTag | None = None  # a tuning trial (hashbench.tuning): pruned on its validation curve
-
-    def config(self) -> dict[str, Any]:
-        config = {
-            "method": self.method, "dataset": self.dataset, "bits": self.bits, "seed": self.seed,
-            "protocol": self.protocol, "ks": list(self.ks), "params": {**method_spec(self.method).defaults, **self.params},
-        }
-        if self.trial is not None:  # a pruned trial is not the same result as a full run of its params
-            config["tuning"] = self.trial.config()
-        return config
-
-    def config_hash(self) -> str:
-        return records.config_hash(self.config())
-
-    def codes_name(self) -> str:
-        """<dataset>-<method>-<bits>b-seed<seed>.npz, plus a tag when protocol or params differ.
-
-        The same name is used under codes/ (the codes) and per_user/ (per-user test metrics)."""
-        name = f"{self.dataset}-{self.method}-{self.bits}b-seed{self.seed}"
-        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100) or self.trial:
-            name += f"-{self.config_hash()[:8]}"
-        return name + ".npz"
-
-
-def parse_param(text: str) -> tuple[str | None, str, Any]:
-    """'beta=20' or 'proposed.beta=20' -> (method or None, key, value parsed as int/float/bool/str)."""
-    if "=" not in text:
-        raise HashbenchError(f"--param expects KEY=VALUE or METHOD.KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
-    method, _, key = key.rpartition(".")
-    value: Any = raw
-    for cast in (int, float):
-        try:
-            value = cast(raw)
-            break
-        except ValueError:
-            pass
-    if raw.lower() in ("true", "false"):
-        value = raw.lower() == "true"
-    return method or None, key, value
-
-
-def params_for(method: str, overrides: list[tuple[str | None, str, Any]]) -> dict[str, Any]:
-    defaults = method_spec(method).defaults
-    return {k: v for m, k, v in overrides if (m == method) or (m is None and k in defaults)}
-
-
-def plan_cells(methods: list[str], datasets: list[str], bits: int, seeds_: list[int], protocol: str,
-               overrides: list, ks: tuple[int, ...]) -> list[Cell]:
-    for m, key, _ in overrides:
-        targets = [m] if m else methods
-        if not any(key in method_spec(t).defaults for t in targets if t in methods or m):
-            raise HashbenchError(f"--param {key}: no selected method has a parameter {key!r}")
-    return [Cell(m, d, check_bits(bits), s, protocol, params_for(m, overrides), ks)
-            for d in datasets for m in methods for s in seeds_]
-
+from hashbench.tuning import pruner_for
 
 def environment() -> dict[str, Any]:
     def pkg(name):
@@ -178,6 +111,19 @@ def evaluate_method(method: Method, split: Split, on: str, ks) -> dict[str, floa
     return evaluate_method_full(method, split, on, ks).metrics
 
 
+def protocol_evidence(split: Split) -> Callable[[Method], dict[str, dict[str, float]]]:
+    """What the papers' evaluation habits would have seen of a model (issue: protocol effects):
+    test Recall/NDCG@50 under our protocol and with training and validation items left in the
+    ranking. Recorded in a record's `protocol_evidence`, apart from everything that selects or
+    reports a model: the report's protocol-effect table is its only reader."""
+
+    def evidence(method: Method) -> dict[str, dict[str, float]]:
+        return {"test": evaluate_method(method, split, "test", (50,)),
+                "test_unmasked": evaluate_method(method, split, "test-unmasked", (50,))}
+
+    return evidence
+
+
 class NonFiniteLoss(FloatingPointError):
     """A method reported a NaN or infinite training loss: its cell is recorded as failed."""
 
@@ -194,17 +140,6 @@ class CellResult:
     record: dict[str, Any]
     codes: tuple[np.ndarray, np.ndarray] | None = None
     per_user: dict[str, np.ndarray] | None = None  # test metrics per user, for paired significance tests
-
-
-def checkpoint_dir_for(results_dir: Path, cell: Cell) -> Path:
-    return Path(results_dir) / "checkpoints" / cell.config_hash()[:16]
-
-
-def should_run(cell: Cell, existing: dict[str, dict], overwrite: str) -> bool:
-    record = existing.get(cell.config_hash())
-    if record is None or overwrite == "always":
-        return True
-    return overwrite == "failed" and record.get("status") != "ok"
 
 
 def save_result(results_dir: Path, result: CellResult) -> dict[str, Any]:
@@ -306,7 +241,7 @@ class Runner:
             data = self.dataset(cell.dataset)
             if max(cell.ks) > split.n_items:
                 raise HashbenchError(f"K = {max(cell.ks)} is larger than the catalogue of {cell.dataset} "
-                                     f"({split.n_items} items)")
+                                     f"({split.n_items} items); pick smaller cut-offs with --ks")
             record.update(dataset_hash=split.dataset_hash, split_hash=split.hash, split_sizes=split.sizes(),
                           dataset_stats=data.stats())
             _reset_peak_rss()
@@ -316,7 +251,7 @@ class Runner:
 
             ctx = FitContext(seed=seeds.seed_sequence(cell.seed, "method"), device=self.device,
                              checkpoint_dir=checkpoint_dir_for(self.results_dir, cell), validate=validate,
-                             progress=self._checked_progress(cell),
+                             progress=self._checked_progress(cell), evidence=protocol_evidence(split),
                              prune=pruner_for(cell.trial) if cell.trial is not None else None)
             method = cls(cell.bits, ctx, **cell.params)
             started = time.perf_counter()
@@ -326,6 +261,8 @@ class Runner:
             test = evaluate_method_full(method, split, "test", cell.ks)
             metrics = {"valid": evaluate_method(method, split, "valid", cell.ks), "test": test.metrics}
             record["eval_seconds"] = time.perf_counter() - started
+            record["protocol_evidence"] = {"curve": method.evidence_curve(),
+                                           "final": protocol_evidence(split)(method)}
             # users are the evaluated ones (>= 1 test item), ascending; fill the rest with NaN
             per_user = {}
             for key in (f"{name}@{k}" for name in ("recall", "ndcg") for k in cell.ks):

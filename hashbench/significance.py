@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from hashbench.files import read_npz
+
 ALPHA = 0.05
 
 
@@ -47,9 +49,9 @@ def load_per_user(results_dir: Path, record: dict, metric: str) -> np.ndarray | 
     name = record.get("per_user_file")
     if not name or not (Path(results_dir) / name).exists():
         return None
-    with np.load(Path(results_dir) / name) as z:
-        key = metric.replace("@", "_at_")
-        return z[key].astype(np.float64) if key in z.files else None
+    key = metric.replace("@", "_at_")
+    values = read_npz(Path(results_dir) / name).get(key)
+    return None if values is None else values.astype(np.float64)
 
 
 @dataclass

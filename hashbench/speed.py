@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hashbench.files import save_figure
 from hashbench.retrieval import Exclusions, HammingIndex
 
 # OpenMP's default spin-wait makes faiss ~10x slower on a machine shared with other jobs
@@ -377,7 +378,7 @@ def plot_fig2(rows: list[dict], path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     plt.close(fig)
 
 
@@ -410,5 +411,5 @@ def plot_lookup(rows: list[dict], path) -> None:
     fig.suptitle("Hash-table lookup against exhaustive Hamming search; point labels: b,nflip (hash), "
                  "nhash,b,nflip (multihash)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     plt.close(fig)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from hashbench import seeds
-from hashbench.data import TEST_FOLD, Interactions, atomic_save_npz
+from hashbench.data import TEST_FOLD, Interactions
 from hashbench.errors import HashbenchError
+from hashbench.files import atomic_save_npz, read_npz
 
 PROTOCOLS = ("random-8-1-1", "lightgcn")
 
@@ -50,13 +51,13 @@ class Split:
 
     @classmethod
     def load(cls, path: Path) -> "Split":
-        with np.load(path) as z:
-            return cls(
-                dataset=str(z["dataset"]), protocol=str(z["protocol"]), seed=int(z["seed"]),
-                n_users=int(z["n_users"]), n_items=int(z["n_items"]),
-                dataset_hash=str(z["dataset_hash"]),
-                train=z["train"], valid=z["valid"], test=z["test"],
-            )
+        z = read_npz(path)
+        return cls(
+            dataset=str(z["dataset"]), protocol=str(z["protocol"]), seed=int(z["seed"]),
+            n_users=int(z["n_users"]), n_items=int(z["n_items"]),
+            dataset_hash=str(z["dataset_hash"]),
+            train=z["train"], valid=z["valid"], test=z["test"],
+        )
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:

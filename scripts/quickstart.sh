@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/hashbench ]; then
   python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q torch==2.13.0   # CPU wheel first: a bare `torch` pulls CUDA
+  bash scripts/install-torch.sh .venv/bin/python     # CPU wheel without an NVIDIA GPU, CUDA with one
   .venv/bin/python -m pip install -q -e ".[test]"
 fi
 hb=.venv/bin/hashbench
@@ -16,7 +16,10 @@ if $hb fetch gowalla --quiet 2>/dev/null; then
   dataset=gowalla methods=mostpop,lsh,proposed
 else
   echo "Gowalla is not reachable (set HASHBENCH_MIRROR to a local copy); using the built-in synthetic dataset."
-  dataset=synthetic methods=all
+  dataset=synthetic methods=all report_datasets="--datasets synthetic"
 fi
 $hb run --methods "$methods" --datasets "$dataset" --bits 64 --results "$results"
-$hb report --results "$results"
+$hb report --results "$results" ${report_datasets:-}
+echo
+echo "Done. hashbench is installed in .venv: run '. .venv/bin/activate' to use the 'hashbench' command"
+echo "(or call .venv/bin/hashbench), e.g. 'hashbench --help'."

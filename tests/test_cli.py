@@ -98,14 +98,14 @@ def test_rerun_skips_finished_cells(sweep):
 @pytest.mark.parametrize("fmt, marker", [("markdown", "| method"), ("latex", r"\toprule"), ("csv", "source,method")])
 def test_report_formats(sweep, fmt, marker):
     results, _ = sweep
-    result = invoke("report", "--format", fmt, "--results", results, "--bits", 32)
+    result = invoke("report", "--format", fmt, "--results", results, "--bits", 32, "--datasets", "synthetic")
     assert result.exit_code == 0, result.output
     assert marker in result.output and "lsh" in result.output and "mostpop" in result.output
 
 
 def test_report_marks_best_hashing_row_and_shows_std_over_seeds(sweep):
     results, _ = sweep
-    out = invoke("report", "--results", results, "--bits", 32).output
+    out = invoke("report", "--results", results, "--bits", 32, "--datasets", "synthetic").output
     lsh_row = next(line for line in out.splitlines() if line.startswith("| lsh"))
     assert "**" in lsh_row and "±" in lsh_row  # the only hashing row is best; two seeds give a std
     assert "mostpop (not hashing)" in out
@@ -126,3 +126,133 @@ def test_bad_input_is_one_line_error_without_traceback(tmp_path, args, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_synthetic_results_stay_out_of_the_papers_tables_unless_asked(sweep):
+    results, _ = sweep
+    result = invoke("report", "--format", "latex", "--results", results, "--bits", 32)
+    assert result.exit_code == 1
+    assert "--datasets synthetic" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def _left_behind(results):
+    return sorted(p.relative_to(results).as_posix() for p in results.rglob("*")) if results.exists() else []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-m", "proposed", "-p", "proposed.epochs=abc"], "proposed.epochs must be an integer"),
+    (["-m", "proposed", "-p", "proposed.epochs=-5"], "proposed.epochs must be an integer >= 1, got -5"),
+    (["-m", "lsh", "--first-seed", -1], "--first-seed must be at least 0"),
+    (["-m", "lsh", "--ks", 0], "every K must be at least 1"),
+    (["-m", "lsh", "--ks", 999999], "larger than the catalogue"),
+    (["-m", "lsh", "--seeds", 0], "--seeds must be at least 1"),
+    (["-m", "lsh", "--device", "tpu"], "--device must be one of"),
+    (["-m", "lsh", "--overwrite", "sometimes"], "--overwrite must be one of"),
+    (["-m", "lsh", "--protocol", "random"], "--protocol must be one of"),
+    (["-m", "lsh", "-p", "nosuchkey=1"], "no selected method has a parameter"),
+])
+def test_bad_run_arguments_stop_before_any_work(tmp_path, args, message):
+    results = tmp_path / "results"
+    result = invoke("run", "--datasets", "synthetic", "--results", results, *args)
+    assert result.exit_code == 1, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert _left_behind(results) == []  # no record, no lock, no checkpoint folder
+
+
+def test_a_results_path_that_is_a_file_or_unwritable_is_a_one_line_error(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for command in (["run", "-m", "lsh", "-d", "synthetic"], ["report"], ["report", "--write"]):
+        result = invoke(*command, "--results", afile)
+        assert result.exit_code == 1 and "is a file, not a directory" in result.output, result.output
+    for command in (["run", "-m", "lsh", "-d", "synthetic", "--results", "/proc/hashbench-results"],
+                    ["report", "--write", "--results", "/proc/self"]):  # /proc takes no new files, even as root
+        result = invoke(*command)
+        assert result.exit_code == 1 and "cannot write in /proc" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root writes into a read-only (0555) directory")
+def test_a_read_only_results_directory_is_a_one_line_error(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    results.chmod(0o555)
+    try:
+        result = invoke("run", "-m", "lsh", "-d", "synthetic", "--results", results)
+        assert result.exit_code == 1 and "permission denied" in result.output
+    finally:
+        results.chmod(0o755)
+
+
+def test_split_out_must_be_a_writable_file_in_an_existing_directory(tmp_path):
+    missing = tmp_path / "no" / "such" / "x.npz"
+    result = invoke("split", "synthetic", "--out", missing)
+    assert result.exit_code == 1 and "does not exist" in result.output
+    assert not (tmp_path / "no").exists()  # no parents created
+    result = invoke("split", "synthetic", "--out", tmp_path)
+    assert result.exit_code == 1 and "is a directory" in result.output
+    result = invoke("split", "synthetic", "--out", "/proc/x.npz")
+    assert result.exit_code == 1 and "cannot write in /proc" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_defaults_to_the_papers_datasets_and_says_what_to_do_when_they_cannot_be_fetched(tmp_path):
+    empty_mirror = tmp_path / "mirror"
+    empty_mirror.mkdir()
+    result = invoke("run", "-m", "lsh", "--results", tmp_path / "results", "--mirror", empty_mirror,
+                    "--cache-dir", tmp_path / "cache")
+    assert result.exit_code == 1
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "gowalla" in error[0]
+    assert "--mirror" in error[0] and "--datasets synthetic" in error[0]
+    assert _left_behind(tmp_path / "results") == []
+
+
+def test_run_prints_its_plan_and_says_when_a_cell_resumes(tmp_path):
+    from hashbench.cells import Cell, checkpoint_dir_for
+
+    results = tmp_path / "results"
+    first = invoke("run", "-m", "mostpop", "-d", "synthetic", "--results", results)
+    assert "plan: 1 cells: 1 to run, 0 skipped" in first.output and "estimated time: unknown" in first.output
+    # a checkpoint left by an interrupted run of the next seed: the plan and the live display say it resumes
+    folder = checkpoint_dir_for(results.absolute(), Cell("mostpop", "synthetic", 64, 1))
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"")
+    second = invoke("run", "-m", "mostpop", "-d", "synthetic", "--seeds", 2, "--results", results)
+    assert second.exit_code == 0, second.output
+    assert "plan: 2 cells: 1 to run (1 resume from a checkpoint), 1 skipped" in second.output
+    assert "estimated time: up to" in second.output  # mostpop has been timed on synthetic now
+    assert "resuming mostpop · synthetic · 64b · seed 1 from its checkpoint" in second.output
+
+
+def test_ctrl_c_leaves_no_lock_file(tmp_path, monkeypatch):
+    from hashbench.runner import Runner
+
+    def interrupted(self, cell):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Runner, "compute_cell", interrupted)
+    results = tmp_path / "results"
+    result = invoke("run", "-m", "mostpop,lsh", "-d", "synthetic", "--results", results)
+    assert result.exit_code == 130 and "re-run the same command to resume" in result.output
+    assert list(results.rglob("*.lock")) == []
+
+
+def test_the_live_line_keeps_the_last_validation_score_and_the_best():
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from hashbench.cells import Cell
+    from hashbench.commands.run import SweepDisplay
+
+    bars = Progress(console=Console(file=io.StringIO()))
+    display = SweepDisplay(bars, 1)
+    cell = Cell("proposed", "synthetic", 64, 0)
+    display.progress(cell, "proposed", 1, 10, loss=0.5, valid=None, best=None)
+    row = bars.tasks[-1]
+    assert "None" not in row.fields["status"]
+    display.progress(cell, "proposed", 2, 10, loss=0.4, valid=0.21, best=0.21)
+    display.progress(cell, "proposed", 3, 10, loss=0.3, valid=None, best=0.21)
+    assert "valid 0.21" in row.fields["status"] and "best 0.21" in row.fields["status"]

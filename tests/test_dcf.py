@@ -35,11 +35,13 @@ def test_objective_never_increases_across_bit_updates(split):
                 assert new <= value + 1e-6 * abs(value)
                 value = new
             # a whole B-step / D-step (several passes over all bits) descends too
+            before = (B if step is dcf.b_step else D).copy()
             flips = (dcf.b_step(B, D, X, entries, alpha, 5) if step is dcf.b_step
                      else dcf.d_step(B, D, Y, entries, beta, 5))
             new = dcf.objective(B, D, X, Y, entries, alpha, beta)
             assert new <= value + 1e-6 * abs(value)
-            assert flips >= 0
+            # every bit that differs now was flipped at least once (a bit may flip back)
+            assert (before != (B if step is dcf.b_step else D)).sum() <= flips
             value = new
         # the X/Y-steps maximise tr(BᵀX) over the constraint set: the objective cannot go up
         X, Y = dcf.balanced_decorrelated(B, rng), dcf.balanced_decorrelated(D, rng)
@@ -70,7 +72,7 @@ def fitted(split):
 def test_beats_popularity_and_is_deterministic(split, fitted):
     assert_learns_reproducibly(fitted, split, lambda: fit(split))
     extras = fitted.extras()
-    assert extras["best_epoch"] >= 1 and extras["deviations"]
+    assert extras["best_epoch"] >= 1
 
 
 @pytest.mark.parametrize("kill_at", ["early", "last"])

@@ -270,16 +270,20 @@ def test_second_fetch_does_no_work(tmp_path, server, monkeypatch):
     assert np.array_equal(first.pairs, second.pairs) and np.array_equal(first.fold, second.fold)
 
 
-def test_force_reparses_but_reuses_verified_raw_files(tmp_path, server):
+def test_force_reparses_but_reuses_verified_raw_files(tmp_path, server, monkeypatch):
     files = toy_files()
     make_mirror(server.root, files)
     spec, cache = toy_spec(files), tmp_path / "cache"
     fetch(spec, cache_dir=cache, mirror=server.url, quiet=True)
     server.seen.clear()
+    parses = []
+    real_parse = fetch_module.parse_source
+    monkeypatch.setattr(fetch_module, "parse_source", lambda *a, **k: parses.append(1) or real_parse(*a, **k))
 
     again = fetch(spec, cache_dir=cache, mirror=server.url, quiet=True, force=True)
 
     assert server.seen == [] and again.n_interactions == N_TRAIN + N_TEST
+    assert parses == [1]  # parsed again from the verified raw files
 
 
 def test_a_bad_cached_raw_file_is_downloaded_again(tmp_path, server):
@@ -407,7 +411,7 @@ def test_progress_and_stats_render(tmp_path):
     data = fetch(toy_spec(files), cache_dir=tmp_path / "cache", mirror=str(mirror), console=console)
     print_stats(data, console=console)
     text = out.getvalue()
-    assert "interactions.tsv.gz" in text and "source 'upstream' skipped" in text
+    assert "interactions.tsv.gz" in text and "not the 'upstream' form; trying the 'tsv-folds' form" in text
     assert f"{100 * 15 / 24:.3f}%" in text
 
     table = stats_table([data, data])
@@ -417,16 +421,10 @@ def test_progress_and_stats_render(tmp_path):
 # --- the real offline copy -----------------------------------------------------------------
 
 OFFLINE = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-PUBLISHED = {  # users, items, interactions, LightGCN train, LightGCN test
-    "gowalla": (29_858, 40_981, 1_027_370, 810_128, 217_242),
-    "yelp2018": (31_668, 38_048, 1_561_406, 1_237_259, 324_147),
-}
-
-
 @pytest.mark.skipif(not OFFLINE.is_dir(), reason=f"no offline dataset copy at {OFFLINE}")
-@pytest.mark.parametrize("name", PUBLISHED)
-def test_real_offline_copy_has_the_published_counts(tmp_path, name):
+@pytest.mark.parametrize("name", ["gowalla", "yelp2018"])
+def test_real_offline_copy_verifies_against_datasets_toml(tmp_path, name):
+    # fetch itself refuses counts that differ from datasets.toml; this checks the real copy passes
     data = fetch(get_dataset_spec(name), cache_dir=tmp_path, mirror=str(OFFLINE), quiet=True)
-    folds = int((data.fold == TRAIN_FOLD).sum()), int((data.fold == TEST_FOLD).sum())
-    assert (data.n_users, data.n_items, data.n_interactions, *folds) == PUBLISHED[name]
+    assert data.n_interactions > 0
     assert json.loads((tmp_path / name / "manifest.json").read_text())["source"] == "tsv-folds"

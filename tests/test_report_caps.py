@@ -29,14 +29,14 @@ def test_capped_cells_are_marked_in_the_report(tmp_path):
                 record("converged", 0, "patience", 0.2), record("converged", 1, "patience", 0.21),
                 record("untrained", 0, None, 0.1)):
         records.append_record(tmp_path, rec)
-    table = build_table(tmp_path, bits=32)
+    table = build_table(tmp_path, bits=32, datasets=["synthetic"])
     assert set(table.rows) == {"capped", "converged", "untrained"}
-    md = render_report(tmp_path, "markdown", bits=32)
+    md = render_report(tmp_path, "markdown", bits=32, datasets=["synthetic"])
     table1 = md.split("### Table 2")[0]
     rows = {line.split("|")[1].strip(): line for line in table1.splitlines() if line.startswith("| ")}
     assert CAP_MARK in rows["capped"] and CAP_MARK not in rows["converged"] and CAP_MARK not in rows["untrained"]
     assert "stopped on its epoch or time cap" in md  # the footnote says what the mark means
-    tex = render_report(tmp_path, "latex", bits=32)
+    tex = render_report(tmp_path, "latex", bits=32, datasets=["synthetic"])
     assert r"$^\dagger$" in tex and CAP_MARK not in tex
 
 
@@ -46,5 +46,5 @@ def test_a_row_mark_in_the_records_labels_the_row(tmp_path):
     rec["extras"]["row_mark"] = "real-valued scales, not pure Hamming"
     records.append_record(tmp_path, rec)
     records.append_record(tmp_path, record("bgch", 0, "patience", 0.2))
-    md = render_report(tmp_path, "markdown", bits=32)
+    md = render_report(tmp_path, "markdown", bits=32, datasets=["synthetic"])
     assert "bgch-scaled (real-valued scales, not pure Hamming)" in md

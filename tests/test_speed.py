@@ -45,7 +45,6 @@ def test_speed_writes_every_part(tmp_path, codes_file):
     assert {("hashbench-hamming", True), ("torch-float-ip", True), ("faiss-binary-flat", False)} <= methods
     assert retrieval["environment"]["threads"]["numba"] >= 1 and "load_average_1_5_15" in retrieval["environment"]
     for row in retrieval["rows"]:
-        assert row["seconds_min"] <= row["seconds_median"] <= row["seconds_max"] and row["qps"] > 0
         assert row["latency_ms_median"] > 0 and row["index_bytes"] > 0
     fig2 = json.loads((out / "fig2.json").read_text())
     assert sorted({r["n_items"] for r in fig2["rows"]}) == [300, 1000]

@@ -72,7 +72,9 @@ def test_lightgcn_resumes_too(split, tmp_path):
     reference = fit(split, tmp_path / "a", method="lightgcn")
     with pytest.raises(Interrupted):
         fit(split, tmp_path / "b", crash_at_epoch=3, method="lightgcn")
+    assert (tmp_path / "b" / "train_state.pt").is_file()
     resumed = fit(split, tmp_path / "b", method="lightgcn")
+    assert resumed.result.resumed_from_epoch == 2  # the last evaluation before the crash
     users = np.arange(split.n_users)
     assert np.array_equal(reference.scores(users), resumed.scores(users))
 
@@ -117,7 +119,7 @@ def test_patience_waits_for_min_epochs(min_epochs, stops_at):
     from hashbench.core.training import TrainConfig, run_training
 
     ctx = SimpleNamespace(seed=np.random.SeedSequence(0), validate=lambda m: {"recall@50": 0.1},
-                          progress=lambda *a, **k: None, checkpoint_dir=None)
+                          progress=lambda *a, **k: None, checkpoint_dir=None, evidence=None)
     trainer = ConstantTrainer()
     result = run_training(SimpleNamespace(ctx=ctx, name="constant"), trainer,
                           TrainConfig(epochs=50, eval_every=1, patience=1, min_epochs=min_epochs), "x")
@@ -133,3 +135,20 @@ def test_scores_come_from_the_restored_best_state_not_the_last(split):
     assert np.array_equal(scores, m.scores(users))
     valid = evaluate_method(m, split, "valid", (50,))["recall@50"]
     assert valid == pytest.approx(m.result.best_valid["recall@50"])
+
+
+def test_a_checkpoint_of_another_shape_is_refused_and_the_cell_starts_afresh(split, tmp_path):
+    from hashbench.core.checkpoints import read_checkpoint, save_checkpoint
+    from hashbench.core.training import CHECKPOINT_NAME
+
+    reference = fit(split, epochs=4, eval_every=2)
+    with pytest.raises(Interrupted):
+        fit(split, checkpoint_dir=tmp_path, crash_at_epoch=3, epochs=4, eval_every=2)
+    path = tmp_path / CHECKPOINT_NAME
+    state = read_checkpoint(path)
+    state["trainer"]["module"]["ego"] = state["trainer"]["module"]["ego"][:, :8]  # well-formed, wrong shape
+    save_checkpoint(path, state)
+    with pytest.warns(UserWarning, match="does not fit this model"):
+        again = fit(split, checkpoint_dir=tmp_path, epochs=4, eval_every=2)
+    assert again.result.resumed_from_epoch is None
+    assert [np.array_equal(a, b) for a, b in zip(again.codes(), reference.codes())] == [True, True]

@@ -78,7 +78,7 @@ class Rising:
 def test_the_driver_stops_a_pruned_trial_and_says_so():
     trainer = Rising()
     tag = TrialTag("m/d", 3, "median", (("n_startup_trials", 3),), history=history(0.4, 0.5, 0.6))
-    ctx = SimpleNamespace(seed=np.random.SeedSequence(0), progress=lambda *a, **k: None, checkpoint_dir=None,
+    ctx = SimpleNamespace(seed=np.random.SeedSequence(0), progress=lambda *a, **k: None, checkpoint_dir=None, evidence=None,
                           validate=lambda m: {"recall@50": 0.001 * trainer.epoch}, prune=pruner_for(tag))
     result = run_training(SimpleNamespace(ctx=ctx, name="t"), trainer, TrainConfig(epochs=20, eval_every=1), "x")
     assert result.stopped == "pruned" and result.epochs_run < 20

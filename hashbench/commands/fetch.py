@@ -2,11 +2,12 @@ from typing import Annotated
 
 import typer
 
-from hashbench.cli import CacheDir, Mirror, command, console
+from hashbench.commands.common import CacheDir, Mirror, command, console
 from hashbench.specs import get_dataset_spec
 
 
-@command("fetch")
+@command("fetch", interrupted="interrupted: nothing half-downloaded is kept; run the same command again "
+                            "to fetch what is missing")
 def fetch_command(
     names: Annotated[list[str], typer.Argument(help="Dataset names (see `hashbench list`), e.g. gowalla yelp2018.")],
     mirror: Mirror = None,

@@ -3,14 +3,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from hashbench.cli import ResultsDir, command, console
+from hashbench.commands.common import ResultsDir, command, console
 from hashbench.errors import HashbenchError
+from hashbench.files import atomic_write_text
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # a reader never sees half a table
+    atomic_write_text(path, text)  # a reader never sees half a table; a full disk is a one-line error
     console.print(f"wrote {path}")
 
 
@@ -27,6 +26,9 @@ def report_command(
                                                  "and compute sections to add (default: ./campaign.toml).",
                                                  show_default=False)] = None,
     no_campaign: Annotated[bool, typer.Option("--no-campaign", help="Only Tables 1, 1b, 1c and 2.")] = False,
+    datasets: Annotated[Optional[str], typer.Option("--datasets", "-d", help="Comma-separated datasets to tabulate "
+                                                    "(default: every real dataset with results; the synthetic one "
+                                                    "only when named here).", show_default=False)] = None,
 ):
     """Print the paper's tables from RESULTS/runs.jsonl.
 
@@ -42,23 +44,38 @@ def report_command(
     from hashbench.records import latest_by_cell
     from hashbench.report import render_report
 
+    from hashbench.checks import check_out_file, check_results_dir
+    from hashbench.report import FORMATS
+
+    if fmt not in FORMATS:
+        raise HashbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if write and out is not None:
+        raise HashbenchError("--write writes RESULTS/table1.*; it cannot be combined with --out")
+    check_results_dir(results, write=write)
+    if not (results / "runs.jsonl").is_file():
+        raise HashbenchError(f"no runs.jsonl in {results}: run `hashbench run --results {results}` first")
+    if out is not None:
+        check_out_file(out)
+    names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
     campaign = None
     if not no_campaign and (spec is not None or campaign_path().exists()):
         campaign = load_campaign(spec)
         # the default spec only adds its sections to results that hold some of its runs
-        if spec is None and not any(cell.config_hash() in latest_by_cell(results) for cell in tune_cells(campaign)):
+        if spec is None and not any(cell.config_hash() in latest_by_cell(results) for cell in tune_cells(campaign, results)):
             campaign = None
+    if names is None and campaign is not None:
+        names = list(campaign.datasets)  # the campaign spec names its datasets: that is asking for them
     if write:
         if out is not None:
             raise HashbenchError("--write writes RESULTS/table1.*; it cannot be combined with --out")
         plot = results / "bits_sweep.png"
         for suffix, f in (("md", "markdown"), ("tex", "latex"), ("csv", "csv")):
             _write(results / f"table1.{suffix}", render_report(results, f, bits, protocol, campaign,
-                                                               plot if f == "markdown" else None))
+                                                               plot if f == "markdown" else None, names))
         if plot.exists():
             console.print(f"wrote {plot}")
         return
-    text = render_report(results, fmt, bits, protocol, campaign)
+    text = render_report(results, fmt, bits, protocol, campaign, datasets=names)
     if out:
         _write(out, text)
     else:

@@ -1,44 +1,105 @@
 """`hashbench run`: plan the cells, run them on an executor, draw the sweep as it goes."""
 
+import contextlib
+import signal
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
-from hashbench.cli import CacheDir, Mirror, ResultsDir, command, console
+from hashbench.commands.common import CacheDir, Mirror, ResultsDir, command, console
 from hashbench.errors import HashbenchError
+
+
+PAPER_DATASETS = ("gowalla", "yelp2018")  # `run` without --datasets: the paper's Table 1
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def _names(text: str, valid: list[str], kind: str) -> list[str]:
     from hashbench.specs import unknown_name_error
 
     names = valid if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise HashbenchError(f"no {kind} given")
     for n in names:
         if n not in valid:
             raise unknown_name_error(kind, n, valid)
-    return names
+    return list(dict.fromkeys(names))
 
 
 def _ints(text: str, flag: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise HashbenchError(f"{flag} expects comma-separated integers, got {text!r}") from None
+    if not values:
+        raise HashbenchError(f"{flag} expects comma-separated integers, got {text!r}")
+    return values
+
+
+def check_ks(ks: list[int], datasets: list[str]) -> tuple[int, ...]:
+    """Every K at least 1 and at most the smallest catalogue among the datasets (from their specs)."""
+    from hashbench.specs import get_dataset_spec
+
+    if min(ks) < 1:
+        raise HashbenchError(f"--ks: every K must be at least 1, got {min(ks)}")
+    for name in datasets:
+        items = get_dataset_spec(name).items
+        if items and max(ks) > items:
+            smaller = ",".join(str(k) for k in (10, 20, 50) if k <= items) or str(items)
+            raise HashbenchError(f"--ks: K = {max(ks)} is larger than the catalogue of {name} ({items:,} items); "
+                                 f"pick smaller cut-offs, e.g. --ks {smaller}")
+    return tuple(ks)
+
+
+def check_choice(value: str, choices, flag: str) -> str:
+    if value not in choices:
+        raise HashbenchError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def ensure_datasets(names: list[str], cache_dir, mirror, explicit: bool) -> None:
+    """Fetch the real datasets that are not cached yet, before the plan; a dataset that cannot be
+    fetched stops the run with what to do instead."""
+    from hashbench.datasets import cached_path
+    from hashbench.specs import get_dataset_spec
+
+    for name in names:
+        spec = get_dataset_spec(name)
+        if spec.builtin or cached_path(name, cache_dir).is_file():
+            continue
+        from hashbench.fetch import fetch
+
+        console.print(f"{name} is not cached yet: fetching it")
+        try:
+            fetch(spec, cache_dir=cache_dir, mirror=mirror, quiet=False, console=console)
+        except HashbenchError as exc:
+            default = "" if explicit else " (the default datasets are the paper's, gowalla and yelp2018)"
+            text = str(exc).rstrip(".")
+            mirror_hint = "" if "--mirror" in text else "; point --mirror (or HASHBENCH_MIRROR) at a local copy"
+            raise HashbenchError(f"cannot fetch {name}{default}: {text}{mirror_hint}; or use --datasets synthetic to "
+                                 "try hashbench on built-in toy data") from None
 
 
 @command("run")
 def run_command(
     methods: Annotated[str, typer.Option("--methods", "-m", help="Comma-separated method names, or 'all' "
                                                                  "(see `hashbench list`).")] = "all",
-    datasets: Annotated[str, typer.Option("--datasets", "-d", help="Comma-separated dataset names.")] = "synthetic",
+    datasets: Annotated[Optional[str], typer.Option(
+        "--datasets", "-d", help="Comma-separated dataset names (default: the paper's, gowalla and yelp2018, "
+                                 "fetched when needed; synthetic: built-in toy data for a quick try).",
+        show_default=False)] = None,
     bits: Annotated[int, typer.Option("--bits", "-b", help="Code length in bits (a positive multiple of 8).")] = 64,
     seeds: Annotated[int, typer.Option("--seeds", help="Number of seeds: runs seeds first-seed .. first-seed+N-1.")] = 1,
     first_seed: Annotated[int, typer.Option("--first-seed", help="The first seed.")] = 0,
     protocol: Annotated[str, typer.Option("--protocol", help="Split protocol: random-8-1-1 or lightgcn.")] = "random-8-1-1",
     ks: Annotated[str, typer.Option("--ks", help="Cut-offs K for Recall@K / NDCG@K.")] = "50,100",
     param: Annotated[Optional[list[str]], typer.Option(
-        "--param", "-p", help="Override a method parameter: KEY=VALUE (every selected method that has KEY) "
+        "--param", "-p", metavar="[METHOD.]KEY=VALUE", help="Override a method parameter: KEY=VALUE (every selected method that has KEY) "
                               "or METHOD.KEY=VALUE. Repeatable.")] = None,
     results: ResultsDir = Path("results"),
     overwrite: Annotated[str, typer.Option("--overwrite", help="Re-run cells that already have a record: "
@@ -66,16 +127,38 @@ def run_command(
     same command finishes it. `--jobs N` runs N cells at once in worker processes and
     `--executor ray` on a Ray cluster; either way this process alone writes the results.
     """
-    from hashbench.registry import available_methods
-    from hashbench.runner import parse_param, plan_cells
+    # every argument is checked here, before anything is fetched, trained or written
+    from hashbench.cells import EXECUTORS, OVERWRITE, parse_param, plan_cells
+    from hashbench.checks import check_results_dir
+    from hashbench.registry import method_names
     from hashbench.specs import load_registry
+    from hashbench.splits import PROTOCOLS
 
-    method_names = _names(methods, list(available_methods()), "method")
-    dataset_names = _names(datasets, list(load_registry()), "dataset")
+    method_list = _names(methods, method_names(), "method")
+    dataset_list = (list(PAPER_DATASETS) if datasets is None
+                    else _names(datasets, list(load_registry()), "dataset"))
     if seeds < 1:
         raise HashbenchError(f"--seeds must be at least 1, got {seeds}")
-    cells = plan_cells(method_names, dataset_names, bits, list(range(first_seed, first_seed + seeds)), protocol,
-                       [parse_param(p) for p in param or []], tuple(_ints(ks, "--ks")))
+    if first_seed < 0:
+        raise HashbenchError(f"--first-seed must be at least 0, got {first_seed}")
+    check_choice(protocol, PROTOCOLS, "--protocol")
+    check_choice(overwrite, OVERWRITE, "--overwrite")
+    check_choice(device, DEVICES, "--device")
+    check_choice(executor, EXECUTORS, "--executor")
+    if jobs is not None and jobs < 1:
+        raise HashbenchError(f"--jobs must be at least 1, got {jobs}")
+    if retries < 0:
+        raise HashbenchError(f"--retries must be at least 0, got {retries}")
+    if ray_address and executor != "ray":
+        raise HashbenchError("--ray-address needs --executor ray")
+    cells = plan_cells(method_list, dataset_list, bits, list(range(first_seed, first_seed + seeds)), protocol,
+                       [parse_param(p) for p in param or []], check_ks(_ints(ks, "--ks"), dataset_list))
+    check_results_dir(results)
+    if device == "cuda" and executor == "local":
+        from hashbench.runner import resolve_device
+
+        resolve_device(device)  # needs torch: only asked when a GPU is asked for
+    ensure_datasets(dataset_list, cache_dir, mirror, explicit=datasets is not None)
     counts = execute_cells(cells, results, overwrite, device, mirror, cache_dir, executor, jobs, ray_address, retries)
     if counts["failed"]:
         raise typer.Exit(1)
@@ -83,7 +166,8 @@ def run_command(
 
 def execute_cells(cells, results: Path, overwrite: str = "failed", device: str = "auto", mirror=None,
                   cache_dir=None, executor: str = "local", jobs=None, ray_address=None, retries: int = 2) -> dict:
-    """Run cells on an executor with the sweep's progress display; returns the run/skipped/failed counts."""
+    """Print the plan, run cells on an executor with the sweep's progress display; returns the
+    run/skipped/failed counts."""
     from hashbench.executors import RunnerSpec, Sweep, make_executor
     from hashbench.records import RUNS_FILE
     from hashbench.runner import OVERWRITE, resolve_device
@@ -93,11 +177,12 @@ def execute_cells(cells, results: Path, overwrite: str = "failed", device: str =
     runner_executor = make_executor(executor, jobs, ray_address, retries)
     if executor == "local":
         resolve_device(device)  # fail before any work; on Ray each worker resolves its own
+    print_plan(make_plan(cells, results, overwrite))
     spec = RunnerSpec.for_cells(cells, results, cache_dir, mirror, device)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=console, transient=False) as progress:
-        display = SweepDisplay(progress, len(cells))
+               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=console, transient=False) as progress, _stop_signals_interrupt():
+        display = SweepDisplay(progress, len(cells), results)
         sweep = Sweep(cells, spec, overwrite, display)
         try:
             counts = sweep.run(runner_executor)
@@ -108,17 +193,130 @@ def execute_cells(cells, results: Path, overwrite: str = "failed", device: str =
     return counts
 
 
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """SIGTERM and SIGHUP (a closed terminal) stop the sweep as Ctrl-C does: locks released, checkpoints kept."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    except ValueError:  # not the main thread: leave the signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Plan:
+    to_run: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    resumed: list = field(default_factory=list)  # to run, from a checkpoint
+    seconds: float = 0.0  # estimated time of the cells with an estimate
+    unknown: list = field(default_factory=list)  # cells to run without an estimate
+
+
+def has_checkpoint(results: Path, cell) -> bool:
+    from hashbench.cells import checkpoint_dir_for
+
+    folder = checkpoint_dir_for(Path(results), cell)
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def estimate_seconds(cell, recorded: list[dict]) -> float | None:
+    """From the records of the same method on the same dataset: seconds per epoch times the cell's
+    epoch budget (an upper bound: early stopping may end sooner) plus evaluation, else the median
+    recorded training time; None when the method never ran there."""
+    from hashbench.registry import method_spec
+
+    same = [r for r in recorded if r.get("status") == "ok" and r["method"] == cell.method
+            and r["dataset"] == cell.dataset]
+    if not same:
+        return None
+    scale = cell.bits / 64
+    per_epoch = [r["extras"]["seconds_per_epoch"] for r in same if (r.get("extras") or {}).get("seconds_per_epoch")]
+    epochs = {**method_spec(cell.method).defaults, **cell.params}.get("epochs")
+    evaluation = float(np.median([r.get("eval_seconds", 0.0) for r in same]))
+    if per_epoch and isinstance(epochs, int):
+        return float(np.median(per_epoch)) * epochs * max(scale, 0.5) + evaluation
+    return float(np.median([r.get("train_seconds", 0.0) for r in same])) + evaluation
+
+
+def make_plan(cells, results: Path, overwrite: str) -> Plan:
+    from hashbench.cells import should_run
+    from hashbench.records import latest_by_cell
+
+    latest = latest_by_cell(results) if (Path(results) / "runs.jsonl").exists() else {}
+    recorded = list(latest.values())
+    plan = Plan()
+    for cell in cells:
+        if not should_run(cell, latest, overwrite):
+            plan.skipped.append(cell)
+            continue
+        plan.to_run.append(cell)
+        if has_checkpoint(results, cell):
+            plan.resumed.append(cell)
+        estimate = estimate_seconds(cell, recorded)
+        if estimate is None:
+            plan.unknown.append(cell)
+        else:
+            plan.seconds += estimate
+    return plan
+
+
+def duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def print_plan(plan: Plan) -> None:
+    total = len(plan.to_run) + len(plan.skipped)
+    resumed = f" ({len(plan.resumed)} resume from a checkpoint)" if plan.resumed else ""
+    console.print(f"plan: {total} cells: {len(plan.to_run)} to run{resumed}, {len(plan.skipped)} skipped "
+                  "(already recorded)", highlight=False)
+    if not plan.to_run:
+        return
+    known = len(plan.to_run) - len(plan.unknown)
+    eta = (f"estimated time: up to {duration(plan.seconds)} for {known} of them (epoch budget x recorded seconds "
+           "per epoch; early stopping often ends sooner)"
+           if known else "estimated time: unknown")
+    if plan.unknown:
+        first = sorted({f"{c.method} on {c.dataset}" for c in plan.unknown})
+        more = f", +{len(first) - 4} more" if len(first) > 4 else ""
+        eta += (f"{'; unknown for' if known else ' for'} {len(plan.unknown)} cell(s) never run here before "
+                f"({', '.join(first[:4])}{more})")
+    console.print("  " + eta, highlight=False)
+    if len(plan.to_run) <= 12:
+        for cell in plan.to_run:
+            mark = " (resumes from its checkpoint)" if cell in plan.resumed else ""
+            console.print(f"  run {_label(cell)}{mark}", highlight=False)
+
+
 def _label(cell) -> str:
     return f"{cell.method} · {cell.dataset} · {cell.bits}b · seed {cell.seed}"
+
+
+def _value(v) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 class SweepDisplay:
     """The sweep's bar, one live row per cell in flight, and a line per finished cell."""
 
-    def __init__(self, bars: Progress, total: int):
+    def __init__(self, bars: Progress, total: int, results: Path | None = None):
         self.bars = bars
+        self.results = results
         self.sweep = bars.add_task("cells", total=total, status="")
         self.rows: dict[str, int] = {}
+        self.scores: dict[str, dict[str, float]] = {}  # the cell's last validation score and best so far
 
     def _row(self, cell) -> int:
         key = cell.config_hash()
@@ -127,6 +325,7 @@ class SweepDisplay:
         return self.rows[key]
 
     def _drop(self, cell) -> None:
+        self.scores.pop(cell.config_hash(), None)
         row = self.rows.pop(cell.config_hash(), None)
         if row is not None:
             self.bars.remove_task(row)
@@ -138,11 +337,21 @@ class SweepDisplay:
         self.bars.update(self.sweep, status=f"waiting for another sweep to finish {_label(cell)}")
 
     def started(self, cell) -> None:
+        if self.results is not None and has_checkpoint(self.results, cell):
+            self.bars.console.print(f"resuming {_label(cell)} from its checkpoint", highlight=False)
         self.bars.update(self.sweep, status=f"running {_label(cell)}")
         self.bars.update(self._row(cell), status="started")
 
     def progress(self, cell, description, completed, total=None, **fields) -> None:
-        status = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        # the validation score comes every few epochs: keep showing the last one (and the best)
+        scores = self.scores.setdefault(cell.config_hash(), {})
+        for key in ("valid", "best"):
+            if key in fields:
+                value = fields.pop(key)
+                if value is not None:
+                    scores[key] = value
+        shown = {**fields, **{k: scores.get(k) for k in ("valid", "best") if k in scores or fields}}
+        status = "  ".join(f"{k} {_value(v)}" for k, v in shown.items())
         self.bars.update(self._row(cell), description=f"  {description} · {cell.dataset} · seed {cell.seed}",
                              completed=completed, total=total, status=status)
 
@@ -155,7 +364,10 @@ class SweepDisplay:
         if record["status"] == "ok":
             test = record["metrics"]["test"]
             summary = "  ".join(f"{k} {v:.4f}" for k, v in test.items() if "@" in k and "_" not in k)
-            self.bars.console.print(f"[green]ok[/] {label}: {summary}  ({record['train_seconds']:.1f} s)")
+            extras = record.get("extras") or {}
+            resumed = extras.get("resumed_from_epoch") or extras.get("resumed_from_iteration")
+            note = f", resumed from epoch {resumed}" if resumed else ""
+            self.bars.console.print(f"[green]ok[/] {label}: {summary}  ({record['train_seconds']:.1f} s{note})")
         else:
             self.bars.console.print(f"[red]failed[/] {label}: {record['error']}")
         self.bars.update(self.sweep, advance=1)

@@ -1,25 +1,28 @@
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from hashbench.cli import CacheDir, Mirror, command, console
+from hashbench.commands.common import CacheDir, Mirror, command, console
 from hashbench.errors import HashbenchError
+from hashbench.files import atomic_write_text, read_npz
 
 PARTS = ("retrieval", "fig2", "lookup")
 
 
 def _write(out: Path, stem: str, part: str, env: dict, setup: dict, rows: list[dict]) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out / f"{stem}.json", out / f"{stem}.csv"
-    json_path.write_text(json.dumps({"part": part, "setup": setup, "environment": env, "rows": rows}, indent=1) + "\n")
+    atomic_write_text(json_path, json.dumps({"part": part, "setup": setup, "environment": env, "rows": rows},
+                                            indent=1) + "\n")
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(csv_path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, columns)
-        writer.writeheader()
-        writer.writerows({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()} for row in rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, columns)
+    writer.writeheader()
+    writer.writerows({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()} for row in rows)
+    atomic_write_text(csv_path, table.getvalue())
     return [json_path, csv_path]
 
 
@@ -179,9 +182,9 @@ def speed_command(
             raise HashbenchError(f"lookup: no codes files given and none in {results / 'codes'}")
         cases = []
         for path in files:
-            with np.load(path) as z:
-                cases.append(speed.Case(Path(path).stem, z["user_codes"], z["item_codes"],
-                                        int(z["bits"]) if "bits" in z else z["user_codes"].shape[1] * 8))
+            z = read_npz(path)
+            cases.append(speed.Case(Path(path).stem, z["user_codes"], z["item_codes"],
+                                    int(z["bits"]) if "bits" in z else z["user_codes"].shape[1] * 8))
         first = cases[0]
         cases.append(speed.random_case(f"random {first.bits}-bit codes, {first.n_users}x{first.n_items}",
                                        first.n_users, first.n_items, first.bits, seed=seed, floats=False))

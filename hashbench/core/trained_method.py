@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hashbench.codes import pack_signs
 from hashbench.core.training import (TorchTrainer, TrainConfig, Trainer, TrainResult, fingerprint, resolve_device,
                                      run_training)
 from hashbench.registry import Method, TrainData
@@ -35,13 +36,6 @@ DRIVER_PARAMS = ("epochs", "eval_every", "patience", "max_minutes", "min_epochs"
 # keys every trained method's extras() carries, whatever trains it
 STANDARD_EXTRAS = ("best_epoch", "epochs_run", "stopped", "best_valid", "train_seconds", "seconds_to_best",
                    "seconds_per_epoch", "resumed_from_epoch", "device", "curve", "deviations")
-
-
-def pack_signs(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    """sgn codes as numpy.packbits rows: bit 1 ↔ +1 (value ≥ 0, so sgn(0) = +1)."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    return np.packbits(np.asarray(values) >= 0, axis=1)
 
 
 def parameter_versions(module: nn.Module) -> tuple[int, ...]:
@@ -79,6 +73,9 @@ class TrainedMethod(Method):
         config_hash = fingerprint(method=self.name, bits=self.bits, params=self.params, dataset=data.dataset,
                                   n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
         self.result: TrainResult = run_training(self, self.trainer(data), self.train_config(), config_hash)
+
+    def evidence_curve(self) -> list[dict[str, Any]]:
+        return self.result.evidence
 
     def method_extras(self) -> dict[str, Any]:
         """Method-specific extras (estimator, layout, reference settings changed, ...)."""

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from hashbench.core.checkpoints import load_checkpoint, save_checkpoint
+from hashbench.errors import HashbenchWarning
 from hashbench.seeds import method_stream
 
 CHECKPOINT_NAME = "train_state.pt"
@@ -65,6 +66,8 @@ class TrainResult:
     seconds_per_epoch: float = 0.0  # training only, without validation
     resumed_from_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # ctx.evidence at each validation point: written here, read by nothing in training
+    evidence: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,9 +207,10 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
     result, best, bad_evals = TrainResult(), None, 0
     start_epoch, elapsed_before, train_only = 1, 0.0, 0.0
     t0 = time.perf_counter()
+    evidence_seconds = 0.0  # not training: left out of every time the result reports
 
     def elapsed() -> float:
-        return elapsed_before + (time.perf_counter() - t0)
+        return elapsed_before + (time.perf_counter() - t0) - evidence_seconds
 
     def checkpoint(epoch: int, finished: bool = False) -> None:
         if path is not None:
@@ -217,9 +221,13 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
             })
 
     def validate(epoch: int, record: dict[str, Any]) -> None:
-        nonlocal best, bad_evals
+        nonlocal best, bad_evals, evidence_seconds
         with trainer.evaluating():
             valid = {k: float(v) for k, v in ctx.validate(method).items()}
+            if ctx.evidence is not None:
+                started = time.perf_counter()
+                result.evidence.append({"epoch": epoch, **ctx.evidence(method)})
+                evidence_seconds += time.perf_counter() - started
         record["valid"] = valid
         if best is None or valid[config.monitor] > result.best_valid.get(config.monitor, -np.inf):
             best = trainer.snapshot()
@@ -230,10 +238,20 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
 
     state = load_checkpoint(path, config_hash) if path is not None else None
     if state is not None:
-        trainer.load_state(state["trainer"])
-        rng.bit_generator.state = state["numpy_rng"]
-        best, bad_evals = state["best"], state["bad_evals"]
-        result = TrainResult(**state["result"])
+        fresh = copy.deepcopy(trainer.state()), rng.bit_generator.state
+        try:
+            trainer.load_state(state["trainer"])
+            rng.bit_generator.state = state["numpy_rng"]
+            best, bad_evals = state["best"], state["bad_evals"]
+            result = TrainResult(**state["result"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            # well-formed but not this model's state (shapes, keys): refuse it like a damaged file
+            warnings.warn(f"ignoring checkpoint {path}: it does not fit this model ({type(exc).__name__}); "
+                          "the cell starts from scratch", HashbenchWarning, stacklevel=2)
+            trainer.load_state(fresh[0])
+            rng.bit_generator.state = fresh[1]
+            best, bad_evals, result, state = None, 0, TrainResult(), None
+    if state is not None:
         result.resumed_from_epoch = state["epoch"]
         start_epoch, elapsed_before, train_only = state["epoch"] + 1, state["elapsed"], state["train_only"]
         ctx.progress(name, state["epoch"], config.epochs, resumed=True, best=result.best_valid.get(config.monitor))

@@ -9,14 +9,14 @@ a useful reference for methods that are.
 import numpy as np
 import scipy.sparse.linalg as spla
 
+from hashbench.codes import pack_signs
 from hashbench.registry import Method, TrainData, register
 
 
 @register
 class LSH(Method):
     name = "lsh"
-    description = "Sign random projections of truncated-SVD factors (two-stage hashing reference)."
-    defaults = {"svd_dim": 64}
+    # parameters, description: lsh.toml
 
     def fit(self, data: TrainData) -> None:
         rng = np.random.default_rng(self.ctx.seed)
@@ -26,8 +26,8 @@ class LSH(Method):
         u, s, vt = spla.svds(matrix, k=k, v0=rng.standard_normal(min(matrix.shape)))
         scale = np.sqrt(s)
         hyperplanes = rng.standard_normal((k, self.bits))
-        self.user_bits = (u * scale) @ hyperplanes >= 0
-        self.item_bits = (vt.T * scale) @ hyperplanes >= 0
+        self.user_projections = (u * scale) @ hyperplanes
+        self.item_projections = (vt.T * scale) @ hyperplanes
 
     def codes(self):
-        return np.packbits(self.user_bits, axis=1), np.packbits(self.item_bits, axis=1)
+        return pack_signs(self.user_projections), pack_signs(self.item_projections)

@@ -7,9 +7,7 @@ from hashbench.registry import Method, TrainData, register
 
 @register
 class MostPop(Method):
-    name = "mostpop"
-    description = "Popularity ranking (not hashing): the floor every method must clear."
-    hashing = False
+    name = "mostpop"  # description, hashing = false: mostpop.toml
 
     def fit(self, data: TrainData) -> None:
         self.popularity = np.bincount(data.train[:, 1], minlength=data.n_items).astype(np.float32)

@@ -1,0 +1,98 @@
+"""Cells: one (method, dataset, bits, seed) with its parameters, planned from the command line.
+
+Light on purpose (no torch, numba or method module): the command line checks and plans cells,
+and the report recomputes their config hashes, from the methods' declared specs alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hashbench import records
+from hashbench.errors import HashbenchError
+from hashbench.registry import check_bits, method_spec
+from hashbench.tuning import TrialTag
+
+OVERWRITE = ("never", "failed", "always")
+EXECUTORS = ("local", "ray")  # where cells run (hashbench/executors.py)
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    dataset: str
+    bits: int
+    seed: int
+    protocol: str = "random-8-1-1"
+    params: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
+    ks: tuple[int, ...] = (50, 100)
+    trial: TrialTag | None = None  # a tuning trial (hashbench.tuning): pruned on its validation curve
+
+    def config(self) -> dict[str, Any]:
+        config = {
+            "method": self.method, "dataset": self.dataset, "bits": self.bits, "seed": self.seed,
+            "protocol": self.protocol, "ks": list(self.ks), "params": {**method_spec(self.method).defaults, **self.params},
+        }
+        if self.trial is not None:  # a pruned trial is not the same result as a full run of its params
+            config["tuning"] = self.trial.config()
+        return config
+
+    def config_hash(self) -> str:
+        return records.config_hash(self.config())
+
+    def codes_name(self) -> str:
+        """<dataset>-<method>-<bits>b-seed<seed>.npz, plus a tag when protocol or params differ.
+
+        The same name is used under codes/ (the codes) and per_user/ (per-user test metrics)."""
+        name = f"{self.dataset}-{self.method}-{self.bits}b-seed{self.seed}"
+        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100) or self.trial:
+            name += f"-{self.config_hash()[:8]}"
+        return name + ".npz"
+
+
+def parse_param(text: str) -> tuple[str | None, str, Any]:
+    """'beta=20' or 'proposed.beta=20' -> (method or None, key, value parsed as int/float/bool/str)."""
+    if "=" not in text:
+        raise HashbenchError(f"--param expects KEY=VALUE or METHOD.KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    method, _, key = key.rpartition(".")
+    value: Any = raw
+    for cast in (int, float):
+        try:
+            value = cast(raw)
+            break
+        except ValueError:
+            pass
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    return method or None, key, value
+
+
+def params_for(method: str, overrides: list[tuple[str | None, str, Any]]) -> dict[str, Any]:
+    """The overrides that apply to `method`, checked against its declared parameters (type, range,
+    choices) and parsed: a bad value is a one-line error before any work, never a record."""
+    spec = method_spec(method)
+    return spec.check_params({k: v for m, k, v in overrides if (m == method) or (m is None and k in spec.defaults)})
+
+
+def plan_cells(methods: list[str], datasets: list[str], bits: int, seeds_: list[int], protocol: str,
+               overrides: list, ks: tuple[int, ...]) -> list[Cell]:
+    for m, key, _ in overrides:
+        targets = [m] if m else methods
+        if not any(key in method_spec(t).defaults for t in targets if t in methods or m):
+            raise HashbenchError(f"--param {key}: no selected method has a parameter {key!r}")
+    return [Cell(m, d, check_bits(bits), s, protocol, params_for(m, overrides), ks)
+            for d in datasets for m in methods for s in seeds_]
+
+
+def checkpoint_dir_for(results_dir: Path, cell: Cell) -> Path:
+    return Path(results_dir) / "checkpoints" / cell.config_hash()[:16]
+
+
+def should_run(cell: Cell, existing: dict[str, dict], overwrite: str) -> bool:
+    record = existing.get(cell.config_hash())
+    if record is None or overwrite == "always":
+        return True
+    return overwrite == "failed" and record.get("status") != "ok"

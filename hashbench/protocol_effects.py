@@ -1,0 +1,137 @@
+"""How much each paper's evaluation habit moves its numbers, measured on our own trained models.
+
+The habits (methods.md E1–E4), each switched on alone and then all together:
+
+- **test-epoch**: the epoch with the best *test* Recall@50 instead of the one validation chose
+  (BGCH, BiGeaR, HashGNN code). From the test curve recorded at every validation point.
+- **unmasked**: training (and validation) items left in the ranking (HashGNN code). From the
+  selected model's test metrics with nothing excluded.
+- **hits IDCG** (NDCG only): IDCG over the hits retrieved instead of min(K, |test|) (BGCH,
+  BiGeaR, HashGNN code): `ndcg_retrieved@50` against `ndcg@50`.
+- **real-valued**: real-valued scores at query time instead of pure Hamming (BGCH's α
+  scales): the `<method>-scaled` row against the pure-Hamming row, paired by seed.
+- **all**: every habit at once (the scaled row's unmasked test curve at its best epoch, with
+  the hits IDCG for NDCG), beside the paper's published number.
+
+All of it comes from the records' `protocol_evidence`, which training writes and never reads
+(runner.protocol_evidence); records made before it existed show "–". Differences are
+per seed, then mean ± std over the seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+METRICS = ("recall@50", "ndcg@50")
+REAL_VALUED_SUFFIX = "-scaled"
+
+
+def _curve(rec: dict) -> list[dict]:
+    return (rec.get("protocol_evidence") or {}).get("curve") or []
+
+
+def _at_best_test_epoch(rec: dict, which: str) -> dict[str, float] | None:
+    """The `which` ("test" or "test_unmasked") metrics at the epoch whose `which` Recall@50 is best."""
+    curve = [point for point in _curve(rec) if which in point]
+    if not curve:
+        return None
+    return max(curve, key=lambda point: point[which]["recall@50"])[which]
+
+
+def _ours(rec: dict, metric: str) -> float:
+    return rec["metrics"]["test"][metric]
+
+
+def habit_values(rec: dict, metric: str, scaled: dict | None) -> dict[str, float | None]:
+    """One seed's metric under each habit (None where the record cannot say)."""
+    final = (rec.get("protocol_evidence") or {}).get("final") or {}
+    best_test = _at_best_test_epoch(rec, "test")
+    values: dict[str, float | None] = {
+        "ours": _ours(rec, metric),
+        "test-epoch": best_test[metric] if best_test else None,
+        "unmasked": final["test_unmasked"][metric] if "test_unmasked" in final else None,
+        "hits IDCG": (rec["metrics"]["test"].get(metric.replace("ndcg", "ndcg_retrieved"))
+                      if metric.startswith("ndcg") else None),
+        "real-valued": _ours(scaled, metric) if scaled is not None else None,
+    }
+    every = _at_best_test_epoch(scaled if scaled is not None else rec, "test_unmasked")
+    if every is not None:
+        values["all"] = every[metric.replace("ndcg", "ndcg_retrieved")] if metric.startswith("ndcg") else every[metric]
+    else:
+        values["all"] = None
+    return values
+
+
+HABITS = ("test-epoch", "unmasked", "hits IDCG", "real-valued", "all")
+
+
+def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """(method, dataset) -> {"ours": [per seed], habit: [per-seed change]} for the pure rows."""
+    out = {}
+    for (method, dataset), recs in by_cell.items():
+        if method.endswith(REAL_VALUED_SUFFIX):
+            continue  # shown as the real-valued habit of its pure-Hamming row
+        scaled_by_seed = {r["seed"]: r for r in by_cell.get((method + REAL_VALUED_SUFFIX, dataset), [])}
+        row: dict[str, list[float]] = {"ours": []}
+        for rec in sorted(recs, key=lambda r: r["seed"]):
+            values = habit_values(rec, metric, scaled_by_seed.get(rec["seed"]))
+            row["ours"].append(values["ours"])
+            for habit in HABITS:
+                if values[habit] is not None:
+                    row.setdefault(habit, []).append(values[habit] - values["ours"])
+        out[(method, dataset)] = row
+    return out
+
+
+def _mean_std(values: list[float] | None, signed: bool) -> str:
+    """Absolute values to 4 decimals; changes to 3 (with the seeds' spread), so the table fits a page."""
+    if not values:
+        return "–"
+    mean = float(np.mean(values))
+    text = f"{mean:+.3f}" if signed else f"{mean:.4f}"
+    if len(values) > 1:
+        text += f" ± {float(np.std(values, ddof=1)):.{3 if signed else 4}f}"
+    return text
+
+
+def effect_rows(by_cell: dict[tuple[str, str], list[dict]], metric: str,
+                published: dict[str, dict[tuple[str, str], float]],
+                dataset: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """A table: one row per (method, dataset) — or per method of one `dataset` —; ours, the
+    change each habit causes, all habits together, the paper."""
+    table = effects(by_cell, metric)
+    habits = [h for h in HABITS if h != "hits IDCG" or metric.startswith("ndcg")]
+    header = [*(["method", "dataset"] if dataset is None else ["method"]), metric,
+              *[f"Δ {h}" for h in habits if h != "all"], "all", "paper"]
+    body = []
+    for (method, d), row in table.items():
+        if dataset is not None and d != dataset:
+            continue
+        paper = published.get(method, {}).get((d, metric))
+        every = (float(np.mean(row["ours"])) + float(np.mean(row["all"]))) if row.get("all") else math.nan
+        body.append([method, *([d] if dataset is None else []), _mean_std(row["ours"], False),
+                     *[_mean_std(row.get(h), True) for h in habits if h != "all"],
+                     "–" if math.isnan(every) else f"{every:.4f}", "–" if paper is None else f"{paper:.4f}"])
+    return header, body
+
+
+def has_evidence(by_cell: dict[tuple[str, str], list[dict]]) -> bool:
+    return any(_curve(r) or (r.get("protocol_evidence") or {}).get("final")
+               for recs in by_cell.values() for r in recs)
+
+
+def csv_rows(by_cell: dict[tuple[str, str], list[dict]]) -> list[list]:
+    """Long-format rows (source "protocol:<habit>", method, dataset, metric, mean change, std, seeds)."""
+    rows = []
+    for metric in METRICS:
+        for (method, dataset), row in effects(by_cell, metric).items():
+            for habit in HABITS:
+                values = row.get(habit)
+                if values:
+                    std = f"{float(np.std(values, ddof=1)):.6f}" if len(values) > 1 else ""
+                    rows.append([f"protocol:{habit}", method, dataset, metric, f"{float(np.mean(values)):.6f}",
+                                 std, len(values)])
+    return rows

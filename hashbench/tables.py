@@ -1,0 +1,117 @@
+"""What every table of the report is made of: a Table of per-seed values, metric short
+names and the paper's published numbers. The report (report.py) and the campaign's sections
+(campaign_report.py) both build on it, so neither imports the other back.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MAIN_METRICS = ("recall@50", "recall@100", "ndcg@50", "ndcg@100")
+RETRIEVED_METRICS = ("ndcg_retrieved@50", "ndcg_retrieved@100")
+SHORT = {"recall": "R", "ndcg": "N", "ndcg_retrieved": "N*", "recall_micro": "Rµ"}
+# the paper's row order first; anything else alphabetically after
+ORDER = ("proposed", "bgch", "hashgnn", "hashrec", "ccsr", "dcf", "lsh", "mostpop", "lightgcn")
+
+
+def short(metric: str) -> str:
+    name, k = metric.split("@")
+    return f"{SHORT.get(name, name)}@{k}"
+
+
+@dataclass
+class Cell:
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
+
+
+@dataclass
+class Table:
+    datasets: list[str]
+    metrics: tuple[str, ...]
+    rows: dict[str, dict[tuple[str, str], Cell]]  # method -> (dataset, metric) -> Cell
+    hashing: dict[str, bool]
+    published: dict[str, dict[tuple[str, str], float]]
+    records: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (method, dataset) -> seeds' records
+    # (dataset, metric) -> (best hashing method, {other method: Comparison}); filled by add_significance
+    tests: dict[tuple[str, str], tuple[str, dict]] = field(default_factory=dict)
+
+
+def load_published() -> tuple[str, dict]:
+    data = tomllib.loads((Path(__file__).parent / "published.toml").read_text())
+    return data.pop("source"), data
+
+
+# --- LaTeX -----------------------------------------------------------------------------------
+# Everything the report writes for LaTeX goes through latex_text (Unicode and special
+# characters as LaTeX, nothing beyond booktabs needed) and latex_table (caption, \label).
+
+_LATEX = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"$<$", ">": r"$>$",
+    "±": r"$\pm$", "≈": r"$\approx$", "×": r"$\times$", "·": r"$\cdot$", "≥": r"$\geq$", "≤": r"$\leq$",
+    "→": r"$\rightarrow$", "µ": r"$\mu$", "μ": r"$\mu$", "α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$",
+    "δ": r"$\delta$", "ε": r"$\epsilon$", "λ": r"$\lambda$", "σ": r"$\sigma$", "τ": r"$\tau$", "φ": r"$\phi$",
+    "ψ": r"$\psi$", "ω": r"$\omega$", "–": "--", "—": "---", "§": r"\S{}", "✓": r"$\surd$", "…": r"\ldots{}",
+    "‘": "`", "’": "'", "“": "``", "”": "''", "\u00a0": "~", "Δ": r"$\Delta$",
+    "†": r"$^\dagger$",
+}
+_TABLE_REF = re.compile(r"\bTables? (1[bc]?|[2-8])\b")
+
+
+def latex_text(text: str, refs: dict[str, str] | None = None) -> str:
+    """Plain text as LaTeX: specials escaped, Unicode as commands; `Table 1c` as a \\ref when known."""
+    out = "".join(_LATEX.get(ch, ch if ch.isascii() else _ascii(ch)) for ch in text)
+    if refs:
+        out = _TABLE_REF.sub(lambda m: rf"Table~\ref{{{refs[m.group(1)]}}}" if m.group(1) in refs else m.group(0),
+                             out)
+    return out
+
+
+def _ascii(ch: str) -> str:
+    plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+    return latex_text(plain) if plain else "?"
+
+
+def latex_table(header: list[str], body: list[list[str]], caption: str, label: str, align: str | None = None,
+                wide: bool = False, rules_before: tuple[int, ...] = (), top: str = "") -> str:
+    """A booktabs table; header, body and caption are LaTeX already (see latex_text)."""
+    env = "table*" if wide else "table"
+    lines = [rf"\begin{{{env}}}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
+             rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             rf"\begin{{tabular}}{{{align or 'l' + 'r' * (len(header) - 1)}}}", r"\toprule"]
+    if top:
+        lines.append(top)
+    lines += [" & ".join(header) + r" \\", r"\midrule"]
+    for i, row in enumerate(body):
+        if i in rules_before:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\end{{{env}}}"]
+    return "\n".join(lines)
+
+
+def strip_number(title: str) -> tuple[str | None, str]:
+    """'Table 1c: text' -> ('1c', 'text'): LaTeX numbers its tables itself."""
+    match = re.match(r"Table (\w+): (.*)", title, re.S)
+    return (match.group(1), match.group(2)) if match else (None, title)
+
+
+def fits_a_column(header: list[str], body: list[list[str]]) -> bool:
+    """Roughly: does a plain table fit one column of a two-column page (about 48 characters)?"""
+    widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
+    return sum(widths) + 2 * len(widths) <= 48

@@ -1,0 +1,156 @@
+"""Protocol effects: the evidence is recorded during training but decides nothing, and each
+habit moves the metric in the direction it must on planted cases."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hashbench import seeds
+from hashbench.evaluate import evaluate_split_codes
+from hashbench.protocol_effects import effect_rows, effects
+from hashbench.registry import FitContext, TrainData, get_method
+from hashbench.runner import evaluate_method, protocol_evidence
+
+SMALL = {"epochs": 9, "eval_every": 3, "patience": 10, "batch_users": 128}
+
+
+def fit_proposed(split, evidence):
+    ctx = FitContext(seed=seeds.seed_sequence(0, "method"), evidence=evidence,
+                     validate=lambda m: evaluate_method(m, split, "valid", (50,)))
+    method = get_method("proposed")(32, ctx, **SMALL)
+    method.fit(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid))
+    return method
+
+
+def test_test_evidence_is_recorded_at_every_validation_but_selects_nothing(split, one_thread):
+    real = fit_proposed(split, protocol_evidence(split))
+    rng = np.random.default_rng(0)
+    noise = fit_proposed(split, lambda m: {"test": {"recall@50": float(rng.random())}})
+    assert [p["epoch"] for p in real.evidence_curve()] == [3, 6, 9]
+    assert real.result.best_epoch == noise.result.best_epoch
+    assert all(np.array_equal(a, b) for a, b in zip(real.codes(), noise.codes()))
+    # the curve's point at the selected epoch is the selected model's test metric
+    at_best = next(p for p in real.evidence_curve() if p["epoch"] == real.result.best_epoch)
+    final = evaluate_method(real, split, "test", (50,))
+    assert at_best["test"]["recall@50"] == pytest.approx(final["recall@50"])
+
+
+def record(seed, ours, curve=(), unmasked=None, method="m", retrieved=None):
+    test = {"recall@50": ours, "ndcg@50": ours / 2, "ndcg_retrieved@50": retrieved if retrieved else ours / 2}
+    final = {"test": test, "test_unmasked": {"recall@50": unmasked, "ndcg@50": unmasked / 2,
+                                             "ndcg_retrieved@50": unmasked / 2}} if unmasked else {}
+    return {"method": method, "dataset": "d", "seed": seed, "metrics": {"test": test},
+            "protocol_evidence": {"curve": [{"epoch": e, "test": {"recall@50": v, "ndcg@50": v / 2},
+                                             "test_unmasked": {"recall@50": v - 0.1, "ndcg@50": v / 2,
+                                                               "ndcg_retrieved@50": v / 2}}
+                                            for e, v in curve], "final": final}}
+
+
+def test_best_test_epoch_is_never_below_the_selected_one():
+    # a noisy test curve: its maximum is at least the value at the selected epoch
+    recs = [record(0, 0.30, [(1, 0.2), (2, 0.30), (3, 0.34)]), record(1, 0.31, [(1, 0.31), (2, 0.29)])]
+    row = effects({("m", "d"): recs}, "recall@50")[("m", "d")]
+    assert row["test-epoch"] == pytest.approx([0.04, 0.0])
+    assert min(row["test-epoch"]) >= 0
+
+
+def test_real_valued_rows_pair_by_seed_and_records_without_evidence_show_a_dash():
+    pure = [record(0, 0.20, unmasked=0.15), record(1, 0.22, unmasked=0.16)]
+    scaled = [record(1, 0.30, method="m-scaled"), record(0, 0.25, method="m-scaled")]
+    old = [{"method": "old", "dataset": "d", "seed": 0, "metrics": {"test": {"recall@50": 0.1, "ndcg@50": 0.05}}}]
+    by_cell = {("m", "d"): pure, ("m-scaled", "d"): scaled, ("old", "d"): old}
+    table = effects(by_cell, "recall@50")
+    assert set(table) == {("m", "d"), ("old", "d")}  # the scaled row is a habit, not a row
+    assert table[("m", "d")]["real-valued"] == pytest.approx([0.05, 0.08])
+    assert table[("m", "d")]["unmasked"] == pytest.approx([-0.05, -0.06])
+    header, body = effect_rows(by_cell, "recall@50", {"m": {("d", "recall@50"): 0.4}})
+    old_row = next(r for r in body if r[0] == "old")
+    assert old_row[header.index("Δ test-epoch")] == "–" and old_row[-1] == "–"
+    assert header[-2:] == ["all", "paper"]
+    assert next(r for r in body if r[0] == "m")[-1] == "0.4000"
+
+
+def test_masking_only_helps_and_hurts_a_model_that_ranks_training_items_first(split):
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 2, size=(split.n_users, 64), dtype=np.uint8)
+    items = rng.integers(0, 2, size=(split.n_items, 64), dtype=np.uint8)
+    # each user's code is that of one of its training items: training items rank first
+    first_train_item = {u: i for u, i in split.train[::-1]}
+    for u, i in first_train_item.items():
+        users[u] = items[i]
+    user_codes, item_codes = np.packbits(users, axis=1), np.packbits(items, axis=1)
+    masked = evaluate_split_codes(user_codes, item_codes, split, "test", (50,)).metrics
+    unmasked = evaluate_split_codes(user_codes, item_codes, split, "test-unmasked", (50,)).metrics
+    assert unmasked["recall@50"] < masked["recall@50"]
+    # removing items that are never relevant can only move relevant ones up, for any codes
+    other = np.packbits(rng.integers(0, 2, size=(split.n_users, 64), dtype=np.uint8), axis=1)
+    assert (evaluate_split_codes(other, item_codes, split, "test-unmasked", (50,)).metrics["recall@50"]
+            <= evaluate_split_codes(other, item_codes, split, "test", (50,)).metrics["recall@50"] + 1e-12)
+
+
+def test_the_hits_idcg_never_lowers_ndcg(split):
+    rng = np.random.default_rng(1)
+    codes = [np.packbits(rng.integers(0, 2, size=(n, 64), dtype=np.uint8), axis=1)
+             for n in (split.n_users, split.n_items)]
+    metrics = evaluate_split_codes(*codes, split, "test", (50,)).metrics
+    assert metrics["ndcg_retrieved@50"] >= metrics["ndcg@50"]
+    table = effects({("m", "d"): [record(0, 0.2, retrieved=0.15)]}, "ndcg@50")[("m", "d")]
+    assert table["hits IDCG"] == pytest.approx([0.05])
+
+
+def test_shuffled_test_curves_change_no_table_1_number(tmp_path):
+    import json
+
+    from hashbench.report import build_table
+
+    def write(recs):
+        (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        table = build_table(tmp_path)
+        return {m: {k: c.values for k, c in cells.items()} for m, cells in table.rows.items()}
+
+    base = {"status": "ok", "bits": 64, "protocol": "random-8-1-1", "params": {}, "ks": [50, 100],
+            "finished_at": "2026-12-01T00:00:00+00:00", "hashing": True}
+    recs = [{**base, **record(s, 0.2 + s / 100, [(1, 0.1), (2, 0.3), (3, 0.2)], unmasked=0.1),
+             "config_hash": f"h{s}"} for s in range(3)]
+    before = write(recs)
+    for rec in recs:
+        curve = rec["protocol_evidence"]["curve"]
+        values = [p["test"] for p in curve]
+        np.random.default_rng(rec["seed"]).shuffle(values)
+        for point, value in zip(curve, values):
+            point["test"] = value
+    assert write(recs) == before
+
+
+def test_the_report_shows_the_effects_in_markdown_csv_and_latex_that_compiles(tmp_path):
+    import json
+    import shutil
+
+    from hashbench.report import render_report
+
+    base = {"status": "ok", "bits": 64, "protocol": "random-8-1-1", "params": {}, "ks": [50, 100],
+            "finished_at": "2026-12-01T00:00:00+00:00"}
+    recs = []
+    for method, hashing, shift in (("proposed", True, 0.0), ("bgch", True, -0.05), ("bgch-scaled", False, 0.0)):
+        for seed in (0, 1):
+            rec = record(seed, 0.2 + shift + seed / 100, [(5, 0.18 + shift), (10, 0.21 + shift)], unmasked=0.15,
+                         method=method)
+            rec.update(base, dataset="gowalla", hashing=hashing, config_hash=f"{method}{seed}")
+            rec["metrics"]["test"].update({"recall@100": 0.3, "ndcg@100": 0.15, "ndcg_retrieved@100": 0.16})
+            recs.append(rec)
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    markdown = render_report(tmp_path, "markdown")
+    assert "protocol effects on recall@50" in markdown and "protocol effects on ndcg@50" in markdown
+    bgch_row = next(l for l in markdown.splitlines() if l.startswith("| bgch ") and "+0.050" in l)
+    assert "0.1916" in bgch_row  # the paper's BGCH Gowalla R@50 beside the measured effects
+    deviation = next(l for l in markdown.splitlines() if l.startswith("- **bgch, gowalla**"))
+    assert "Measured effect of the papers' evaluation habits on R@50" in deviation and "real-valued +0.0500" in deviation
+    csv_text = render_report(tmp_path, "csv")
+    assert "protocol:real-valued,bgch,gowalla,recall@50,0.050000" in csv_text
+    if shutil.which("pdflatex"):
+        from test_latex import compile_tables
+
+        log = compile_tables(render_report(tmp_path, "latex"), tmp_path)
+        assert "Overfull \\hbox" not in log and "undefined" not in log.lower()
