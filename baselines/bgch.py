@@ -71,7 +71,7 @@ from torch import nn
 from hashbench.core.estimators import get_estimator
 from hashbench.core.graph import SymmetricSpMM, UserItemIndex, normalized_adjacency
 from hashbench.core.losses import bce_loss, bpr_loss
-from hashbench.core.trained_method import TorchMethod
+from hashbench.core.trained_method import TorchMethod, parameter_versions
 from hashbench.registry import TrainData, register
 from hashbench.seeds import torch_seed
 
@@ -100,6 +100,12 @@ def disperse(x: torch.Tensor, eta: float = 0.1, iterations: int = 2, draws: int 
     right-singular direction — the component of every row along v shrinks by the factor 1 − η."""
     v = dominant_direction(x, iterations, draws, variance, generator)
     return x - eta * (x @ v) @ v.T / v.pow(2).sum()
+
+
+def alpha_scaled_codes(projections: list[torch.Tensor]) -> torch.Tensor:
+    """concat_l α⁽ˡ⁾·sgn(h⁽ˡ⁾), α⁽ˡ⁾ = mean |h⁽ˡ⁾| of the node (sgn(0) = +1, as the bits): the
+    released code's ranking vectors; ⟨c_u, c_i⟩ = Σ_l α_u⁽ˡ⁾ α_i⁽ˡ⁾ (L_l − 2·Ham_l)."""
+    return torch.cat([h.abs().mean(1, keepdim=True) * torch.where(h >= 0, 1.0, -1.0) for h in projections], dim=1)
 
 
 def scaled_sign(h: torch.Tensor, estimator) -> torch.Tensor:
@@ -186,10 +192,15 @@ class BGCH(TorchMethod):
         return ranking + reconstruction + self.params["decay"] * reg
 
     @torch.no_grad()
+    def layer_projections(self) -> list[torch.Tensor]:
+        """h⁽ˡ⁾ = W x⁽ˡ⁾ of every node for l = 0..L, with the fixed inference dispersion noise."""
+        gen = torch.Generator().manual_seed(self.inference_seed)
+        return self.model.layer_projections(self._rp(), generator=gen)
+
+    @torch.no_grad()
     def code_embeddings(self):
         """Per layer W x⁽ˡ⁾ concatenated, users and items: the codes are their signs."""
-        gen = torch.Generator().manual_seed(self.inference_seed)
-        projections = torch.cat(self.model.layer_projections(self._rp(), generator=gen), dim=1)
+        projections = torch.cat(self.layer_projections(), dim=1)
         return projections[:self.n_users], projections[self.n_users:]
 
     def method_extras(self) -> dict:
@@ -216,3 +227,46 @@ class BGCH(TorchMethod):
                 "(reference: 1000 epochs, best test recall@20)",
             ],
         }
+
+
+@register
+class BGCHScaled(BGCH):
+    """BGCH ranked as its released code ranks: by ⟨c_u, c_i⟩ of the α-scaled codes.
+
+    The same training as `bgch`; the score adds per-node real scales α⁽ˡ⁾ (one float per layer
+    per user and item, which correlate with item popularity), so this row is not pure Hamming
+    ranking (protocol §3, methods.md E4): it is registered with `hashing = false` and marked in
+    the tables as using real-valued scales, and its storage counts the scales beside the bits.
+    """
+
+    name = "bgch-scaled"  # parameters: bgch.toml's [bgch-scaled], based on [bgch]
+    SCALE_BYTES = 4  # float32 per layer per node
+
+    def _scaled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # keyed by the parameters' versions (optimiser steps and the restore of the best state)
+        version = parameter_versions(self.model)
+        cache = getattr(self, "_scaled_cache", None)
+        if cache is None or cache[0] != version:
+            codes = alpha_scaled_codes(self.layer_projections())
+            self._scaled_cache = cache = (version, (codes[:self.n_users], codes[self.n_users:]))
+        return cache[1]
+
+    @torch.no_grad()
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        user_codes, item_codes = self._scaled()
+        users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=user_codes.device)
+        return (user_codes[users_t] @ item_codes.T).cpu().numpy()
+
+    def method_extras(self) -> dict:
+        extras = super().method_extras()
+        code_bytes, scale_bytes = self.bits // 8, self.SCALE_BYTES * (self.params["layers"] + 1)
+        n_items = self.model.item_ego.shape[0]
+        extras["deviations"] = [d for d in extras["deviations"] if not d.startswith("ranking by pure Hamming")]
+        extras.update(
+            row_mark="real-valued scales, not pure Hamming",
+            ranking="inner product of alpha-scaled codes (per-node, per-layer real scales), as the released code",
+            bytes_per_user=code_bytes + scale_bytes, bytes_per_item=code_bytes + scale_bytes,
+            scale_bytes_per_node=scale_bytes,
+            storage_bytes=(code_bytes + scale_bytes) * (self.n_users + n_items),
+        )
+        return extras

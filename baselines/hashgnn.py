@@ -35,9 +35,11 @@ Decisions and deviations (also in `extras()["deviations"]`), with reasons:
 3. Model selection on validation Recall@50 (reference: test metrics every epoch, E3).
 4. `batch_size` 4096 with lr 4e-3 instead of 256 with lr 1e-3: 3,200 steps of 256 per
    Gowalla epoch are dominated by per-step overhead (a dense Adam update of the 8.5M-entry ID
-   tables) on 2 CPU cores. `epochs` 20 as the reference, so the β schedule is the reference's
-   per-epoch schedule (it reaches β = 0.18 at epoch 20); training may stop earlier on
-   validation. On Gowalla validation (20 epochs) this reached Recall@50 0.113, batch 1024 with
+   tables) on 2 CPU cores. The β schedule is the reference's per-epoch schedule (non-zero
+   from epoch 3, β = 0.18 at epoch 20). `min_epochs` 20: patience cannot stop a run before
+   the reference's 20 epochs, so the codes are always trained with β active (the first
+   campaign stopped at epoch 2, β = 0: never trained on hash codes); after that validation
+   patience stops it, under a 102-epoch safety cap (where the schedule reaches 1). On Gowalla validation (20 epochs) this reached Recall@50 0.113, batch 1024 with
    lr 1e-3 0.111 — the larger batch costs nothing in quality. An epoch is ≈ 22 s (Gowalla) /
    ≈ 33 s (Yelp2018) on an H100 machine, where neighbour sampling on the CPU dominates, and
    ≈ 2 s per 4096-edge step (≈ 7 min per Gowalla epoch) on this 2-core machine under heavy

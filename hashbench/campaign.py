@@ -1,9 +1,13 @@
 """The Table 1 campaign: tune → final → sweep → ablation, as ordinary cells.
 
 campaign.toml says what to run; this module turns it into runner Cells, stage by stage.
-Nothing here keeps state of its own: which trial won the tuning, and which baselines are
-the two best, are read back from results/runs.jsonl every time, so a campaign killed at any
-point continues with the same command, and the report derives the same choices.
+Nothing here keeps state of its own: the tuning trials (hashbench.tuning: Optuna's seeded
+TPE sampler, rebuilt from the records), which trial won, and which baselines are the two
+best, are read back from results/runs.jsonl every time, so a campaign killed at any point
+continues with the same command, and the report derives the same choices.
+
+Tuning is per dataset: every tuned method gets the same number of trials on each tuning
+dataset's validation split, and the final cells of a dataset use that dataset's winner.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -33,11 +37,11 @@ class Campaign:
     seeds: int
     methods: tuple[str, ...]
     budget: dict[str, dict[str, Any]]
-    tune_dataset: str
+    tune_datasets: tuple[str, ...]
     tune_seed: int
     monitor: str
     trials: int
-    grid: dict[str, list[dict[str, Any]]]
+    tune_methods: tuple[str, ...]
     sweep_dataset: str
     sweep_bits: tuple[int, ...]
     sweep_baselines: int
@@ -45,6 +49,10 @@ class Campaign:
     ablation_method: str
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     budget_scale: float = 1.0
+    sampler: str = "tpe"
+    startup_trials: int = 4  # TPE's random trials before it models (the defaults are the first)
+    pruner: str = "median"
+    pruner_args: tuple[tuple[str, Any], ...] = ()
 
     def budget_for(self, method: str) -> dict[str, Any]:
         params = dict(self.budget.get(method, {}))
@@ -79,8 +87,11 @@ def load_campaign(path: Path | None = None, budget_scale: float = 1.0) -> Campai
         c, tune, sweep, abl = raw["campaign"], raw["tuning"], raw["sweep"], raw["ablation"]
         campaign = Campaign(
             datasets=tuple(c["datasets"]), bits=int(c["bits"]), seeds=int(c["seeds"]), methods=tuple(c["methods"]),
-            budget=raw.get("budget", {}), tune_dataset=tune["dataset"], tune_seed=int(tune["seed"]),
-            monitor=tune.get("monitor", "recall@50"), trials=int(tune["trials"]), grid=tune.get("grid", {}),
+            budget=raw.get("budget", {}), tune_datasets=tuple(tune["datasets"]), tune_seed=int(tune["seed"]),
+            monitor=tune.get("monitor", "recall@50"), trials=int(tune["trials"]),
+            tune_methods=tuple(tune["methods"]), sampler=tune.get("sampler", "tpe"),
+            startup_trials=int(tune.get("startup_trials", 4)), pruner=tune.get("pruner", "median"),
+            pruner_args=tuple(sorted(tune.get("pruner_args", {}).items())),
             sweep_dataset=sweep["dataset"], sweep_bits=tuple(sweep["bits"]), sweep_baselines=int(sweep["baselines"]),
             ablation_dataset=abl["dataset"], ablation_method=abl["method"], variants=abl.get("variants", {}),
             budget_scale=budget_scale)
@@ -91,15 +102,24 @@ def load_campaign(path: Path | None = None, budget_scale: float = 1.0) -> Campai
 
 
 def _validate(c: Campaign, path: Path) -> None:
+    from hashbench.tuning import PRUNERS, SAMPLERS, check_space
+
     known = set(method_names())
-    for name in {*c.methods, *c.budget, *c.grid, c.ablation_method}:
+    for name in {*c.methods, *c.budget, *c.tune_methods, c.ablation_method}:
         if name not in known:
             raise HashbenchError(f"{path}: unknown method {name!r} (known: {', '.join(sorted(known))})")
-    for name, trials in c.grid.items():
-        if len(trials) != c.trials:  # the fairness rule: every tuned method gets the same number of trials
-            raise HashbenchError(f"{path}: {name} has {len(trials)} tuning trials, the campaign says {c.trials}")
+    if c.sampler not in SAMPLERS or c.pruner not in PRUNERS:
+        raise HashbenchError(f"{path}: [tuning] sampler must be one of {', '.join(SAMPLERS)} and pruner one of "
+                             f"{', '.join(PRUNERS)}")
+    if c.trials < 1:
+        raise HashbenchError(f"{path}: [tuning] trials must be at least 1")
+    for name in c.tune_methods:  # the fairness rule: the same trials, over a space declared beside the method
+        check_space(method_spec(name), str(path))
+    missing = set(c.datasets) - set(c.tune_datasets)
+    if c.tune_methods and missing:
+        raise HashbenchError(f"{path}: [tuning] datasets lacks {', '.join(sorted(missing))}: every dataset is "
+                             "tuned separately")
     for where, method, params in ([("budget", m, p) for m, p in c.budget.items()]
-                                  + [("tuning", m, t) for m, ts in c.grid.items() for t in ts]
                                   + [("ablation", c.ablation_method, v) for v in c.variants.values()]):
         unknown = set(params) - set(method_spec(method).defaults)
         if unknown:
@@ -108,33 +128,73 @@ def _validate(c: Campaign, path: Path) -> None:
 
 # --- stages ------------------------------------------------------------------------------------
 
-def tune_cells(c: Campaign) -> list[Cell]:
-    return [Cell(m, c.tune_dataset, c.bits, c.tune_seed, params={**c.budget_for(m), **trial})
-            for m in c.methods if m in c.grid for trial in c.grid[m]]
+def study_name(method: str, dataset: str) -> str:
+    return f"{method}/{dataset}"
 
 
-def chosen_params(c: Campaign, results_dir: Path) -> dict[str, dict[str, Any]]:
-    """Each tuned method's winning trial (best validation metric); untuned methods get their budget.
+def study_seed(c: Campaign, method: str, dataset: str) -> int:
+    """The sampler's seed: the campaign's tuning seed and the study's name."""
+    return int(np.random.SeedSequence([c.tune_seed, *study_name(method, dataset).encode()]).generate_state(1)[0])
+
+
+def study_trials(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> list[tuple[Cell, dict | None]]:
+    """One study's recorded trials and the next one to run, as (cell, record or None)."""
+    from hashbench.tuning import TrialTag, plan_study
+
+    name = study_name(method, dataset)
+
+    def tag(number: int, history: tuple) -> TrialTag:
+        return TrialTag(name, number, c.pruner, c.pruner_args, c.monitor, history)
+
+    def cell_for(params: dict[str, Any], trial: TrialTag) -> Cell:
+        return Cell(method, dataset, c.bits, c.tune_seed, params={**c.budget_for(method), **params}, trial=trial)
+
+    return plan_study(method_spec(method), name, c.trials, study_seed(c, method, dataset), c.startup_trials,
+                      tag, cell_for, lambda cell: latest.get(cell.config_hash()), c.monitor)
+
+
+def tune_cells(c: Campaign, results_dir: Path | None = None) -> list[Cell]:
+    """Every study's recorded trials and its next one (a study's trial k is known once its
+    trials 0..k-1 are recorded: run the stage again until tuning_finished)."""
+    latest = records.latest_by_cell(results_dir) if results_dir is not None else {}
+    return [cell for d in c.tune_datasets for m in c.tune_methods for cell, _ in study_trials(c, m, d, latest)]
+
+
+def tuning_finished(c: Campaign, results_dir: Path) -> bool:
+    latest = records.latest_by_cell(results_dir)
+    return all(len(trials) == c.trials and trials[-1][1] is not None
+               for d in c.tune_datasets for m in c.tune_methods for trials in [study_trials(c, m, d, latest)])
+
+
+def chosen_params(c: Campaign, results_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each (method, dataset)'s winning trial: the best validation metric among its complete
+    (not pruned) trials; untuned methods get their budget.
 
     Raises if a tuned method's trials are not all recorded: the final stage must not start
     from a half-finished tuning pass."""
+    from hashbench.tuning import outcome
+
     latest = records.latest_by_cell(results_dir)
-    scored: dict[str, list[tuple[float, dict[str, Any]]]] = {}
-    for cell in tune_cells(c):
-        rec = latest.get(cell.config_hash())
-        if rec is None:
-            raise HashbenchError(f"tuning of {cell.method} is not finished (run `hashbench campaign --stage tune`)")
-        value = rec["metrics"]["valid"].get(c.monitor, -np.inf) if rec.get("status") == "ok" else -np.inf
-        scored.setdefault(cell.method, []).append((value, cell.params))
-    chosen = {m: c.budget_for(m) for m in c.methods if m not in c.grid}
-    # max keeps the first of equal values: the defaults (the first trial) win ties
-    chosen.update({m: max(trials, key=lambda s: s[0])[1] for m, trials in scored.items()})
+    chosen = {(m, d): c.budget_for(m) for m in c.methods for d in {*c.datasets, *c.tune_datasets}
+              if m not in c.tune_methods}
+    for d in c.tune_datasets:
+        for m in c.tune_methods:
+            trials = study_trials(c, m, d, latest)
+            if len(trials) < c.trials or trials[-1][1] is None:
+                raise HashbenchError(f"tuning of {m} on {d} is not finished (run `hashbench campaign --stage tune`)")
+            scored = []
+            for cell, rec in trials:
+                state, value, _ = outcome(rec, c.monitor)
+                scored.append((value if state == "complete" and value is not None else -np.inf, cell.params))
+            # max keeps the first of equal values: the defaults (the first trial) win ties
+            chosen[(m, d)] = max(scored, key=lambda s: s[0])[1]
     return chosen
 
 
 def final_cells(c: Campaign, results_dir: Path) -> list[Cell]:
     chosen = chosen_params(c, results_dir)
-    return [Cell(m, d, c.bits, s, params=chosen[m]) for d in c.datasets for m in c.methods for s in range(c.seeds)]
+    return [Cell(m, d, c.bits, s, params=chosen[(m, d)]) for d in c.datasets for m in c.methods
+            for s in range(c.seeds)]
 
 
 def best_baselines(c: Campaign, results_dir: Path) -> list[str]:
@@ -155,18 +215,19 @@ def best_baselines(c: Campaign, results_dir: Path) -> list[str]:
 def sweep_cells(c: Campaign, results_dir: Path) -> list[Cell]:
     chosen = chosen_params(c, results_dir)
     methods = [c.ablation_method, *best_baselines(c, results_dir)]
-    return [Cell(m, c.sweep_dataset, bits, 0, params=chosen[m]) for m in methods for bits in c.sweep_bits]
+    return [Cell(m, c.sweep_dataset, bits, 0, params=chosen[(m, c.sweep_dataset)]) for m in methods
+            for bits in c.sweep_bits]
 
 
 def ablation_cells(c: Campaign, results_dir: Path) -> list[tuple[str, Cell]]:
-    base = chosen_params(c, results_dir)[c.ablation_method]
+    base = chosen_params(c, results_dir)[(c.ablation_method, c.ablation_dataset)]
     return [(name, Cell(c.ablation_method, c.ablation_dataset, c.bits, 0, params={**base, **variant}))
             for name, variant in c.variants.items()]
 
 
 def stage_cells(c: Campaign, stage: str, results_dir: Path) -> list[Cell]:
     if stage == "tune":
-        return tune_cells(c)
+        return tune_cells(c, results_dir)
     if stage == "final":
         return final_cells(c, results_dir)
     if stage == "sweep":
@@ -174,6 +235,28 @@ def stage_cells(c: Campaign, stage: str, results_dir: Path) -> list[Cell]:
     if stage == "ablation":
         return [cell for _, cell in ablation_cells(c, results_dir)]
     raise HashbenchError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+
+
+def stage_rounds(c: Campaign, stage: str, results_dir: Path) -> Iterator[list[Cell]]:
+    """The stage's cells in the rounds they can run in. Tuning: round k is trial k of every
+    study (whose parameters the sampler proposes once trials 0..k-1 are recorded); the other
+    stages: one round. A round that left a cell unrecorded (interrupted) ends the stage."""
+    if stage != "tune":
+        yield stage_cells(c, stage, results_dir)
+        return
+    previous: set[str] = set()
+    first = True
+    while True:
+        latest = records.latest_by_cell(results_dir)
+        cells = tune_cells(c, results_dir)
+        pending = [cell for cell in cells if cell.config_hash() not in latest]
+        if first and not pending:
+            yield cells  # a finished tuning: one round that only skips (and re-runs failed cells)
+        keys = {cell.config_hash() for cell in pending}
+        if not pending or keys == previous:
+            return
+        previous, first = keys, False
+        yield pending
 
 
 def describe(params: dict[str, Any], budget: dict[str, Any]) -> str:

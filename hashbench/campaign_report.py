@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from hashbench import protocol_effects, records
-from hashbench.campaign import (STAGES, Campaign, ablation_cells, chosen_params, describe, stage_cells, sweep_cells,
-                                tune_cells)
+from hashbench.campaign import STAGES, Campaign, ablation_cells, chosen_params, describe, stage_cells, sweep_cells
 from hashbench.errors import HashbenchError
 from hashbench.files import save_figure
+from hashbench.registry import method_spec
 from hashbench.tables import Table, load_published, short
 from hashbench.significance import ALPHA
 
@@ -37,19 +37,34 @@ def _f(x: float | None) -> str:
 
 
 def tuning_rows(c: Campaign, results_dir: Path) -> Rows:
+    """Every study (method × tuning dataset): its search space, every trial with its validation
+    score and how it ended (complete / pruned at epoch e / failed / not run), and the winner."""
+    from hashbench.campaign import study_trials
+    from hashbench.tuning import describe_space, outcome
+
     latest = records.latest_by_cell(results_dir)
     try:
         chosen = chosen_params(c, results_dir)
     except HashbenchError:
         chosen = {}
     body = []
-    for cell, rec in zip(tune_cells(c), _records_for(tune_cells(c), latest)):
-        valid = rec["metrics"]["valid"].get(c.monitor) if _ok(rec) else None
-        status = "not run" if rec is None else rec["status"]
-        mark = "✓" if chosen.get(cell.method) == cell.params else ""
-        body.append([cell.method, describe(cell.params, c.budget_for(cell.method)), _f(valid),
-                     f"{rec.get('train_seconds', 0):.0f}" if _ok(rec) else status, mark])
-    return ["method", "trial (beyond the budget)", f"valid {short(c.monitor)}", "train s", "chosen"], body
+    for d in c.tune_datasets:
+        for m in c.tune_methods:
+            trials = study_trials(c, m, d, latest)
+            space = describe_space(method_spec(m))
+            for number in range(c.trials):
+                if number >= len(trials) or trials[number][1] is None:
+                    body.append([m, d, space if number == 0 else "", str(number), "not run", "", "", ""])
+                    continue
+                cell, rec = trials[number]
+                state, value, curve = outcome(rec, c.monitor)
+                ended = (f"pruned at epoch {curve[-1][0]}" if state == "pruned" and curve else
+                         state if state != "complete" else (rec.get("extras") or {}).get("stopped") or "complete")
+                mark = "✓" if chosen.get((m, d)) == cell.params else ""
+                body.append([m, d, space if number == 0 else "", str(number), describe(cell.params, c.budget_for(m)),
+                             _f(value), ended, mark])
+    return ["method", "dataset", "search space", "trial", "parameters", f"valid {short(c.monitor)}", "ended",
+            "chosen"], body
 
 
 def _p(value: float) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from hashbench import records
 from hashbench.errors import HashbenchError
 from hashbench.registry import check_bits, method_spec
+from hashbench.tuning import TrialTag
 
 OVERWRITE = ("never", "failed", "always")
 EXECUTORS = ("local", "ray")  # where cells run (hashbench/executors.py)
@@ -27,12 +28,16 @@ class Cell:
     protocol: str = "random-8-1-1"
     params: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
     ks: tuple[int, ...] = (50, 100)
+    trial: TrialTag | None = None  # a tuning trial (hashbench.tuning): pruned on its validation curve
 
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "method": self.method, "dataset": self.dataset, "bits": self.bits, "seed": self.seed,
             "protocol": self.protocol, "ks": list(self.ks), "params": {**method_spec(self.method).defaults, **self.params},
         }
+        if self.trial is not None:  # a pruned trial is not the same result as a full run of its params
+            config["tuning"] = self.trial.config()
+        return config
 
     def config_hash(self) -> str:
         return records.config_hash(self.config())
@@ -42,7 +47,7 @@ class Cell:
 
         The same name is used under codes/ (the codes) and per_user/ (per-user test metrics)."""
         name = f"{self.dataset}-{self.method}-{self.bits}b-seed{self.seed}"
-        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100):
+        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100) or self.trial:
             name += f"-{self.config_hash()[:8]}"
         return name + ".npz"
 

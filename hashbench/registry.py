@@ -65,6 +65,8 @@ class FitContext:
     validate: Callable[["Method"], dict[str, float]] | None = None
     # progress(description, completed, total, **fields): a no-op unless the CLI provides one
     progress: Callable[..., None] = field(default=lambda *a, **k: None)
+    # prune(curve) -> True to stop a tuning trial whose validation curve [(epoch, value)] is hopeless
+    prune: Callable[[list], bool] | None = None
     # evidence(method) -> test-time metrics at each validation point (protocol effects): recorded
     # apart from everything else and never used to select an epoch or stop
     evidence: Callable[["Method"], dict[str, Any]] | None = None
@@ -136,7 +138,21 @@ def _module_specs(path: Path) -> dict[str, MethodSpec]:
         tables = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise HashbenchError(f"cannot read method spec {path}: {exc}") from None
-    return {name: MethodSpec.from_table(name, table, str(path)) for name, table in tables.items()}
+    return {name: MethodSpec.from_table(name, _based_on(tables, name, str(path)), str(path)) for name in tables}
+
+
+def _based_on(tables: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    """A table with `based_on = "other"` takes the other method's params (its own override them)
+    and description/hashing unless it gives its own: a variant row of a method (bgch-scaled)."""
+    table = dict(tables[name])
+    base_name = table.pop("based_on", None)
+    if base_name is None:
+        return table
+    if base_name not in tables or "based_on" in tables[base_name]:
+        raise HashbenchError(f"{where}: [{name}] based_on = {base_name!r} is not a method table of this file")
+    base = tables[base_name]
+    return {**base, **table, "params": {**base.get("params", {}), **table.get("params", {})},
+            "search": table.get("search", base.get("search", {}))}
 
 
 def built_in_specs() -> dict[str, tuple[str, MethodSpec]]:

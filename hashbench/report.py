@@ -34,6 +34,23 @@ def paper_dataset(name: str) -> bool:
     return spec is None or not spec.builtin
 
 
+# why a trained cell stopped (records' extras.stopped): these are safety-net caps, not convergence
+CAP_STOPS = ("epochs", "time", "max_iters")
+CAP_MARK = "†"
+CAP_NOTE = (f"{CAP_MARK}: at least one seed stopped on its epoch or time cap, not by patience "
+            "(its validation score may still have been improving).")
+
+
+def stopped_on_cap(record: dict) -> bool:
+    """True when a trained cell's training ended on an epoch/time cap instead of patience."""
+    return (record.get("extras") or {}).get("stopped") in CAP_STOPS
+
+
+def cap_marker(records_: list[dict]) -> str:
+    """CAP_MARK when any of a cell's seeds stopped on a cap, else ''."""
+    return CAP_MARK if any(stopped_on_cap(r) for r in records_) else ""
+
+
 def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[str] | None = None) -> list[dict]:
     """The ok records of each (method, dataset): of its configurations, the one with most seeds.
 
@@ -116,6 +133,11 @@ def _fmt(cell: Cell | None) -> str:
 
 
 def _label(table: Table, method: str) -> str:
+    # a row may say what it is beyond "not hashing" (bgch-scaled: real-valued scales)
+    mark = next(((r.get("extras") or {}).get("row_mark") for (m, _), recs in table.records.items() if m == method
+                 for r in recs if (r.get("extras") or {}).get("row_mark")), None)
+    if mark:
+        return f"{method} ({mark})"
     return method if table.hashing[method] else f"{method} (not hashing)"
 
 
@@ -130,7 +152,8 @@ def _grid(table: Table, bold, underline, paper_label, datasets: list[str] | None
         cells = []
         for d in datasets:
             for m in table.metrics:
-                value = text(_fmt(row.get((d, m))))
+                value = text(_fmt(row.get((d, m))) + (cap_marker(table.records.get((method, d), []))
+                                                      if (d, m) in row else ""))
                 place = marks.get((method, d, m))
                 value = bold(value) if place == 1 else underline(value) if place == 2 else value
                 test = table.tests.get((d, m), (None, {}))[1].get(method)
@@ -281,8 +304,10 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
                                       fmt, LABELS[number] + ("" if i == 0 else f"-{d}"), refs))
     if campaign is None:
         return parts
-    parts.append(_section(f"Table 3: tuning on {campaign.tune_dataset} validation, seed {campaign.tune_seed}, "
-                          f"{campaign.trials} trials per method under the same budget (campaign.toml)",
+    parts.append(_section(f"Table 3: tuning on the validation split of each of {', '.join(campaign.tune_datasets)}, "
+                          f"seed {campaign.tune_seed}: {campaign.trials} trials per method and dataset, Optuna "
+                          f"{campaign.sampler.upper()} sampler (defaults first) with a {campaign.pruner} pruner, over "
+                          "the search space declared beside each method (campaign.toml, method TOML files)",
                           cr.tuning_rows(campaign, results_dir), fmt, LABELS["3"], refs))
     for number, title, make in (
             ("4", f"Table 4: gradient-estimator ablation, {campaign.ablation_method} on {campaign.ablation_dataset}, "
@@ -314,7 +339,7 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
     add_significance(main, results_dir)
     caption = (f"Table 1: test Recall@K (R) and NDCG@K (N), {bits}-bit codes, {protocol} split, tie-exact "
                "Hamming ranking; mean ± std over seeds. Best hashing row bold, second underlined; ≈: not "
-               "significantly different from the best (Table 1c).")
+               "significantly different from the best (Table 1c). " + CAP_NOTE)
     stats_header = ["dataset", "users", "items", "interactions", "density"]
     stats = dataset_rows(results_dir, main.datasets)
     alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS, datasets=datasets)

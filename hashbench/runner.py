@@ -38,6 +38,7 @@ from hashbench.cells import OVERWRITE, Cell, checkpoint_dir_for, parse_param, pl
 from hashbench.files import atomic_save_npz
 from hashbench.registry import FitContext, Method, TrainData, get_method, method_spec
 from hashbench.splits import Split, make_split
+from hashbench.tuning import pruner_for
 
 def environment() -> dict[str, Any]:
     def pkg(name):
@@ -250,7 +251,8 @@ class Runner:
 
             ctx = FitContext(seed=seeds.seed_sequence(cell.seed, "method"), device=self.device,
                              checkpoint_dir=checkpoint_dir_for(self.results_dir, cell), validate=validate,
-                             progress=self._checked_progress(cell), evidence=protocol_evidence(split))
+                             progress=self._checked_progress(cell), evidence=protocol_evidence(split),
+                             prune=pruner_for(cell.trial) if cell.trial is not None else None)
             method = cls(cell.bits, ctx, **cell.params)
             started = time.perf_counter()
             method.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))

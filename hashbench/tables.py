@@ -68,6 +68,7 @@ _LATEX = {
     "δ": r"$\delta$", "ε": r"$\epsilon$", "λ": r"$\lambda$", "σ": r"$\sigma$", "τ": r"$\tau$", "φ": r"$\phi$",
     "ψ": r"$\psi$", "ω": r"$\omega$", "–": "--", "—": "---", "§": r"\S{}", "✓": r"$\surd$", "…": r"\ldots{}",
     "‘": "`", "’": "'", "“": "``", "”": "''", "\u00a0": "~", "Δ": r"$\Delta$",
+    "†": r"$^\dagger$",
 }
 _TABLE_REF = re.compile(r"\bTables? (1[bc]?|[2-8])\b")
 

@@ -92,3 +92,48 @@ def test_beats_popularity_and_same_seed_same_codes(fitted, split):
     again = fit(split, **FAST)
     for a, b in zip(fitted.codes(), again.codes()):
         assert np.array_equal(a, b)
+
+
+def test_alpha_scales_change_the_order_in_a_planted_case():
+    # one user, two items, 2 layers x 2 bits. Item A agrees with the user on all 4 bits but
+    # with tiny scales; item B agrees on layer 0 only, with a large layer-0 scale.
+    user = [torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 1.0]])]
+    items = [torch.tensor([[0.1, 0.1], [5.0, 5.0]]), torch.tensor([[0.1, 0.1], [-0.1, -0.1]])]
+    cu = bgch.alpha_scaled_codes(user)
+    ci = bgch.alpha_scaled_codes(items)
+    hamming = (torch.sign(torch.cat(user, 1)) @ torch.sign(torch.cat(items, 1)).T)[0]
+    scaled = (cu @ ci.T)[0]
+    assert hamming[0] > hamming[1]  # pure Hamming: A (4 agreeing bits) above B (2 of 4)
+    assert scaled[1] > scaled[0]  # alpha-scaled: B above A
+    assert scaled.tolist() == pytest.approx([1 * 0.1 * 2 + 1 * 0.1 * 2, 1 * 5 * 2 - 1 * 0.1 * 2])
+
+
+@pytest.fixture(scope="module")
+def fitted_scaled(split):
+    return fit(split, name="bgch-scaled", **FAST)
+
+
+def test_bgch_scaled_ranks_by_the_alpha_scaled_codes_of_the_same_model(fitted_scaled, split):
+    m = fitted_scaled
+    assert not m.hashing  # a real-valued row: not pure Hamming
+    codes = bgch.alpha_scaled_codes(m.layer_projections())
+    users = np.arange(10)
+    expected = (codes[:m.n_users][users] @ codes[m.n_users:].T).numpy()
+    assert np.allclose(m.scores(users), expected, rtol=1e-5, atol=1e-6)
+    # the scales do change the ranking against the model's own pure-Hamming codes
+    projections = torch.cat(m.layer_projections(), 1)
+    signs = torch.where(projections >= 0, 1.0, -1.0)
+    hamming = (signs[:m.n_users][users] @ signs[m.n_users:].T).numpy()
+    assert not np.array_equal(np.argsort(-expected, 1)[:, :20], np.argsort(-hamming, 1, kind="stable")[:, :20])
+    extras = m.extras()
+    per_node = m.bits // 8 + 4 * (m.params["layers"] + 1)
+    assert extras["bytes_per_user"] == extras["bytes_per_item"] == per_node
+    assert extras["storage_bytes"] == per_node * (split.n_users + split.n_items)
+    assert "real-valued" in extras["row_mark"]
+
+
+def test_bgch_scaled_shares_bgch_parameters():
+    from hashbench.registry import method_spec
+
+    assert method_spec("bgch-scaled").defaults == method_spec("bgch").defaults
+    assert method_spec("bgch").hashing and not method_spec("bgch-scaled").hashing

@@ -24,14 +24,12 @@ hashrec = { epochs = 3, eval_every = 1 }
 dcf = { max_iters = 2, init_iters = 2 }
 
 [tuning]
-dataset = "synthetic"
+datasets = ["synthetic"]
 seed = 0
 trials = 2
-
-[tuning.grid]
-proposed = [{}, { beta = 5.0 }]
-hashrec = [{}, { lr = 0.01 }]
-dcf = [{}, { negatives = 2 }]
+methods = ["proposed", "hashrec", "dcf"]
+startup_trials = 1
+pruner = "median"
 
 [sweep]
 dataset = "synthetic"
@@ -54,12 +52,16 @@ def write_spec(tmp_path, text=SPEC):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (("hashrec = [{}, { lr = 0.01 }]", "hashrec = [{}]"), "hashrec has 1 tuning trials, the campaign says 2"),
-    (('"mostpop"]', '"mostpop", "nosuch"]'), "unknown method 'nosuch'"),
-    (("{ beta = 5.0 }", "{ betta = 5.0 }"), "proposed has no parameter betta"),
+    (('"mostpop"]\n\n[budget]', '"mostpop", "nosuch"]\n\n[budget]'), "unknown method 'nosuch'"),
+    (("{ epochs = 2, eval_every = 1 }", "{ epochs = 2, evl = 1 }"), "proposed has no parameter evl"),
+    (('methods = ["proposed", "hashrec", "dcf"]', 'methods = ["proposed", "mostpop"]'),
+     "mostpop has no \\[mostpop.search\\] table"),
+    (('datasets = ["synthetic"]\nseed', 'datasets = []\nseed'), "datasets lacks synthetic"),
+    (('pruner = "median"', 'pruner = "mean"'), "pruner one of"),
     (("[sweep]", "[swept]"), "missing key 'sweep'"),
 ])
 def test_a_bad_spec_is_refused_with_the_reason(tmp_path, edit, message):
+    assert edit[0] in SPEC
     with pytest.raises(HashbenchError, match=message):
         load_campaign(write_spec(tmp_path, SPEC.replace(*edit)))
 
@@ -72,26 +74,52 @@ def test_the_budget_scale_multiplies_epochs_only(tmp_path):
         load_campaign(write_spec(tmp_path), budget_scale=0)
 
 
-def test_the_best_validation_trial_is_chosen_and_final_waits_for_tuning(tmp_path):
+def fake_record(cell, value, stopped="patience", status="ok"):
+    return {"config_hash": cell.config_hash(), "status": status, "extras": {"stopped": stopped,
+            "curve": [{"epoch": 1, "valid": {"recall@50": value}}]}, "metrics": {"valid": {"recall@50": value}}}
+
+
+def test_the_best_complete_trial_is_chosen_and_final_waits_for_tuning(tmp_path):
     c = load_campaign(write_spec(tmp_path))
     results = tmp_path / "results"
-    with pytest.raises(HashbenchError, match="tuning of proposed is not finished"):
+    with pytest.raises(HashbenchError, match="tuning of proposed on synthetic is not finished"):
         final_cells(c, results)
-    valid = {("proposed", 0): 0.30, ("proposed", 1): 0.35, ("hashrec", 0): 0.2, ("hashrec", 1): 0.2,
-             ("dcf", 0): 0.9, ("dcf", 1): 0.0}
-    seen = {}
-    for cell in tune_cells(c):
-        i = seen[cell.method] = seen.get(cell.method, -1) + 1
-        failed = (cell.method, i) == ("dcf", 0)  # a failed trial just loses
-        records.append_record(results, {"config_hash": cell.config_hash(), "status": "failed" if failed else "ok",
-                                        "metrics": {"valid": {"recall@50": valid[(cell.method, i)]}}})
+    # trial 0 of every study is the method's defaults (on top of the budget)
+    first = {cell.method: cell for cell in tune_cells(c, results)}
+    assert first["proposed"].params == {"epochs": 2, "eval_every": 1, "lr": 0.01, "l2": 1e-4, "beta": 15.0,
+                                        "psi": 0.05}
+    assert all(cell.trial.number == 0 for cell in first.values())
+    values = {"proposed": (0.30, 0.35, "patience"), "hashrec": (0.2, 0.9, "pruned"), "dcf": (0.1, 0.05, "patience")}
+    for number in range(2):
+        for cell in tune_cells(c, results):
+            if cell.trial.number == number:
+                v = values[cell.method]
+                records.append_record(results, fake_record(cell, v[number], v[2] if number else "patience"))
+    trials = {cell.method: [] for cell in tune_cells(c, results)}
+    for cell in tune_cells(c, results):
+        trials[cell.method].append(cell.params)
+    assert all(len(t) == 2 for t in trials.values())
     chosen = chosen_params(c, results)
-    assert chosen["proposed"] == {"epochs": 2, "eval_every": 1, "beta": 5.0}
-    assert chosen["hashrec"] == {"epochs": 3, "eval_every": 1}  # a tie keeps the defaults
-    assert chosen["dcf"] == {"max_iters": 2, "init_iters": 2, "negatives": 2}
-    assert chosen["mostpop"] == {}
+    assert chosen[("proposed", "synthetic")] == trials["proposed"][1]  # the better trial
+    assert chosen[("hashrec", "synthetic")] == trials["hashrec"][0]  # a pruned trial never wins
+    assert chosen[("dcf", "synthetic")] == trials["dcf"][0]
+    assert chosen[("mostpop", "synthetic")] == {}
     cells = final_cells(c, results)
     assert len(cells) == 4 * 2 and {cell.seed for cell in cells} == {0, 1}
+
+
+def test_the_sampler_proposes_the_same_trials_when_rebuilt(tmp_path):
+    c = load_campaign(write_spec(tmp_path, SPEC.replace("trials = 2", "trials = 5")))
+    results = tmp_path / "results"
+    seen = []
+    for number in range(5):
+        cells = [cell for cell in tune_cells(c, results) if cell.method == "hashrec"]
+        assert [x.params for x in cells[:-1]] == seen  # the recorded trials come back unchanged
+        seen.append(cells[-1].params)
+        records.append_record(results, fake_record(cells[-1], 0.1 * number))
+    assert len({json.dumps(p, sort_keys=True) for p in seen}) == 5  # five distinct proposals
+    for p in seen:  # every proposal inside the declared space
+        assert 3e-4 <= p["lr"] <= 1e-2 and p["c_lam"] in (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
@@ -101,9 +129,8 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     result = runner.invoke(app, ["campaign", "--results", "results"])
     assert result.exit_code == 0, result.output
     recs = [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
-    # 6 trials; final 8 cells of which the 3 winning seed-0 trials are shared; sweep 2 methods x 2
-    # bits (32 bits shared); ablation 2 variants (SignSwish beta 15 is Proposed's default trial
-    # when it won, else one more)
+    # 6 trials (tuning cells carry their study tag, so none is shared with the final stage);
+    # final 8 cells; sweep 2 methods x 2 bits (32 bits shared); ablation 2 variants
     assert all(r["status"] == "ok" for r in recs)
     assert {r["bits"] for r in recs} == {16, 32}
     assert all((tmp_path / "results" / r["per_user_file"]).exists() for r in recs)
@@ -122,3 +149,90 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     assert (tmp_path / "results" / "bits_sweep.png").stat().st_size > 1000
     assert r"\begin{table*}" in (tmp_path / "results" / "table1.tex").read_text()
     assert "mean" in (tmp_path / "results" / "table1.csv").read_text()
+
+
+TWO_DATASETS = """
+[synthetic-b]
+title = "A second, smaller planted dataset (tests)"
+citation = "tests"
+builtin = true
+users = 300
+items = 400
+clusters = 4
+mean_degree = 20
+in_cluster = 0.85
+popularity_sigma = 1.0
+generator_seed = 7
+"""
+
+TUNE_SPEC = SPEC.replace('datasets = ["synthetic"]\nbits', 'datasets = ["synthetic", "synthetic-b"]\nbits').replace(
+    'datasets = ["synthetic"]\nseed', 'datasets = ["synthetic", "synthetic-b"]\nseed').replace(
+    'methods = ["proposed", "hashrec", "dcf"]', 'methods = ["proposed", "hashrec"]').replace("trials = 2", "trials = 3")
+
+
+@pytest.fixture
+def two_datasets(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from hashbench import specs
+
+    registry = tmp_path / "datasets.toml"
+    registry.write_text((Path(specs.__file__).resolve().parent.parent / "datasets.toml").read_text() + TWO_DATASETS)
+    monkeypatch.setenv("HASHBENCH_DATASETS", str(registry))
+    specs.load_registry.cache_clear()
+    yield
+    specs.load_registry.cache_clear()
+
+
+def trials_of(results):
+    """{(study, trial): (params, valid recall@50)} from a results directory."""
+    out = {}
+    for line in (results / "runs.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "tuning" in r and r["status"] == "ok":
+            out[(r["tuning"]["study"], r["tuning"]["trial"])] = (r["params"], r["metrics"]["valid"]["recall@50"])
+    return out
+
+
+def test_a_tuning_stage_runs_per_dataset_and_resumes_after_a_kill(tmp_path, monkeypatch, two_datasets):
+    from hashbench import runner as runner_module
+
+    assert "synthetic-b" in TUNE_SPEC
+    monkeypatch.chdir(tmp_path)
+    write_spec(tmp_path, TUNE_SPEC)
+    cli = CliRunner()
+    # uninterrupted
+    done = cli.invoke(app, ["campaign", "--stage", "tune", "--results", "whole"])
+    assert done.exit_code == 0, done.output
+    whole = trials_of(tmp_path / "whole")
+    studies = {study for study, _ in whole}
+    assert studies == {f"{m}/{d}" for m in ("proposed", "hashrec") for d in ("synthetic", "synthetic-b")}
+    assert sorted(whole) == sorted((s, k) for s in studies for k in range(3))  # the same trials everywhere
+
+    # killed inside the second trial of proposed/synthetic-b, after its first evaluation
+    original = runner_module.Runner._checked_progress
+
+    def dying(self, cell):
+        progress = original(self, cell)
+
+        def wrapped(description, completed, total=None, **fields):
+            if cell.trial is not None and (cell.trial.study, cell.trial.number) == ("proposed/synthetic-b", 1) \
+                    and completed == 1 and not fields.get("resumed"):
+                raise KeyboardInterrupt
+            progress(description, completed, total, **fields)
+
+        return wrapped
+
+    monkeypatch.setattr(runner_module.Runner, "_checked_progress", dying)
+    try:
+        killed = cli.invoke(app, ["campaign", "--stage", "tune", "--results", "killed"])
+        assert killed.exit_code != 0
+    except KeyboardInterrupt:
+        pass
+    partial = trials_of(tmp_path / "killed")
+    assert ("proposed/synthetic-b", 1) not in partial and len(partial) < len(whole)
+    assert list((tmp_path / "killed" / "checkpoints").glob("*/train_state.pt"))  # the trial's checkpoint
+    monkeypatch.setattr(runner_module.Runner, "_checked_progress", original)
+    resumed = cli.invoke(app, ["campaign", "--stage", "tune", "--results", "killed"])
+    assert resumed.exit_code == 0, resumed.output
+    assert trials_of(tmp_path / "killed") == whole  # same proposals, same scores

@@ -69,3 +69,44 @@ def test_sparse_reconstruction_error_matches_dense():
 
 def test_beats_popularity_and_is_deterministic(split, fitted):
     assert_learns_reproducibly(fitted, split, lambda: fit(split))
+
+
+def built(split, **params):
+    from hashbench import seeds
+    from hashbench.registry import FitContext, TrainData, get_method
+
+    method = get_method("ccsr")(32, FitContext(seed=seeds.seed_sequence(0, "method"), device="cpu"),
+                                **{**FAST, **params})
+    method.device = torch.device("cpu")
+    method.model = method.build(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid))
+    method.model.eval()  # no dropout: the same batch gives the same features
+    return method
+
+
+@pytest.mark.parametrize("full_sum", [False, True])
+def test_loss_terms_keep_their_relative_weight_when_the_batch_grows(split, full_sum):
+    method = built(split, full_sum=full_sum)
+    batch = next(iter(method.epoch_batches(1, np.random.default_rng(0))))
+    users, items, labels, weights = (a[:500] for a in batch)
+    # the same pairs three times over: a batch 3x as large with the same distribution
+    bigger = tuple(np.concatenate([a] * 3) for a in (users, items, labels, weights))
+    with torch.no_grad():
+        one = method.loss_terms((users, items, labels, weights))
+        three = method.loss_terms(bigger)
+    for name in ("sim", "reconstruction", "balance"):
+        assert torch.allclose(one[name], three[name], rtol=1e-4), name
+    # and a larger batch of fresh pairs keeps the reconstruction/similarity ratio of a small one
+    big = tuple(a[:4000] for a in batch)
+    with torch.no_grad():
+        large = method.loss_terms(big)
+    ratio_small = (one["reconstruction"] / one["sim"]).item()
+    ratio_large = (large["reconstruction"] / large["sim"]).item()
+    assert ratio_large == pytest.approx(ratio_small, rel=0.25)
+
+
+def test_lambdas_can_be_zero(split):
+    method = built(split, lambda_ae=0.0, lambda_b=0.0)
+    batch = next(iter(method.epoch_batches(1, np.random.default_rng(0))))
+    with torch.no_grad():
+        terms = method.loss_terms(batch)
+        assert torch.equal(method.batch_loss(batch, 1), terms["sim"])

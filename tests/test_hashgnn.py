@@ -102,3 +102,14 @@ def test_mean_operator_is_the_scipy_coo_to_csr_matrix_and_its_transpose():
             assert np.array_equal(got.crow_indices().numpy(), want.indptr)
             assert np.array_equal(got.col_indices().numpy(), want.indices)
             assert np.array_equal(got.values().numpy(), want.data)
+
+
+def test_beta_is_non_zero_within_the_default_schedule():
+    from hashbench.registry import method_spec
+
+    defaults = method_spec("hashgnn").defaults
+    guaranteed = min(defaults["min_epochs"], defaults["epochs"])  # epochs patience cannot cut
+    assert guaranteed >= 20  # the reference's schedule
+    assert max(hashgnn.beta_at(epoch - 1) for epoch in range(1, guaranteed + 1)) > 0
+    # what the model's loss reads at the last guaranteed epoch
+    assert hashgnn.beta_at(guaranteed - 1) == pytest.approx(0.18)

@@ -14,6 +14,7 @@ FAST_PARAMS = {
     "proposed": {"epochs": 30, "eval_every": 5},
     "lightgcn": {"epochs": 30, "eval_every": 5},
     "bgch": {"epochs": 15, "batch_size": 1024, "eval_every": 5, "lr": 1e-2},
+    "bgch-scaled": {"epochs": 15, "batch_size": 1024, "eval_every": 5, "lr": 1e-2},
     "hashgnn": {"epochs": 4, "batch_size": 1024, "lr": 1e-2},
     "dcf": {"init_iters": 5, "max_iters": 6, "patience": 3},
     "ccsr": {"batch_size": 4096, "epochs": 6, "eval_every": 3, "lr": 0.01},

@@ -79,6 +79,64 @@ def test_lightgcn_resumes_too(split, tmp_path):
     assert np.array_equal(reference.scores(users), resumed.scores(users))
 
 
+class ConstantTrainer:
+    """A trainer whose validation never improves: only min_epochs keeps patience from stopping it."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def initialise(self):
+        pass
+
+    def train_epoch(self, epoch, rng):
+        self.epochs.append(epoch)
+        return {"loss": 1.0}
+
+    def state(self):
+        return {}
+
+    def load_state(self, state):
+        pass
+
+    def snapshot(self):
+        return {}
+
+    def restore(self, snapshot):
+        pass
+
+    def session(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    evaluating = session
+
+
+@pytest.mark.parametrize("min_epochs, stops_at", [(0, 2), (7, 7)])
+def test_patience_waits_for_min_epochs(min_epochs, stops_at):
+    from types import SimpleNamespace
+
+    from hashbench.core.training import TrainConfig, run_training
+
+    ctx = SimpleNamespace(seed=np.random.SeedSequence(0), validate=lambda m: {"recall@50": 0.1},
+                          progress=lambda *a, **k: None, checkpoint_dir=None, evidence=None)
+    trainer = ConstantTrainer()
+    result = run_training(SimpleNamespace(ctx=ctx, name="constant"), trainer,
+                          TrainConfig(epochs=50, eval_every=1, patience=1, min_epochs=min_epochs), "x")
+    assert result.stopped == "patience" and trainer.epochs == list(range(1, stops_at + 1))
+
+
+def test_scores_come_from_the_restored_best_state_not_the_last(split):
+    # high lr + patience 1: the run stops after an evaluation that is not the best
+    m = fit(split, method="lightgcn", epochs=12, eval_every=2, patience=1, lr=0.5)
+    users = np.arange(split.n_users)
+    scores = m.scores(users)
+    m._embeddings = None  # a fresh propagation of the parameters the model holds now
+    assert np.array_equal(scores, m.scores(users))
+    valid = evaluate_method(m, split, "valid", (50,))["recall@50"]
+    assert valid == pytest.approx(m.result.best_valid["recall@50"])
+
+
 def test_a_checkpoint_of_another_shape_is_refused_and_the_cell_starts_afresh(split, tmp_path):
     from hashbench.core.checkpoints import read_checkpoint, save_checkpoint
     from hashbench.core.training import CHECKPOINT_NAME

@@ -61,7 +61,7 @@ def report_command(
     if not no_campaign and (spec is not None or campaign_path().exists()):
         campaign = load_campaign(spec)
         # the default spec only adds its sections to results that hold some of its runs
-        if spec is None and not any(cell.config_hash() in latest_by_cell(results) for cell in tune_cells(campaign)):
+        if spec is None and not any(cell.config_hash() in latest_by_cell(results) for cell in tune_cells(campaign, results)):
             campaign = None
     if names is None and campaign is not None:
         names = list(campaign.datasets)  # the campaign spec names its datasets: that is asking for them

@@ -11,7 +11,8 @@ method. `TorchMethod` adds the torch/Adam trainer: a subclass implements
     batch_loss(batch, epoch) -> tensor        a scalar loss
     code_embeddings() -> (users, items)       real-valued tensors whose signs are the codes
 
-and optionally `on_epoch_start(epoch)`, `trainable_parameters()` and `method_extras()`.
+and optionally `on_epoch_start(epoch)`, `trainable_parameters()`, `make_optimizer(params, lr)`
+and `method_extras()`.
 Peak memory is measured per cell by the runner (records' `peak_rss_mb`), not here.
 """
 
@@ -31,10 +32,16 @@ from hashbench.registry import Method, TrainData
 from hashbench.seeds import method_stream, torch_seed
 
 # the parameters the driver reads, when a method declares them (with these names)
-DRIVER_PARAMS = ("epochs", "eval_every", "patience", "max_minutes")
+DRIVER_PARAMS = ("epochs", "eval_every", "patience", "max_minutes", "min_epochs")
 # keys every trained method's extras() carries, whatever trains it
 STANDARD_EXTRAS = ("best_epoch", "epochs_run", "stopped", "best_valid", "train_seconds", "seconds_to_best",
                    "seconds_per_epoch", "resumed_from_epoch", "device", "curve", "deviations")
+
+
+def parameter_versions(module: nn.Module) -> tuple[int, ...]:
+    """The in-place version counters of a module's parameters: a cache key for tensors derived
+    from them (an optimiser step and load_state_dict, e.g. the restore of the best state, bump it)."""
+    return tuple(p._version for p in module.parameters())
 
 
 class TrainedMethod(Method):
@@ -107,13 +114,17 @@ class TorchMethod(TrainedMethod):
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         return self.model.parameters()
 
+    def make_optimizer(self, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer | None:
+        """The method's own optimiser over `params`; None: the trainer's Adam."""
+        return None
+
     def trainer(self, data: TrainData) -> Trainer:
         self.model = self.build(data)
         p = self.params
         return TorchTrainer(self.model, lr=p["lr"], seed=torch_seed(self.ctx.seed),
                             epoch_batches=self.epoch_batches, batch_loss=self.batch_loss,
                             on_epoch_start=self.on_epoch_start, params=self.trainable_parameters(),
-                            lr_decay=p.get("lr_decay", 1.0))
+                            lr_decay=p.get("lr_decay", 1.0), optimizer=self.make_optimizer)
 
     def code_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError(f"{self.name} gives float scores, not codes")

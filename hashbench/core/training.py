@@ -41,7 +41,7 @@ from hashbench.errors import HashbenchWarning
 from hashbench.seeds import method_stream
 
 CHECKPOINT_NAME = "train_state.pt"
-STOP_REASONS = ("patience", "epochs", "time", "converged", "no-validation")
+STOP_REASONS = ("patience", "epochs", "time", "converged", "no-validation", "pruned")
 
 
 @dataclass
@@ -52,6 +52,7 @@ class TrainConfig:
     monitor: str = "recall@50"
     max_minutes: float | None = None  # stop (keeping the best state) after this much training time
     validate_initial: bool = False  # also evaluate the state before epoch 1 (epoch 0)
+    min_epochs: int = 0  # patience cannot stop the run before this epoch (a schedule that must run out)
 
 
 @dataclass
@@ -111,7 +112,7 @@ def tune_malloc() -> None:
 
 
 class TorchTrainer:
-    """Adam over `params` of `module`; an epoch is `epoch_batches(epoch, rng)` through `batch_loss`.
+    """Adam (or the method's optimiser) over `params` of `module`; an epoch is `epoch_batches(epoch, rng)` through `batch_loss`.
 
     Runs with torch's deterministic algorithms on: the backward of embedding lookups with
     repeated indices (index_put_ with accumulate) otherwise sums in a thread-dependent order,
@@ -122,12 +123,16 @@ class TorchTrainer:
                  epoch_batches: Callable[[int, np.random.Generator], Iterable[Any]],
                  batch_loss: Callable[[Any, int], torch.Tensor],
                  on_epoch_start: Callable[[int], None] | None = None,
-                 params: Iterable[nn.Parameter] | None = None, lr_decay: float = 1.0):
+                 params: Iterable[nn.Parameter] | None = None, lr_decay: float = 1.0,
+                 optimizer: Callable[[list[nn.Parameter], float], torch.optim.Optimizer] | None = None):
         tune_malloc()
         torch.manual_seed(seed)  # after the model's init: dropout and other in-training draws
         self.module = module
         self.epoch_batches, self.batch_loss, self.on_epoch_start = epoch_batches, batch_loss, on_epoch_start
-        self.optimizer = torch.optim.Adam(list(params if params is not None else module.parameters()), lr=lr)
+        params = list(params if params is not None else module.parameters())
+        # a method may bring its own optimiser (e.g. HashRec's lazy Adam); Adam otherwise
+        own = optimizer(params, lr) if optimizer is not None else None
+        self.optimizer = own if own is not None else torch.optim.Adam(params, lr=lr)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=lr_decay)
 
     def initialise(self) -> None:
@@ -279,7 +284,11 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
         result.history.append(record)
         result.train_seconds = elapsed()
         stop = trainer_stop
-        if stop is None and ctx.validate is not None and bad_evals >= config.patience:
+        prune = getattr(ctx, "prune", None)  # a tuning trial: hopeless against the earlier trials' curves?
+        if stop is None and prune is not None and "valid" in record and prune(
+                [(h["epoch"], h["valid"][config.monitor]) for h in result.history if "valid" in h]):
+            stop = "pruned"
+        if stop is None and ctx.validate is not None and bad_evals >= config.patience and epoch >= config.min_epochs:
             stop = "patience"
         elif stop is None and out_of_time:
             stop = "time"

@@ -1,0 +1,88 @@
+"""hashbench.tuning: the declared search spaces, the pruner's decision from earlier trials'
+curves, and the driver stopping a pruned trial."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hashbench.core.training import TrainConfig, run_training
+from hashbench.errors import HashbenchError
+from hashbench.params import MethodSpec
+from hashbench.registry import method_names, method_spec
+from hashbench.tuning import TrialTag, check_space, outcome, pruner_for
+
+TRAINED_HASHING = ("proposed", "bgch", "hashgnn", "hashrec", "ccsr", "dcf")
+
+
+@pytest.mark.parametrize("name", TRAINED_HASHING)
+def test_every_trained_hashing_method_declares_a_space_holding_its_defaults(name):
+    assert name in method_names()
+    space = check_space(method_spec(name), "test")
+    assert len(space) >= 2
+
+
+def test_a_default_outside_the_space_is_refused():
+    spec = MethodSpec.from_table("m", {"params": {"lr": {"default": 0.1}}, "search": {"lr": {"low": 1e-4, "high": 1e-2}}},
+                                 "test")
+    with pytest.raises(HashbenchError, match="outside its search space"):
+        check_space(spec, "test")
+
+
+def history(*finals):
+    # earlier complete trials: curves rising to their final value over epochs 1..4
+    return tuple(("complete", f, tuple((e, f * e / 4) for e in range(1, 5))) for f in finals)
+
+
+def test_the_median_pruner_stops_a_curve_below_the_earlier_trials():
+    tag = TrialTag("m/d", 3, "median", (("n_startup_trials", 3), ("n_warmup_steps", 0)), history=history(0.4, 0.5, 0.6))
+    prune = pruner_for(tag)
+    assert prune([(1, 0.01), (2, 0.02)])  # far below the median at epoch 2 (0.25)
+    assert not prune([(1, 0.2), (2, 0.4)])  # above it
+    # fewer earlier trials than the pruner's startup: never pruned
+    young = TrialTag("m/d", 1, "median", (("n_startup_trials", 3),), history=history(0.5))
+    assert not pruner_for(young)([(1, 0.0), (2, 0.0)])
+
+
+class Rising:
+    def __init__(self):
+        self.epoch = 0
+
+    def initialise(self):
+        pass
+
+    def train_epoch(self, epoch, rng):
+        self.epoch = epoch
+        return {"loss": 1.0}
+
+    def state(self):
+        return {}
+
+    def load_state(self, state):
+        pass
+
+    def snapshot(self):
+        return {}
+
+    def restore(self, snapshot):
+        pass
+
+    def session(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    evaluating = session
+
+
+def test_the_driver_stops_a_pruned_trial_and_says_so():
+    trainer = Rising()
+    tag = TrialTag("m/d", 3, "median", (("n_startup_trials", 3),), history=history(0.4, 0.5, 0.6))
+    ctx = SimpleNamespace(seed=np.random.SeedSequence(0), progress=lambda *a, **k: None, checkpoint_dir=None, evidence=None,
+                          validate=lambda m: {"recall@50": 0.001 * trainer.epoch}, prune=pruner_for(tag))
+    result = run_training(SimpleNamespace(ctx=ctx, name="t"), trainer, TrainConfig(epochs=20, eval_every=1), "x")
+    assert result.stopped == "pruned" and result.epochs_run < 20
+    record = {"status": "ok", "metrics": {"valid": {"recall@50": result.best_valid["recall@50"]}},
+              "extras": {"stopped": result.stopped, "curve": [h for h in result.history if "valid" in h]}}
+    state, value, curve = outcome(record, "recall@50")
+    assert state == "pruned" and len(curve) == result.epochs_run
