@@ -36,11 +36,25 @@ def _f(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
+def _short_params(params: dict, budget: dict) -> str:
+    """A trial's own parameters (not the budget), numbers to 3 significant digits."""
+    own = {k: v for k, v in params.items() if budget.get(k) != v}
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in own.items()) or "defaults"
+
+
+def tuning_spaces(c: Campaign) -> str:
+    """Each tuned method's search space, for the tuning table's caption (too wide for a column)."""
+    from hashbench.tuning import describe_space
+
+    return "; ".join(f"{m}: {describe_space(method_spec(m))}" for m in c.tune_methods)
+
+
 def tuning_rows(c: Campaign, results_dir: Path) -> Rows:
-    """Every study (method × tuning dataset): its search space, every trial with its validation
-    score and how it ended (complete / pruned at epoch e / failed / not run), and the winner."""
+    """Every study (method/dataset): each recorded trial with its validation score and how it
+    ended (patience / a cap / pruned at epoch e / failed), the winner marked, and how many of
+    its trials are still to run. The search spaces are in the caption (tuning_spaces)."""
     from hashbench.campaign import study_trials
-    from hashbench.tuning import describe_space, outcome
+    from hashbench.tuning import outcome
 
     latest = records.latest_by_cell(results_dir)
     try:
@@ -50,21 +64,18 @@ def tuning_rows(c: Campaign, results_dir: Path) -> Rows:
     body = []
     for d in c.tune_datasets:
         for m in c.tune_methods:
-            trials = study_trials(c, m, d, latest)
-            space = describe_space(method_spec(m))
-            for number in range(c.trials):
-                if number >= len(trials) or trials[number][1] is None:
-                    body.append([m, d, space if number == 0 else "", str(number), "not run", "", "", ""])
-                    continue
-                cell, rec = trials[number]
+            name = f"{m}/{d}"
+            done = [(cell, rec) for cell, rec in study_trials(c, m, d, latest) if rec is not None]
+            for number, (cell, rec) in enumerate(done):
                 state, value, curve = outcome(rec, c.monitor)
-                ended = (f"pruned at epoch {curve[-1][0]}" if state == "pruned" and curve else
+                ended = (f"pruned at {curve[-1][0]}" if state == "pruned" and curve else
                          state if state != "complete" else (rec.get("extras") or {}).get("stopped") or "complete")
                 mark = "✓" if chosen.get((m, d)) == cell.params else ""
-                body.append([m, d, space if number == 0 else "", str(number), describe(cell.params, c.budget_for(m)),
-                             _f(value), ended, mark])
-    return ["method", "dataset", "search space", "trial", "parameters", f"valid {short(c.monitor)}", "ended",
-            "chosen"], body
+                body.append([name, str(number), _short_params(cell.params, c.budget_for(m)), _f(value), ended, mark])
+            if len(done) < c.trials:
+                body.append([name, f"{len(done)}–{c.trials - 1}" if done else f"0–{c.trials - 1}", "not run",
+                             "", "", ""])
+    return ["study", "trial", "parameters", f"valid {short(c.monitor)}", "ended", "chosen"], body
 
 
 def _p(value: float) -> str:

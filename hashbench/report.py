@@ -307,7 +307,8 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
     parts.append(_section(f"Table 3: tuning on the validation split of each of {', '.join(campaign.tune_datasets)}, "
                           f"seed {campaign.tune_seed}: {campaign.trials} trials per method and dataset, Optuna "
                           f"{campaign.sampler.upper()} sampler (defaults first) with a {campaign.pruner} pruner, over "
-                          "the search space declared beside each method (campaign.toml, method TOML files)",
+                          "the search space declared beside each method (campaign.toml, method TOML files): "
+                          + cr.tuning_spaces(campaign),
                           cr.tuning_rows(campaign, results_dir), fmt, LABELS["3"], refs))
     for number, title, make in (
             ("4", f"Table 4: gradient-estimator ablation, {campaign.ablation_method} on {campaign.ablation_dataset}, "
