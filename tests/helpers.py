@@ -34,3 +34,41 @@ def assert_learns_reproducibly(fitted, split, refit, margin=0.1):
     assert recall > popularity_recall(split) + margin
     again = refit().codes()
     assert np.array_equal(again[0], user_codes) and np.array_equal(again[1], item_codes)
+
+
+class CountingTrainer:
+    """A trainer protocol stand-in that learns nothing and remembers the epochs it trained:
+    for tests of the driver itself (stopping rules), where the validation is scripted."""
+
+    def __init__(self):
+        self.epochs: list[int] = []
+
+    @property
+    def epoch(self) -> int:
+        return self.epochs[-1] if self.epochs else 0
+
+    def initialise(self):
+        pass
+
+    def train_epoch(self, epoch, rng):
+        self.epochs.append(epoch)
+        return {"loss": 1.0}
+
+    def state(self):
+        return {}
+
+    def load_state(self, state):
+        pass
+
+    def snapshot(self):
+        return {}
+
+    def restore(self, snapshot):
+        pass
+
+    def session(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    evaluating = session

@@ -7,6 +7,7 @@ from hashbench import seeds
 from hashbench.evaluate import evaluate_split_codes
 from hashbench.registry import FitContext, TrainData, get_method
 from hashbench.runner import evaluate_method
+from helpers import CountingTrainer
 
 SMALL = {"proposed": {"epochs": 12, "eval_every": 3, "patience": 10, "batch_users": 128, "sampled_items": 200},
          "lightgcn": {"epochs": 6, "eval_every": 2, "patience": 10, "batch_size": 2048}}
@@ -79,39 +80,6 @@ def test_lightgcn_resumes_too(split, tmp_path):
     assert np.array_equal(reference.scores(users), resumed.scores(users))
 
 
-class ConstantTrainer:
-    """A trainer whose validation never improves: only min_epochs keeps patience from stopping it."""
-
-    def __init__(self):
-        self.epochs = []
-
-    def initialise(self):
-        pass
-
-    def train_epoch(self, epoch, rng):
-        self.epochs.append(epoch)
-        return {"loss": 1.0}
-
-    def state(self):
-        return {}
-
-    def load_state(self, state):
-        pass
-
-    def snapshot(self):
-        return {}
-
-    def restore(self, snapshot):
-        pass
-
-    def session(self):
-        import contextlib
-
-        return contextlib.nullcontext()
-
-    evaluating = session
-
-
 @pytest.mark.parametrize("min_epochs, stops_at", [(0, 2), (7, 7)])
 def test_patience_waits_for_min_epochs(min_epochs, stops_at):
     from types import SimpleNamespace
@@ -120,7 +88,7 @@ def test_patience_waits_for_min_epochs(min_epochs, stops_at):
 
     ctx = SimpleNamespace(seed=np.random.SeedSequence(0), validate=lambda m: {"recall@50": 0.1},
                           progress=lambda *a, **k: None, checkpoint_dir=None, evidence=None)
-    trainer = ConstantTrainer()
+    trainer = CountingTrainer()  # its validation never improves: only min_epochs holds patience off
     result = run_training(SimpleNamespace(ctx=ctx, name="constant"), trainer,
                           TrainConfig(epochs=50, eval_every=1, patience=1, min_epochs=min_epochs), "x")
     assert result.stopped == "patience" and trainer.epochs == list(range(1, stops_at + 1))

@@ -11,6 +11,7 @@ from hashbench.errors import HashbenchError
 from hashbench.params import MethodSpec
 from hashbench.registry import method_names, method_spec
 from hashbench.tuning import TrialTag, check_space, outcome, pruner_for
+from helpers import CountingTrainer
 
 TRAINED_HASHING = ("proposed", "bgch", "hashgnn", "hashrec", "ccsr", "dcf")
 
@@ -44,39 +45,8 @@ def test_the_median_pruner_stops_a_curve_below_the_earlier_trials():
     assert not pruner_for(young)([(1, 0.0), (2, 0.0)])
 
 
-class Rising:
-    def __init__(self):
-        self.epoch = 0
-
-    def initialise(self):
-        pass
-
-    def train_epoch(self, epoch, rng):
-        self.epoch = epoch
-        return {"loss": 1.0}
-
-    def state(self):
-        return {}
-
-    def load_state(self, state):
-        pass
-
-    def snapshot(self):
-        return {}
-
-    def restore(self, snapshot):
-        pass
-
-    def session(self):
-        import contextlib
-
-        return contextlib.nullcontext()
-
-    evaluating = session
-
-
 def test_the_driver_stops_a_pruned_trial_and_says_so():
-    trainer = Rising()
+    trainer = CountingTrainer()  # validation rises with the epoch (below)
     tag = TrialTag("m/d", 3, "median", (("n_startup_trials", 3),), history=history(0.4, 0.5, 0.6))
     ctx = SimpleNamespace(seed=np.random.SeedSequence(0), progress=lambda *a, **k: None, checkpoint_dir=None, evidence=None,
                           validate=lambda m: {"recall@50": 0.001 * trainer.epoch}, prune=pruner_for(tag))
