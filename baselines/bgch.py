@@ -71,7 +71,7 @@ from torch import nn
 from hashbench.core.estimators import get_estimator
 from hashbench.core.graph import SymmetricSpMM, UserItemIndex, normalized_adjacency
 from hashbench.core.losses import bce_loss, bpr_loss
-from hashbench.core.trained_method import TorchMethod, parameter_versions
+from hashbench.core.trained_method import TorchMethod, inner_product_scores, parameter_versions
 from hashbench.registry import TrainData, register
 from hashbench.seeds import torch_seed
 
@@ -253,9 +253,7 @@ class BGCHScaled(BGCH):
 
     @torch.no_grad()
     def scores(self, users: np.ndarray) -> np.ndarray:
-        user_codes, item_codes = self._scaled()
-        users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=user_codes.device)
-        return (user_codes[users_t] @ item_codes.T).cpu().numpy()
+        return inner_product_scores(*self._scaled(), users)
 
     def method_extras(self) -> dict:
         extras = super().method_extras()

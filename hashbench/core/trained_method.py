@@ -44,6 +44,12 @@ def parameter_versions(module: nn.Module) -> tuple[int, ...]:
     return tuple(p._version for p in module.parameters())
 
 
+def inner_product_scores(user_rows: torch.Tensor, item_rows: torch.Tensor, users: np.ndarray) -> np.ndarray:
+    """Float scores [len(users), n_items] = user_rows[users] · item_rowsᵀ, for a float-scored row."""
+    users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=user_rows.device)
+    return (user_rows[users_t] @ item_rows.T).cpu().numpy()
+
+
 class TrainedMethod(Method):
     """A method trained by the shared driver. Subclasses give `trainer(data)`."""
 

@@ -36,7 +36,7 @@ import torch
 
 from hashbench.core.graph import LightGCNEncoder, UserItemIndex
 from hashbench.core.losses import bpr_loss
-from hashbench.core.trained_method import TorchMethod, parameter_versions
+from hashbench.core.trained_method import TorchMethod, inner_product_scores, parameter_versions
 from hashbench.registry import TrainData, register
 
 SAMPLING = {
@@ -102,9 +102,7 @@ class LightGCN(TorchMethod):
 
     @torch.no_grad()
     def scores(self, users: np.ndarray) -> np.ndarray:
-        user_emb, item_emb = self.embeddings()
-        users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=user_emb.device)
-        return (user_emb[users_t] @ item_emb.T).cpu().numpy()
+        return inner_product_scores(*self.embeddings(), users)
 
     def method_extras(self) -> dict:
         here = {k: self.params.get(k) or self.bits for k in REFERENCE_DEFAULTS}
