@@ -21,7 +21,7 @@ from tabulate import tabulate
 from hashbench import protocol_effects, records
 from hashbench.errors import HashbenchError
 from hashbench.tables import (MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Table, fits_a_column, latex_table,
-                              latex_text, load_published, short, strip_number)
+                              latex_text, load_published, short, strip_number, text_columns)
 
 FORMATS = ("markdown", "latex", "csv")
 
@@ -242,7 +242,7 @@ def _section(title: str, rows, fmt: str, label: str = "", refs: dict[str, str] |
     if notes:
         caption = caption.rstrip(".") + "; " + "; ".join(notes) + "."
     return latex_table([latex_text(h) for h in short_header], [[latex_text(c) for c in row] for row in body],
-                       latex_text(caption, refs), label, "l" * len(header),
+                       latex_text(caption, refs), label, text_columns(short_header, body),
                        wide=not fits_a_column(short_header, body))
 
 

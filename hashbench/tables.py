@@ -68,7 +68,7 @@ _LATEX = {
     "δ": r"$\delta$", "ε": r"$\epsilon$", "λ": r"$\lambda$", "σ": r"$\sigma$", "τ": r"$\tau$", "φ": r"$\phi$",
     "ψ": r"$\psi$", "ω": r"$\omega$", "–": "--", "—": "---", "§": r"\S{}", "✓": r"$\surd$", "…": r"\ldots{}",
     "‘": "`", "’": "'", "“": "``", "”": "''", "\u00a0": "~", "Δ": r"$\Delta$",
-    "†": r"$^\dagger$",
+    "†": r"$^\dagger$", "∈": r"$\in$",
 }
 _TABLE_REF = re.compile(r"\bTables? (1[bc]?|[2-8])\b")
 
@@ -111,7 +111,27 @@ def strip_number(title: str) -> tuple[str | None, str]:
     return (match.group(1), match.group(2)) if match else (None, title)
 
 
+COLUMN_CHARS, PAGE_CHARS = 48, 96  # roughly what \small text fits across one column / a two-column page
+
+
+def _widths(header: list[str], body: list[list[str]]) -> list[int]:
+    return [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
+
+
 def fits_a_column(header: list[str], body: list[list[str]]) -> bool:
-    """Roughly: does a plain table fit one column of a two-column page (about 48 characters)?"""
-    widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
-    return sum(widths) + 2 * len(widths) <= 48
+    """Roughly: does a plain table fit one column of a two-column page?"""
+    widths = _widths(header, body)
+    return sum(widths) + 2 * len(widths) <= COLUMN_CHARS
+
+
+def text_columns(header: list[str], body: list[list[str]]) -> str:
+    """Left-aligned columns; when even the page's width is too narrow, the widest column wraps as a
+    paragraph column given what the others leave (a long parameter list, say), instead of running
+    into the margin."""
+    widths = _widths(header, body)
+    widest = max(range(len(widths)), key=widths.__getitem__)
+    left_over = PAGE_CHARS - (sum(widths) - widths[widest]) - 2 * len(widths)
+    if left_over >= widths[widest]:
+        return "l" * len(widths)
+    share = max(0.2, int(20 * left_over / PAGE_CHARS) / 20)  # in steps of 5% of the text width
+    return "".join(rf"p{{{share:.2f}\textwidth}}" if i == widest else "l" for i in range(len(widths)))

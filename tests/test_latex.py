@@ -12,7 +12,7 @@ import pytest
 
 from hashbench.campaign import load_campaign
 from hashbench.report import render_report
-from hashbench.tables import latex_text
+from hashbench.tables import latex_table, latex_text, text_columns
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"  # read only
@@ -41,6 +41,19 @@ def test_every_table_compiles_in_a_two_column_paper_without_overfull_boxes(repor
     log = compile_tables(report_tex, tmp_path)
     assert "Overfull \\hbox" not in log
     assert "undefined" not in log.lower()  # every \ref found its \label
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_a_table_with_a_long_text_column_wraps_it_instead_of_running_into_the_margin(tmp_path):
+    header = ["study", "trial", "parameters", "valid R@50", "ended", "chosen"]
+    params = ", ".join(f"parameter_{i}=0.00{i}" for i in range(8))  # ~150 characters: wider than a page
+    body = [["ccsr/gowalla", "0", params, "0.0845", "patience", "yes"], ["dcf/gowalla", "1--7", "not run", "", "", ""]]
+    columns = text_columns(header, body)
+    assert "p{" in columns
+    tex = latex_table([latex_text(h) for h in header], [[latex_text(c) for c in row] for row in body],
+                      latex_text("tuning: lr ∈ [0.001, 0.03]"), "tab:long", columns, wide=True)
+    assert tex.isascii() and "?" not in tex
+    assert "Overfull \\hbox" not in compile_tables(tex, tmp_path)
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
