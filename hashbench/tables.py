@@ -111,7 +111,8 @@ def strip_number(title: str) -> tuple[str | None, str]:
     return (match.group(1), match.group(2)) if match else (None, title)
 
 
-COLUMN_CHARS, PAGE_CHARS = 48, 96  # roughly what \small text fits across one column / a two-column page
+COLUMN_CHARS = 48  # roughly what \small text fits across one column of a two-column page
+LONG_TEXT_CHARS = 40  # a column this wide, of words, is wrapped rather than widening the table
 
 
 def _widths(header: list[str], body: list[list[str]]) -> list[int]:
@@ -125,13 +126,11 @@ def fits_a_column(header: list[str], body: list[list[str]]) -> bool:
 
 
 def text_columns(header: list[str], body: list[list[str]]) -> str:
-    """Left-aligned columns; when even the page's width is too narrow, the widest column wraps as a
-    paragraph column given what the others leave (a long parameter list, say), instead of running
-    into the margin."""
-    widths = _widths(header, body)
-    widest = max(range(len(widths)), key=widths.__getitem__)
-    left_over = PAGE_CHARS - (sum(widths) - widths[widest]) - 2 * len(widths)
-    if left_over >= widths[widest]:
-        return "l" * len(widths)
-    share = max(0.2, int(20 * left_over / PAGE_CHARS) / 20)  # in steps of 5% of the text width
-    return "".join(rf"p{{{share:.2f}\textwidth}}" if i == widest else "l" for i in range(len(widths)))
+    """Left-aligned columns, except that a column of long text (a tuning trial's parameter list)
+    wraps as a paragraph a third of the page wide instead of pushing the table into the margin.
+    Columns of numbers never wrap: they cannot break, and a page holds eight of them."""
+    def long_text(i: int) -> bool:
+        cells = [str(row[i]) for row in body]
+        return max(map(len, cells), default=0) > LONG_TEXT_CHARS and any(" " in c for c in cells)
+
+    return "".join(r"p{0.35\textwidth}" if long_text(i) else "l" for i in range(len(header)))
