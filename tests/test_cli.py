@@ -256,3 +256,22 @@ def test_the_live_line_keeps_the_last_validation_score_and_the_best():
     display.progress(cell, "proposed", 2, 10, loss=0.4, valid=0.21, best=0.21)
     display.progress(cell, "proposed", 3, 10, loss=0.3, valid=None, best=0.21)
     assert "valid 0.21" in row.fields["status"] and "best 0.21" in row.fields["status"]
+
+
+def test_a_log_file_gets_one_line_per_validation_instead_of_live_bars():
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from hashbench.cells import Cell
+    from hashbench.commands.run import SweepDisplay
+
+    log = io.StringIO()  # not a terminal, as under nohup or in CI
+    display = SweepDisplay(Progress(console=Console(file=log)), 1)
+    cell = Cell("proposed", "synthetic", 64, 0)
+    for epoch in range(1, 6):
+        valid = 0.2 + epoch / 100 if epoch % 5 == 0 else None
+        display.progress(cell, "proposed", epoch, 400, loss=0.5, valid=valid, best=valid)
+    lines = [l for l in log.getvalue().splitlines() if "proposed · synthetic" in l]
+    assert len(lines) == 1 and "5/400" in lines[0] and "valid 0.25" in lines[0]
