@@ -167,16 +167,22 @@ def tuning_finished(c: Campaign, results_dir: Path) -> bool:
 
 
 def chosen_params(c: Campaign, results_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """Each (method, dataset)'s winning trial: the best validation metric among its complete
-    (not pruned) trials; untuned methods get their budget.
+    """Each (method, dataset)'s winning trial's parameters; untuned methods get their budget.
 
     Raises if a tuned method's trials are not all recorded: the final stage must not start
     from a half-finished tuning pass."""
+    return {key: params for key, (params, _) in _choices(c, results_dir).items()}
+
+
+def _choices(c: Campaign, results_dir: Path) -> dict[tuple[str, str], tuple[dict[str, Any], Cell | None]]:
+    """(method, dataset) -> (chosen parameters, the winning trial's cell, None if untuned): the
+    best validation metric among the complete (not pruned) trials."""
     from hashbench.tuning import outcome
 
     latest = records.latest_by_cell(results_dir)
-    chosen = {(m, d): c.budget_for(m) for m in c.methods for d in {*c.datasets, *c.tune_datasets}
-              if m not in c.tune_methods}
+    chosen: dict[tuple[str, str], tuple[dict[str, Any], Cell | None]] = {
+        (m, d): (c.budget_for(m), None) for m in c.methods for d in {*c.datasets, *c.tune_datasets}
+        if m not in c.tune_methods}
     for d in c.tune_datasets:
         for m in c.tune_methods:
             trials = study_trials(c, m, d, latest)
@@ -185,16 +191,30 @@ def chosen_params(c: Campaign, results_dir: Path) -> dict[tuple[str, str], dict[
             scored = []
             for cell, rec in trials:
                 state, value, _ = outcome(rec, c.monitor)
-                scored.append((value if state == "complete" and value is not None else -np.inf, cell.params))
+                scored.append((value if state == "complete" and value is not None else -np.inf, cell))
             # max keeps the first of equal values: the defaults (the first trial) win ties
-            chosen[(m, d)] = max(scored, key=lambda s: s[0])[1]
+            winner = max(scored, key=lambda s: s[0])[1]
+            chosen[(m, d)] = (winner.params, winner)
     return chosen
 
 
+def _run_of(c: Campaign, choices, method: str, dataset: str, seed: int, bits: int | None = None,
+            extra: dict[str, Any] | None = None) -> Cell:
+    """The cell of a chosen configuration. Where it is the winning tuning trial's own run (the
+    tuning seed, the campaign's bits, no extra parameters) it is that trial's cell: a complete
+    trial trained exactly as a plain run does (the pruner only watched), so running it again
+    would repeat it bit for bit, and one final cell per tuned method is already recorded."""
+    params, winner = choices[(method, dataset)]
+    cell = Cell(method, dataset, c.bits if bits is None else bits, seed, params={**params, **(extra or {})})
+    plain = Cell(method, dataset, c.bits, c.tune_seed, params=params)
+    if winner is not None and cell.config_hash() == plain.config_hash():
+        return winner
+    return cell
+
+
 def final_cells(c: Campaign, results_dir: Path) -> list[Cell]:
-    chosen = chosen_params(c, results_dir)
-    return [Cell(m, d, c.bits, s, params=chosen[(m, d)]) for d in c.datasets for m in c.methods
-            for s in range(c.seeds)]
+    choices = _choices(c, results_dir)
+    return [_run_of(c, choices, m, d, s) for d in c.datasets for m in c.methods for s in range(c.seeds)]
 
 
 def best_baselines(c: Campaign, results_dir: Path) -> list[str]:
@@ -213,15 +233,14 @@ def best_baselines(c: Campaign, results_dir: Path) -> list[str]:
 
 
 def sweep_cells(c: Campaign, results_dir: Path) -> list[Cell]:
-    chosen = chosen_params(c, results_dir)
+    choices = _choices(c, results_dir)
     methods = [c.ablation_method, *best_baselines(c, results_dir)]
-    return [Cell(m, c.sweep_dataset, bits, 0, params=chosen[(m, c.sweep_dataset)]) for m in methods
-            for bits in c.sweep_bits]
+    return [_run_of(c, choices, m, c.sweep_dataset, 0, bits) for m in methods for bits in c.sweep_bits]
 
 
 def ablation_cells(c: Campaign, results_dir: Path) -> list[tuple[str, Cell]]:
-    base = chosen_params(c, results_dir)[(c.ablation_method, c.ablation_dataset)]
-    return [(name, Cell(c.ablation_method, c.ablation_dataset, c.bits, 0, params={**base, **variant}))
+    choices = _choices(c, results_dir)
+    return [(name, _run_of(c, choices, c.ablation_method, c.ablation_dataset, 0, extra=variant))
             for name, variant in c.variants.items()]
 
 

@@ -21,6 +21,7 @@ A search space entry is one of
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from hashbench.params import MethodSpec
 
 SAMPLERS = ("tpe",)
 PRUNERS = ("median", "hyperband", "none")
+REPEATS_PER_TRIAL = 50  # proposals per trial before a study says its space is too small
 Curve = tuple[tuple[int, float], ...]  # (epoch, validation value) after every evaluation
 
 
@@ -157,10 +159,23 @@ def plan_study(spec: MethodSpec, study_name: str, trials: int, seed: int, startu
     dists = distributions(spec)
     study.enqueue_trial({k: spec.defaults[k] for k in dists})
     history: list[tuple[str, float | None, Curve]] = []
+    known: dict[str, tuple[str, float | None, Curve]] = {}  # the parameters of each recorded trial -> its outcome
     planned = []
-    for number in range(trials):
+    asks = 0
+    while len(planned) < trials:
         trial = study.ask(dists)
-        cell = cell_for(dict(trial.params), tag(number, tuple(history)))
+        asks += 1
+        params = json.dumps(trial.params, sort_keys=True)
+        if params in known:
+            # the sampler proposed a recorded trial's parameters again (it happens in small
+            # discrete spaces): same parameters and seed give the same run, so tell the sampler
+            # that outcome again and ask anew; every method gets `trials` distinct trials
+            if asks > REPEATS_PER_TRIAL * trials:
+                raise HashbenchError(f"{study_name}: the search space has fewer than {trials} distinct points; "
+                                     "lower [tuning] trials or widen the space")
+            _tell(study, trial, *known[params])
+            continue
+        cell = cell_for(dict(trial.params), tag(len(planned), tuple(history)))
         record = record_for(cell)
         planned.append((cell, record))
         if record is None:
@@ -168,6 +183,7 @@ def plan_study(spec: MethodSpec, study_name: str, trials: int, seed: int, startu
         state, value, curve = outcome(record, monitor)
         _tell(study, trial, state, value, curve)
         history.append((state, value, curve))
+        known[params] = (state, value, curve)
     return planned
 
 

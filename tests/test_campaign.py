@@ -106,6 +106,14 @@ def test_the_best_complete_trial_is_chosen_and_final_waits_for_tuning(tmp_path):
     assert chosen[("mostpop", "synthetic")] == {}
     cells = final_cells(c, results)
     assert len(cells) == 4 * 2 and {cell.seed for cell in cells} == {0, 1}
+    # a tuned method's seed-0 run is its winning trial, already recorded: not trained twice
+    winners = {cell.method: cell for cell in cells if cell.trial is not None}
+    assert set(winners) == {"proposed", "hashrec", "dcf"} and all(w.seed == 0 for w in winners.values())
+    assert winners["proposed"].trial.number == 1 and winners["hashrec"].trial.number == 0
+    latest = records.latest_by_cell(results)
+    assert all(w.config_hash() in latest for w in winners.values())
+    assert all(cell.trial is None and cell.params == winners[cell.method].params
+               for cell in cells if cell.seed == 1 and cell.method in winners)
 
 
 def test_the_sampler_proposes_the_same_trials_when_rebuilt(tmp_path):
@@ -129,11 +137,14 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     result = runner.invoke(app, ["campaign", "--results", "results"])
     assert result.exit_code == 0, result.output
     recs = [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
-    # 6 trials (tuning cells carry their study tag, so none is shared with the final stage);
-    # final 8 cells; sweep 2 methods x 2 bits (32 bits shared); ablation 2 variants
+    # 6 trials; final 8 cells, 3 of them the tuned methods' winning trials (seed 0, already run);
+    # sweep 2 methods x 2 bits (32 bits shared); ablation 2 variants
     assert all(r["status"] == "ok" for r in recs)
     assert {r["bits"] for r in recs} == {16, 32}
     assert all((tmp_path / "results" / r["per_user_file"]).exists() for r in recs)
+    # nothing is trained twice: no two records of the same method, data, bits, seed and parameters
+    runs = [json.dumps([r["method"], r["dataset"], r["bits"], r["seed"], r["params"]], sort_keys=True) for r in recs]
+    assert len(runs) == len(set(runs))
     # re-running the finished campaign runs nothing
     again = runner.invoke(app, ["campaign", "--results", "results"])
     assert again.exit_code == 0 and again.output.count("0 run,") == 4

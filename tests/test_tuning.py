@@ -1,6 +1,7 @@
 """hashbench.tuning: the declared search spaces, the pruner's decision from earlier trials'
 curves, and the driver stopping a pruned trial."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -56,3 +57,32 @@ def test_the_driver_stops_a_pruned_trial_and_says_so():
               "extras": {"stopped": result.stopped, "curve": [h for h in result.history if "valid" in h]}}
     state, value, curve = outcome(record, "recall@50")
     assert state == "pruned" and len(curve) == result.epochs_run
+
+
+def run_study(spec, trials):
+    """plan_study until every trial is recorded (a fake run scoring a trial by its parameters)."""
+    from hashbench.tuning import plan_study
+
+    recorded = {}
+
+    def tag(number, past):
+        return TrialTag("m/d", number, "none", (), history=past)
+
+    while True:
+        planned = plan_study(spec, "m/d", trials, 0, 1, tag, lambda params, t: (json.dumps(params, sort_keys=True), t),
+                             lambda cell: recorded.get(cell), "recall@50")
+        cell, record = planned[-1]
+        if record is not None and len(planned) == trials:
+            return [json.loads(c[0]) for c, _ in planned]
+        recorded[cell] = {"status": "ok", "metrics": {"valid": {"recall@50": 0.1 * json.loads(cell[0])["n"]}},
+                          "extras": {"stopped": "patience", "curve": []}}
+
+
+def test_a_study_never_spends_a_trial_on_parameters_it_has_already_run():
+    spec = MethodSpec.from_table("m", {"params": {"n": {"default": 1}}, "search": {"n": {"choices": [0, 1, 2, 3]}}},
+                                 "test")
+    proposals = run_study(spec, 4)  # four trials over four points: each point once
+    assert sorted(p["n"] for p in proposals) == [0, 1, 2, 3] and proposals[0] == {"n": 1}
+    assert run_study(spec, 4) == proposals  # and the same again when rebuilt (seeded)
+    with pytest.raises(HashbenchError, match="fewer than 5 distinct points"):
+        run_study(spec, 5)
