@@ -6,7 +6,7 @@ and the report recomputes their config hashes, from the methods' declared specs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class Cell:
     params: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
     ks: tuple[int, ...] = (50, 100)
     trial: TrialTag | None = None  # a tuning trial (hashbench.tuning): pruned on its validation curve
+    # choose the epochs on validation, then retrain on train + valid for that many (runner)
+    refit: bool = False
 
     def config(self) -> dict[str, Any]:
         config = {
@@ -37,7 +39,13 @@ class Cell:
         }
         if self.trial is not None:  # a pruned trial is not the same result as a full run of its params
             config["tuning"] = self.trial.config()
+        if self.refit:  # only when set: every earlier record keeps its hash
+            config["refit"] = True
         return config
+
+    def selection(self) -> "Cell":
+        """The plain run whose best epoch a refit cell retrains for."""
+        return replace(self, refit=False)
 
     def config_hash(self) -> str:
         return records.config_hash(self.config())
@@ -47,7 +55,7 @@ class Cell:
 
         The same name is used under codes/ (the codes) and per_user/ (per-user test metrics)."""
         name = f"{self.dataset}-{self.method}-{self.bits}b-seed{self.seed}"
-        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100) or self.trial:
+        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100) or self.trial or self.refit:
             name += f"-{self.config_hash()[:8]}"
         return name + ".npz"
 
@@ -78,12 +86,12 @@ def params_for(method: str, overrides: list[tuple[str | None, str, Any]]) -> dic
 
 
 def plan_cells(methods: list[str], datasets: list[str], bits: int, seeds_: list[int], protocol: str,
-               overrides: list, ks: tuple[int, ...]) -> list[Cell]:
+               overrides: list, ks: tuple[int, ...], refit: bool = False) -> list[Cell]:
     for m, key, _ in overrides:
         targets = [m] if m else methods
         if not any(key in method_spec(t).defaults for t in targets if t in methods or m):
             raise HashbenchError(f"--param {key}: no selected method has a parameter {key!r}")
-    return [Cell(m, d, check_bits(bits), s, protocol, params_for(m, overrides), ks)
+    return [Cell(m, d, check_bits(bits), s, protocol, params_for(m, overrides), ks, refit=refit)
             for d in datasets for m in methods for s in seeds_]
 
 

@@ -70,6 +70,8 @@ class FitContext:
     # evidence(method) -> test-time metrics at each validation point (protocol effects): recorded
     # apart from everything else and never used to select an epoch or stop
     evidence: Callable[["Method"], dict[str, Any]] | None = None
+    # train exactly this many epochs without validation: the refit on train + valid (runner)
+    epochs: int | None = None
 
 
 class Method(abc.ABC):

@@ -61,7 +61,7 @@ def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[s
             continue
         if not (rec["dataset"] in datasets if datasets is not None else paper_dataset(rec["dataset"])):
             continue
-        config = json.dumps({k: rec[k] for k in ("params", "ks")}, sort_keys=True)
+        config = json.dumps({k: rec.get(k) for k in ("params", "ks", "refit")}, sort_keys=True)
         groups.setdefault((rec["method"], rec["dataset"]), {}).setdefault(config, []).append(rec)
     chosen = []
     for configs in groups.values():

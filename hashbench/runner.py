@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -163,6 +163,9 @@ def save_result(results_dir: Path, result: CellResult) -> dict[str, Any]:
     records.append_record(results_dir, record)
     if record.get("status") == "ok":
         shutil.rmtree(checkpoint_dir_for(results_dir, result.cell), ignore_errors=True)
+        if result.cell.refit and not record["extras"]["refit"]["selection_record"]:
+            # the selection run's finished state, trained inside this cell
+            shutil.rmtree(checkpoint_dir_for(results_dir, result.cell.selection()), ignore_errors=True)
     return record
 
 
@@ -253,15 +256,21 @@ class Runner:
                              checkpoint_dir=checkpoint_dir_for(self.results_dir, cell), validate=validate,
                              progress=self._checked_progress(cell), evidence=protocol_evidence(split),
                              prune=pruner_for(cell.trial) if cell.trial is not None else None)
-            method = cls(cell.bits, ctx, **cell.params)
             started = time.perf_counter()
-            method.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))
+            if cell.refit:
+                selection = self._select(cell, cls, split, ctx)
+                method = self._refit(cell, cls, split, ctx, selection)
+            else:
+                method = cls(cell.bits, ctx, **cell.params)
+                method.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))
+                selection = None
             record["train_seconds"] = time.perf_counter() - started
             started = time.perf_counter()
             test = evaluate_method_full(method, split, "test", cell.ks)
-            metrics = {"valid": evaluate_method(method, split, "valid", cell.ks), "test": test.metrics}
+            valid = selection.valid if selection else evaluate_method(method, split, "valid", cell.ks)
+            metrics = {"valid": valid, "test": test.metrics}
             record["eval_seconds"] = time.perf_counter() - started
-            record["protocol_evidence"] = {"curve": method.evidence_curve(),
+            record["protocol_evidence"] = {"curve": selection.curve if selection else method.evidence_curve(),
                                            "final": protocol_evidence(split)(method)}
             # users are the evaluated ones (>= 1 test item), ascending; fill the rest with NaN
             per_user = {}
@@ -275,7 +284,8 @@ class Runner:
                 raise FloatingPointError(f"{cell.method}: non-finite metrics ({', '.join(bad)})")
             record["metrics"] = metrics
             record["peak_rss_mb"] = _peak_rss_mb()
-            record["extras"] = method.extras()
+            record["extras"] = (method.extras() if selection is None else
+                                selection.extras_with(method, len(split.train) + len(split.valid)))
             if method.hashing:
                 codes = method.codes()
                 record["codes_file"] = str(Path("codes") / cell.codes_name())
@@ -292,9 +302,59 @@ class Runner:
         record["finished_at"] = _now()
         return CellResult(cell, record, codes, per_user)
 
+    def _select(self, cell: Cell, cls, split: Split, ctx: FitContext) -> "Selection":
+        """A refit's first half: the plain run of the same configuration, from its record when
+        there is one, else trained here (checkpointed where the plain run would be)."""
+        plain = cell.selection()
+        rec = records.latest_by_cell(self.results_dir).get(plain.config_hash())
+        if rec is not None and rec.get("status") == "ok":
+            return Selection(rec["metrics"]["valid"], rec.get("extras") or {},
+                             (rec.get("protocol_evidence") or {}).get("curve", []), plain.config_hash())
+        chooser = cls(cell.bits, replace(ctx, checkpoint_dir=checkpoint_dir_for(self.results_dir, plain)),
+                      **cell.params)
+        chooser.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))
+        return Selection(evaluate_method(chooser, split, "valid", cell.ks), chooser.extras(),
+                         chooser.evidence_curve(), None)
+
+    def _refit(self, cell: Cell, cls, split: Split, ctx: FitContext, selection: "Selection") -> Method:
+        """A fresh model (same seed) trained on train + valid for the selected number of epochs,
+        without validation (DaisyRec's practice, protocol §2); test is then evaluated once."""
+        refit_ctx = replace(ctx, validate=None, prune=None, evidence=None, epochs=selection.epochs)
+        method = cls(cell.bits, refit_ctx, **cell.params)
+        both = np.concatenate([split.train, split.valid])
+        method.fit(TrainData(cell.dataset, split.n_users, split.n_items, both, split.valid[:0]))
+        return method
+
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         """compute_cell + save_result, in this process."""
         return save_result(self.results_dir, self.compute_cell(cell))
+
+
+# the training keys of a refit record that describe the selection run (how it stopped, its curve)
+SELECTION_EXTRAS = ("best_epoch", "epochs_run", "stopped", "best_valid", "seconds_to_best", "seconds_per_epoch",
+                    "resumed_from_epoch", "curve")
+
+
+@dataclass
+class Selection:
+    """What a refit takes from its selection run: validation metrics, extras, evidence curve."""
+
+    valid: dict[str, float]
+    extras: dict[str, Any]
+    curve: list[dict[str, Any]]
+    reused: str | None  # the config hash of the plain run's record it came from, or None: trained here
+
+    @property
+    def epochs(self) -> int | None:
+        """The selected epoch (None: an untrained method, refit on train + valid as it is)."""
+        return self.extras.get("best_epoch")
+
+    def extras_with(self, refit: Method, n_train: int) -> dict[str, Any]:
+        """The refit model's extras, with the selection's stopping story and a `refit` entry."""
+        extras = refit.extras()
+        return {**extras, **{k: self.extras[k] for k in SELECTION_EXTRAS if k in self.extras},
+                "refit": {"epochs": self.epochs, "epochs_run": extras.get("epochs_run"), "n_train": n_train,
+                          "train_seconds": extras.get("train_seconds"), "selection_record": self.reused}}
 
 
 def _now() -> str:

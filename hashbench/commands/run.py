@@ -102,6 +102,10 @@ def run_command(
     param: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", metavar="[METHOD.]KEY=VALUE", help="Override a method parameter: KEY=VALUE (every selected method that has KEY) "
                               "or METHOD.KEY=VALUE. Repeatable.")] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="Choose the number of epochs on validation (from the "
+                                        "plain run's record when there is one), then retrain on train + valid "
+                                        "for that many epochs and evaluate test once (DaisyRec's practice; "
+                                        "recorded as its own cell, marked refit).")] = False,
     results: ResultsDir = Path("results"),
     overwrite: Annotated[str, typer.Option("--overwrite", help="Re-run cells that already have a record: "
                                                                "never, failed, or always.")] = "failed",
@@ -153,7 +157,7 @@ def run_command(
     if ray_address and executor != "ray":
         raise HashbenchError("--ray-address needs --executor ray")
     cells = plan_cells(method_list, dataset_list, bits, list(range(first_seed, first_seed + seeds)), protocol,
-                       [parse_param(p) for p in param or []], check_ks(_ints(ks, "--ks"), dataset_list))
+                       [parse_param(p) for p in param or []], check_ks(_ints(ks, "--ks"), dataset_list), refit)
     check_results_dir(results)
     if device == "cuda" and executor == "local":
         from hashbench.runner import resolve_device

@@ -19,6 +19,7 @@ Peak memory is measured per cell by the runner (records' `peak_rss_mb`), not her
 from __future__ import annotations
 
 import abc
+from dataclasses import replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -78,7 +79,10 @@ class TrainedMethod(Method):
         self.device = device if device.type in self.devices else torch.device("cpu")
         config_hash = fingerprint(method=self.name, bits=self.bits, params=self.params, dataset=data.dataset,
                                   n_users=data.n_users, n_items=data.n_items, n_train=len(data.train))
-        self.result: TrainResult = run_training(self, self.trainer(data), self.train_config(), config_hash)
+        config = self.train_config()
+        if getattr(self.ctx, "epochs", None) is not None:  # a refit: the selected number of epochs, no validation
+            config = replace(config, epochs=self.ctx.epochs, min_epochs=0)
+        self.result: TrainResult = run_training(self, self.trainer(data), config, config_hash)
 
     def evidence_curve(self) -> list[dict[str, Any]]:
         return self.result.evidence

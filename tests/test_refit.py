@@ -1,0 +1,64 @@
+"""`hashbench run --refit`: the number of epochs is chosen on validation, then a fresh model is
+trained on train + valid for exactly that many epochs and evaluated on test once (DaisyRec's
+practice, protocol §2). The refit is its own cell, reuses the plain run's record when there is
+one, and its test metrics re-check from its exported codes."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hashbench.cli import app
+from hashbench.datasets import load_dataset
+from hashbench.evaluate import evaluate_split_codes
+from hashbench.splits import make_split
+
+PLAIN = ["run", "-m", "proposed", "-d", "synthetic", "-b", "32", "-p", "epochs=12", "-p", "eval_every=2",
+         "-p", "patience=2"]
+
+
+def run(results, *extra):
+    result = CliRunner().invoke(app, [*PLAIN, "--results", str(results), *extra])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def plain_then_refit(tmp_path_factory):
+    results = tmp_path_factory.mktemp("refit") / "results"
+    plain = run(results)[-1]
+    refit = run(results, "--refit")[-1]
+    return results, plain, refit
+
+
+def test_a_refit_trains_the_selected_epochs_on_train_and_valid(plain_then_refit):
+    _, plain, refit = plain_then_refit
+    assert refit["status"] == "ok" and refit["refit"] is True and "refit" not in plain
+    assert refit["config_hash"] != plain["config_hash"]
+    chosen = plain["extras"]["best_epoch"]
+    assert refit["extras"]["refit"]["epochs"] == chosen == refit["extras"]["best_epoch"]
+    assert refit["extras"]["refit"]["epochs_run"] == chosen  # exactly, with no validation to stop it
+    assert refit["extras"]["refit"]["n_train"] == sum(plain["split_sizes"][part] for part in ("train", "valid"))
+    # the selection is the plain run, read from its record: same validation numbers, not retrained
+    assert refit["extras"]["refit"]["selection_record"] == plain["config_hash"]
+    assert refit["metrics"]["valid"] == plain["metrics"]["valid"]
+    assert refit["metrics"]["test"] != plain["metrics"]["test"]
+
+
+def test_a_refit_test_score_rechecks_from_its_codes(plain_then_refit):
+    results, plain, refit = plain_then_refit
+    assert refit["codes_file"] != plain["codes_file"]
+    split = make_split(load_dataset("synthetic"), "random-8-1-1", 0)
+    with np.load(results / refit["codes_file"]) as z:
+        metrics = evaluate_split_codes(z["user_codes"], z["item_codes"], split, "test", (50, 100)).metrics
+    assert metrics["recall@50"] == pytest.approx(refit["metrics"]["test"]["recall@50"], abs=1e-12)
+
+
+def test_without_a_plain_record_the_refit_selects_first_and_gives_the_same_result(plain_then_refit, tmp_path):
+    _, plain, refit = plain_then_refit
+    alone = run(tmp_path / "results", "--refit")
+    assert len(alone) == 1  # one cell, one record: the selection was trained inside it
+    assert alone[0]["extras"]["refit"]["selection_record"] is None
+    assert alone[0]["metrics"] == refit["metrics"]
+    assert not list((tmp_path / "results" / "checkpoints").glob("*/*"))  # no state left behind
