@@ -330,8 +330,17 @@ def _sweep(cr, campaign, results_dir: Path, plot: Path | None):
     return rows
 
 
+def figure_links(figures) -> str:
+    """Markdown image links (figures.Figure: title, path, caption) with their captions, for the
+    figures drawn beside the report (same folder); skipped ones (no path) are left out."""
+    return "\n\n".join(f"![{f.title}]({f.path.name})\n\nFigure {i}: {f.caption}"
+                         for i, f in enumerate((f for f in figures if f.path is not None), 1))
+
+
 def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, protocol: str = "random-8-1-1",
-                  campaign=None, plot: Path | None = None, datasets: list[str] | None = None) -> str:
+                  campaign=None, plot: Path | None = None, datasets: list[str] | None = None,
+                  figures=()) -> str:
+    """The report in `fmt`; `figures` (markdown only): figures.Figure drawn beside it, linked under Table 1."""
     if fmt not in FORMATS:
         raise HashbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     main = build_table(results_dir, bits, protocol, datasets=datasets)
@@ -348,7 +357,8 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
                    "the variant the paper's N columns most likely use.")
     extra = campaign_sections(results_dir, main, alt, fmt, campaign, plot)
     if fmt == "markdown":
-        parts = [render_markdown(main, f"### {caption}"),
+        links = figure_links(figures)
+        parts = [render_markdown(main, f"### {caption}"), *([links] if links else []),
                  "### Table 2: datasets\n\n" + tabulate(stats, stats_header, tablefmt="github", disable_numparse=True),
                  render_markdown(alt, f"### {alt_caption}")]
         if main.published:

@@ -20,8 +20,9 @@ def report_command(
     bits: Annotated[int, typer.Option("--bits", help="Which code length to tabulate.")] = 64,
     protocol: Annotated[str, typer.Option("--protocol", help="Which split protocol to tabulate.")] = "random-8-1-1",
     out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
-    write: Annotated[bool, typer.Option("--write", help="Regenerate RESULTS/table1.md, table1.tex, table1.csv and "
-                                                        "bits_sweep.png in one go.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Regenerate RESULTS/table1.md, table1.tex, table1.csv, "
+                                                        "bits_sweep.png, learning_curves.png and "
+                                                        "accuracy_efficiency.png in one go.")] = False,
     spec: Annotated[Optional[Path], typer.Option("--spec", help="The campaign spec whose tuning, sweep, ablation "
                                                  "and compute sections to add (default: ./campaign.toml).",
                                                  show_default=False)] = None,
@@ -38,7 +39,8 @@ def report_command(
     numbers beside ours, and a generated list of large deviations with their likely causes.
     Table 2: dataset statistics. Table 1b: NDCG with the non-standard hits-based IDCG. With
     campaign.toml: Table 3 tuning, Table 4 estimator ablation, Table 5 bits sweep (and its
-    plot), Table 6 compute.
+    plot), Table 6 compute. Writing the files also draws two figures of Table 1's rows, linked
+    under it: learning curves, and accuracy against storage and measured ranking time.
     """
     from hashbench.campaign import campaign_path, load_campaign, tune_cells
     from hashbench.records import latest_by_cell
@@ -68,10 +70,17 @@ def report_command(
     if write:
         if out is not None:
             raise HashbenchError("--write writes RESULTS/table1.*; it cannot be combined with --out")
+        from hashbench.figures import write_figures
+        from hashbench.report import build_table
+
+        figures = write_figures(build_table(results, bits, protocol, datasets=names), results)
+        for figure in figures:
+            console.print(f"wrote {figure.path}" if figure.path else f"{figure.title}: skipped, {figure.caption}")
         plot = results / "bits_sweep.png"
         for suffix, f in (("md", "markdown"), ("tex", "latex"), ("csv", "csv")):
             _write(results / f"table1.{suffix}", render_report(results, f, bits, protocol, campaign,
-                                                               plot if f == "markdown" else None, names))
+                                                               plot if f == "markdown" else None, names,
+                                                               figures if f == "markdown" else ()))
         if plot.exists():
             console.print(f"wrote {plot}")
         return
