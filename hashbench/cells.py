@@ -16,7 +16,7 @@ from hashbench.registry import check_bits, method_spec
 from hashbench.tuning import TrialTag
 
 OVERWRITE = ("never", "failed", "always")
-EXECUTORS = ("local", "ray")  # where cells run (hashbench/executors.py)
+EXECUTORS = ("local", "ray")  # where cells run (hashbench/executors/)
 
 
 @dataclass(frozen=True)

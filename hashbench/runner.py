@@ -7,7 +7,7 @@ the checkpoint in results/checkpoints/<cell>/.
 
 Computing a cell (Runner.compute_cell) and saving it (save_result) are separate steps so
 that a cell can be computed in a worker process or on another node while the driver stays
-the single writer of the results directory (hashbench/executors.py).
+the single writer of the results directory (hashbench/executors/).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from hashbench import executors, records
 from hashbench.cli import app
 from hashbench.errors import HashbenchError
 from hashbench.executors import (LocalPoolExecutor, RayExecutor, RunnerSpec, SequentialExecutor, Sweep,
-                                 cell_resources, make_executor)
+                                 cell_resources, make_executor, ray_cluster)
 from hashbench.registry import get_method
 from hashbench.runner import Cell, plan_cells
 
@@ -255,7 +255,7 @@ def test_the_ray_driver_bounds_tasks_in_flight_requests_resources_and_records_lo
                                                                                        monkeypatch):
     fake = FakeRay(lost_methods={"faulty-die", "faulty-two-cpus"})
     monkeypatch.setitem(sys.modules, "ray", fake)
-    monkeypatch.setattr(executors, "_set_threads", lambda threads: None)  # tasks run in this process
+    monkeypatch.setattr(ray_cluster, "set_threads", lambda threads: None)  # tasks run in this process
     cells = plan_cells(["mostpop", "faulty-two-cpus", "faulty-die"], ["synthetic"], 32, [0, 1],
                        "random-8-1-1", [], (50,))
     counts = sweep_of(cells, tmp_path).run(RayExecutor(jobs=2, retries=3))
@@ -270,7 +270,7 @@ def test_the_ray_driver_bounds_tasks_in_flight_requests_resources_and_records_lo
 
 def test_bad_input_on_a_ray_worker_stops_the_sweep_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", FakeRay())
-    monkeypatch.setattr(executors, "_set_threads", lambda threads: None)
+    monkeypatch.setattr(ray_cluster, "set_threads", lambda threads: None)
     cells = plan_cells(["mostpop"], ["synthetic"], 32, [0], "random-8-1-1", [], (5000,))
     with pytest.raises(HashbenchError, match="larger than the catalogue"):
         sweep_of(cells, tmp_path).run(RayExecutor())

@@ -1,0 +1,198 @@
+"""The driver side of a sweep: which cells are left, which this process holds (a lock file
+per cell), and the single writer that saves what executors send back."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, Iterable
+
+from hashbench import records
+from hashbench.cells import OVERWRITE, Cell, checkpoint_dir_for, should_run
+from hashbench.errors import HashbenchError
+from hashbench.executors.worker import RunnerSpec
+from hashbench.files import make_dirs
+from hashbench.runner import CellResult, failed_record, save_result
+
+
+DEFAULT_RETRIES = 2  # a cell whose worker is lost runs at most 1 + this many times
+
+
+class SweepObserver:
+    """What a sweep reports as it goes (the CLI draws it); every hook is optional."""
+
+    def skipped(self, cell: Cell, reason: str) -> None: ...
+
+    def waiting(self, cell: Cell) -> None: ...
+
+    def started(self, cell: Cell) -> None: ...
+
+    def progress(self, cell: Cell, description: str, completed: int, total: int | None = None,
+                 **fields: Any) -> None: ...
+
+    def retried(self, cell: Cell, reason: str, attempt: int) -> None: ...
+
+    def finished(self, cell: Cell, record: dict[str, Any]) -> None: ...
+
+
+class CellLock:
+    """An flock on results/checkpoints/<cell>.lock that removes its file when released.
+
+    The OS drops the flock of a dead process; the file itself goes when the holder lets go
+    (so a Ctrl-C leaves no stale *.lock behind). Unlinking under the lock is safe because a
+    taker checks, once it holds the lock, that its file is still the one at the path, and
+    starts over on the new file otherwise.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self, block: bool) -> bool:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return True
+            os.close(fd)  # the holder before us removed the file: lock the current one
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None
+
+
+class Sweep:
+    """The driver's state: which cells are left, which this process holds, what got written."""
+
+    def __init__(self, cells: Iterable[Cell], spec: RunnerSpec, overwrite: str = "failed",
+                 observer: SweepObserver | None = None):
+        if overwrite not in OVERWRITE:
+            raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
+        self.spec, self.overwrite = spec, overwrite
+        self.results_dir = Path(spec.results_dir)
+        self.observer = observer or SweepObserver()
+        self.log = records.RecordLog(self.results_dir)
+        self.initial = dict(self.log.latest)  # what existed when the sweep began
+        self.todo: deque[Cell] = deque(cells)
+        self.deferred: deque[Cell] = deque()  # held by another sweep right now
+        self.claims: dict[str, CellLock] = {}
+        self.counts: Counter[str] = Counter()  # run, failed, skipped
+        self.written: list[dict[str, Any]] = []
+
+    # claims ------------------------------------------------------------------------------
+    def _claim_or_defer(self, cell) -> bool:
+        """Claim a cell without waiting; a cell another sweep is running goes to the back of the queue."""
+        state = self._claim(cell, timeout=0)
+        if state == "busy":
+            self.deferred.append(cell)
+        elif state != "claimed":
+            self._skip(cell, "recorded by another sweep")
+        return state == "claimed"
+
+    def _claim(self, cell: Cell, timeout: float) -> str:
+        """'claimed', 'busy' (another sweep holds it) or 'done' (recorded since we began)."""
+        key = cell.config_hash()
+        path = checkpoint_dir_for(self.results_dir, cell).with_suffix(".lock")
+        make_dirs(path.parent)
+        lock = CellLock(path)
+        if not lock.acquire(block=timeout != 0):
+            return "busy"
+        if self.log.refresh().get(key) is not self.initial.get(key):
+            lock.release()
+            return "done"
+        self.claims[key] = lock
+        return "claimed"
+
+    def _release(self, cell: Cell) -> None:
+        lock = self.claims.pop(cell.config_hash(), None)
+        if lock is not None:
+            lock.release()
+
+    def release_all(self) -> None:
+        for lock in self.claims.values():
+            lock.release()
+        self.claims.clear()
+
+    def _skip(self, cell: Cell, reason: str) -> None:
+        self.counts["skipped"] += 1
+        self.observer.skipped(cell, reason)
+
+    def next_cell(self, block: bool = True) -> Cell | None:
+        """The next cell to run, claimed; None when there is none (now, if not `block`)."""
+        while self.todo:
+            cell = self.todo.popleft()
+            if not should_run(cell, self.initial, self.overwrite):
+                self._skip(cell, "result exists")
+                continue
+            if self._claim_or_defer(cell):
+                return cell
+        for _ in range(len(self.deferred)):
+            cell = self.deferred.popleft()
+            if self._claim_or_defer(cell):
+                return cell
+        while block and self.deferred:  # nothing else to do: wait for the other sweep's cells
+            cell = self.deferred.popleft()
+            self.observer.waiting(cell)
+            if self._claim(cell, timeout=-1) == "claimed":
+                return cell  # the other sweep died without recording it
+            self._skip(cell, "recorded by another sweep")
+        return None
+
+    # what executors report ---------------------------------------------------------------
+    def started(self, cell: Cell) -> None:
+        self.observer.started(cell)
+
+    def progress(self, cell: Cell, description: str, completed: int, total: int | None = None, **fields) -> None:
+        self.observer.progress(cell, description, completed, total, **fields)
+
+    def retried(self, cell: Cell, reason: str, attempt: int) -> None:
+        self.observer.retried(cell, reason, attempt)
+
+    def finish(self, result: CellResult) -> dict[str, Any]:
+        """Save a computed cell (the single writer), then let other sweeps have it."""
+        record = save_result(self.results_dir, result)
+        self._release(result.cell)
+        self.counts["run" if record["status"] == "ok" else "failed"] += 1
+        self.written.append(record)
+        self.observer.finished(result.cell, record)
+        return record
+
+    def lost(self, cell: Cell, reason: str, attempts: int) -> dict[str, Any]:
+        """A cell whose worker died on every attempt: recorded failed, the sweep goes on."""
+        error = f"WorkerLost: {reason} ({attempts} attempt{'s' * (attempts != 1)})"
+        trace = ("The process computing this cell died without returning a result (killed, out of "
+                 "memory, a crash in native code, or its node was lost); no Python traceback exists.\n")
+        return self.finish(CellResult(cell, failed_record(cell, error, trace, command=self.spec.command)))
+
+    def run(self, executor: "Executor") -> Counter[str]:
+        try:
+            executor.run(self)
+        finally:
+            self.release_all()
+        return self.counts
+
+
+class Executor:
+    """Runs a sweep's cells somewhere, taking them from `sweep.next_cell` and handing results to `sweep.finish`."""
+
+    name = "base"
+
+    def run(self, sweep: Sweep) -> None:
+        raise NotImplementedError
