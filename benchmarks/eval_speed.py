@@ -26,10 +26,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from timing import load_note, timed
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TSV = REPO.parent / "shared" / "datasets" / "gowalla" / "interactions.tsv.gz"
@@ -52,18 +53,6 @@ def load_gowalla():
 def random_codes(n: int, seed: int) -> np.ndarray:
     bits = np.random.default_rng(seed).integers(0, 2, (n, BITS), dtype=np.uint8)
     return np.packbits(bits, axis=1)
-
-
-def timed(fn, repeats: int) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds (all threads of this process) per call. On a shared machine the
-    CPU time is the steadier number: uncontended wall ~ CPU / threads for the parallel parts."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    return wall, cpu
 
 
 CHILD = """
@@ -186,7 +175,7 @@ def main() -> None:
     print(f"\n{'step':<{width}}  {'wall med':>8}  {'wall min':>8}  {'cpu med':>8}")
     for name, wall, cpu in rows:
         print(f"{name:<{width}}  {np.median(wall):8.3f}  {min(wall):8.3f}  {np.median(cpu):8.3f}")
-    print(f"(seconds; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"(seconds; {load_note()})")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ import time
 import warnings
 from pathlib import Path
 
+from timing import load_note, pin_threads, timed
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MIRROR = REPO.parent / "shared" / "datasets"
 METHODS = ("proposed", "hashgnn", "lightgcn", "ccsr", "bgch", "hashrec")
@@ -116,14 +118,8 @@ def time_floor(products, data, method, repeats: int = 3) -> tuple[dict[str, floa
     from hashbench.core.graph import normalized_adjacency
 
     def best(fn):
-        fn()
-        times, cpu = [], []
-        for _ in range(repeats):
-            t, c = time.perf_counter(), time.process_time()
-            fn()
-            times.append(time.perf_counter() - t)
-            cpu.append(time.process_time() - c)
-        return float(np.median(times)), float(np.median(cpu))
+        wall, cpu = timed(fn, repeats, warmup=1)
+        return float(np.median(wall)), float(np.median(cpu))
 
     gen = torch.Generator().manual_seed(0)
     out: dict[str, float] = {}
@@ -191,13 +187,7 @@ def child(args) -> dict:
     import numpy as np
     import torch
 
-    torch.set_num_threads(args.threads)
-    try:
-        import numba
-
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    pin_threads(args.threads)
     from hashbench import seeds
     from hashbench.datasets import load_dataset
     from hashbench.registry import FitContext, TrainData, available_methods
@@ -213,24 +203,23 @@ def child(args) -> dict:
     trainer = method.trainer(data)
     n_steps = steps_per_epoch(args.method, method, data)
     rng = np.random.default_rng(0)
-    step_times, step_cpu = [], []
     with trainer.session():
         method.on_epoch_start(1)
         batches = iter(method.epoch_batches(1, rng))
-        for _ in range(min(args.warmup + args.steps, n_steps)):
-            t, c = time.perf_counter(), time.process_time()
+
+        def step():  # exactly TorchTrainer's step, batch generation included
             batch = next(batches)
             trainer.optimizer.zero_grad(set_to_none=True)
             loss = method.batch_loss(batch, 1)
             loss.backward()
             trainer.optimizer.step()
             float(loss.detach())
-            step_times.append(time.perf_counter() - t)
-            step_cpu.append(time.process_time() - c)
-    timed = step_times[args.warmup:] or step_times
-    timed_cpu = step_cpu[args.warmup:] or step_cpu
-    epoch = step_times[0] + (n_steps - 1) * float(np.median(timed))
-    epoch_cpu = step_cpu[0] + (n_steps - 1) * float(np.median(timed_cpu))
+
+        step_times, step_cpu = timed(step, min(args.warmup + args.steps, n_steps))
+    counted = step_times[args.warmup:] or step_times  # after the warm-up (step 0 also stands for the epoch setup)
+    counted_cpu = step_cpu[args.warmup:] or step_cpu
+    epoch = step_times[0] + (n_steps - 1) * float(np.median(counted))
+    epoch_cpu = step_cpu[0] + (n_steps - 1) * float(np.median(counted_cpu))
 
     with torch.no_grad():
         warm_up_evaluation()
@@ -249,12 +238,12 @@ def child(args) -> dict:
     floor_step, floor_step_cpu = sum(floor.values()), sum(floor_cpu.values())
     return {
         "method": args.method, "dataset": args.dataset, "threads": args.threads,
-        "steps_per_epoch": n_steps, "steps_timed": len(timed), "step_seconds": timed,
+        "steps_per_epoch": n_steps, "steps_timed": len(counted), "step_seconds": counted,
         "first_step_seconds": step_times[0], "seconds_per_epoch": epoch,
         "floor_per_step": floor, "floor_per_epoch": floor_step * n_steps, "ratio": epoch / (floor_step * n_steps)
         if floor_step > 0 else None,
         # CPU seconds of the process: steadier than wall time on a shared machine (1 thread)
-        "step_cpu_seconds": timed_cpu, "cpu_seconds_per_epoch": epoch_cpu, "floor_cpu_per_step": floor_cpu,
+        "step_cpu_seconds": counted_cpu, "cpu_seconds_per_epoch": epoch_cpu, "floor_cpu_per_step": floor_cpu,
         "floor_cpu_per_epoch": floor_step_cpu * n_steps,
         "ratio_cpu": epoch_cpu / (floor_step_cpu * n_steps) if floor_step_cpu > 0 else None,
         "eval_seconds": eval_seconds, "eval_matmul_seconds": eval_matmul,
@@ -350,7 +339,7 @@ def main() -> None:
                 print(table([r]).splitlines()[-1], flush=True)
     print()
     print(table(rows))
-    print(f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"({load_note()})")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
                                         indent=1))
