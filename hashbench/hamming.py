@@ -59,18 +59,29 @@ def pack_words(codes: np.ndarray, bits: int) -> np.ndarray:
     return padded.view(np.uint64)
 
 
+# inline="always": numba pastes the loop into each kernel's prange body, so both compile as
+# if it were written out in each (interleaved, 2,000 users x 40,000 items, 64 bits, 1 thread:
+# 0.96-1.01 of the CPU time of the two written-out copies it replaced)
+@njit(inline="always", cache=True, nogil=True)
+def _distances_to_items(user_words, u, item_words_t, buffer_proto):
+    """Hamming distance from user u to every item, in a small buffer of buffer_proto's dtype."""
+    n_items = item_words_t.shape[1]
+    dist = np.zeros(n_items, buffer_proto.dtype)
+    for k in range(user_words.shape[1]):
+        x = user_words[u, k]
+        row = item_words_t[k]
+        for i in range(n_items):
+            dist[i] += popcount64(x ^ row[i])
+    return dist
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _histograms(user_words, item_words_t, n_bins, buffer_proto):
-    n_users, n_words = user_words.shape
+    n_users = user_words.shape[0]
     n_items = item_words_t.shape[1]
     out = np.zeros((n_users, n_bins), np.int32)
     for u in prange(n_users):
-        dist = np.zeros(n_items, buffer_proto.dtype)
-        for k in range(n_words):
-            x = user_words[u, k]
-            row = item_words_t[k]
-            for i in range(n_items):
-                dist[i] += popcount64(x ^ row[i])
+        dist = _distances_to_items(user_words, u, item_words_t, buffer_proto)
         sub = np.zeros((8, n_bins), np.int32)
         i = 0
         while i + 8 <= n_items:
@@ -117,15 +128,10 @@ def pair_distances(user_words: np.ndarray, item_words: np.ndarray, users: np.nda
 
 @njit(parallel=True, cache=True, nogil=True)
 def _lookup_by_distance(user_words, item_words_t, table, buffer_proto, out):
-    n_users, n_words = user_words.shape
+    n_users = user_words.shape[0]
     n_items = item_words_t.shape[1]
     for u in prange(n_users):
-        dist = np.zeros(n_items, buffer_proto.dtype)
-        for k in range(n_words):
-            x = user_words[u, k]
-            row = item_words_t[k]
-            for i in range(n_items):
-                dist[i] += popcount64(x ^ row[i])
+        dist = _distances_to_items(user_words, u, item_words_t, buffer_proto)
         row_out = out[u]
         row_table = table[u]
         for i in range(n_items):
