@@ -318,6 +318,8 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
             ("6", "Table 6: what the campaign cost on this machine", lambda: cr.compute_rows(campaign, results_dir))):
         try:
             parts.append(_section(title, make(), fmt, LABELS[number], refs))
+            if number == "5" and plot is not None and plot.exists():  # drawn just now by _sweep
+                parts[-1] += f"\n\n![Recall@50 against code length]({plot.name})"
         except HashbenchError as exc:
             parts.append(f"{title}: not available yet ({exc})." if fmt == "markdown" else "")
     return [p for p in parts if p]

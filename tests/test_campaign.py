@@ -157,7 +157,7 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
                     "Table 5: bits sweep", "Table 6: what the campaign cost"):
         assert heading in md
     assert "✓" in md and "straight-through" in md and "not run" not in md
-    assert (tmp_path / "results" / "bits_sweep.png").stat().st_size > 1000
+    assert (tmp_path / "results" / "bits_sweep.png").stat().st_size > 1000 and "](bits_sweep.png)" in md
     assert r"\begin{table*}" in (tmp_path / "results" / "table1.tex").read_text()
     assert "mean" in (tmp_path / "results" / "table1.csv").read_text()
 

@@ -77,6 +77,7 @@ def report_command(
         for figure in figures:
             console.print(f"wrote {figure.path}" if figure.path else f"{figure.title}: skipped, {figure.caption}")
         plot = results / "bits_sweep.png"
+        plot.unlink(missing_ok=True)  # drawn again below when the sweep has results; never a stale one
         for suffix, f in (("md", "markdown"), ("tex", "latex"), ("csv", "csv")):
             _write(results / f"table1.{suffix}", render_report(results, f, bits, protocol, campaign,
                                                                plot if f == "markdown" else None, names,
