@@ -350,9 +350,10 @@ class SweepDisplay:
     def progress(self, cell, description, completed, total=None, **fields) -> None:
         # the validation score comes every few epochs: keep showing the last one (and the best)
         scores = self.scores.setdefault(cell.config_hash(), {})
-        if fields.get("valid") is not None and not self.bars.console.is_terminal:
-            # a log file (nohup, CI) gets no live bars: a line per validation instead, so a
-            # long run's progress can be followed with tail -f
+        unvalidated = cell.refit and isinstance(completed, int) and completed % 10 == 0  # a refit never validates
+        if (fields.get("valid") is not None or unvalidated) and not self.bars.console.is_terminal:
+            # a log file (nohup, CI) gets no live bars: a line per validation (every 10 epochs
+            # of a refit) instead, so a long run's progress can be followed with tail -f
             shown = "  ".join(f"{k} {_value(v)}" for k, v in fields.items() if v is not None)
             self.bars.console.print(f"{time.strftime('%H:%M:%S')} {_label(cell)}: {description} {completed}"
                                     f"/{_value(total)}  {shown}", highlight=False, soft_wrap=True)
