@@ -20,7 +20,8 @@ sgn codes every `eval_every` epochs, best state kept, checkpoints, resumption). 
 written out (not core.losses.bce_loss, a plain mean) because `full_sum` weights its terms.
 
 Implementation notes (exact, not approximations): the sparse input rows enter the first
-layer as an EmbeddingBag sum (= Linear on the 0/1 row); the squared reconstruction error
+layer as an EmbeddingBag sum (= Linear on the 0/1 row; core.bags.sum_bag, torch's bag with a
+cheaper, bit-identical weight gradient); the squared reconstruction error
 over all n columns is computed without materialising x̂ ∈ R^{B×n}, from
 ‖x − x̂‖² = ‖x̂‖² − 2 Σ_{j∈x} x̂_j + |x| with ‖x̂‖² = hᵀ(WᵀW)h + 2hᵀWᵀc + ‖c‖² (x̂ = Wh + c).
 
@@ -79,6 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hashbench.core.bags import sum_bag
 from hashbench.core.graph import UserItemIndex
 from hashbench.core.trained_method import TorchMethod
 from hashbench.csr import group_by_row
@@ -123,7 +125,7 @@ class RowAutoencoder(nn.Module):
         self.dec_out = nn.Linear(hidden, width)
 
     def encode(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.enc_in(indices, offsets) + self.enc_bias)
+        h = self.act(sum_bag(self.enc_in.weight, indices, offsets) + self.enc_bias)  # = self.enc_in(indices, offsets)
         return self.enc_out(self.dropout(h))
 
     def row_errors(self, features: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -131,8 +133,7 @@ class RowAutoencoder(nn.Module):
         h = self.act(self.dec_in(features))
         w, c = self.dec_out.weight, self.dec_out.bias  # x̂ = h wᵀ + c
         sq_norm = ((h @ (w.T @ w)) * h).sum(1) + 2.0 * h @ (w.T @ c) + (c * c).sum()
-        at_ones = (h * F.embedding_bag(indices, w, offsets, mode="sum")).sum(1) \
-            + F.embedding_bag(indices, c[:, None], offsets, mode="sum")[:, 0]
+        at_ones = (h * sum_bag(w, indices, offsets)).sum(1) + sum_bag(c[:, None], indices, offsets)[:, 0]
         counts = torch.diff(offsets, append=torch.tensor([len(indices)], device=offsets.device))
         return sq_norm - 2.0 * at_ones + counts.to(h.dtype)
 
