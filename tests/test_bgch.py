@@ -47,6 +47,24 @@ def test_scaled_sign_forward_and_fourier_backward():
     assert torch.allclose(h.grad, expected, atol=1e-6)
 
 
+def test_scaled_sign_is_the_sign_function_form_to_the_bit():
+    # one pass instead of s + (α − 1)·s over s = est(h): the same values, zeros' signs included
+    # (a row with α < 2⁻²⁵ scales by 1 + (α − 1) = +0), and the same gradient
+    est = get_estimator("fourier", terms=8, w=1.0)
+    gen = torch.Generator().manual_seed(0)
+    h0 = torch.cat([torch.randn(300, 32, generator=gen) * 0.3, torch.randn(20, 32, generator=gen) * 1e3,
+                    torch.full((1, 32), 1e-30) * torch.where(torch.arange(32) % 2 == 0, 1.0, -1.0)])
+    h_ref, h_new = h0.clone().requires_grad_(), h0.clone().requires_grad_()
+    s = est(h_ref)
+    reference = s + (h_ref.detach().abs().mean(1, keepdim=True) - 1.0) * s.detach()
+    codes = bgch.scaled_sign(h_new, est)
+    assert torch.equal(codes, reference) and torch.equal(codes.signbit(), reference.signbit())
+    g = torch.randn(codes.shape, generator=gen)
+    reference.backward(g)
+    codes.backward(g)
+    assert torch.equal(h_new.grad, h_ref.grad)
+
+
 def test_dispersion_shrinks_the_dominant_direction_by_eta():
     gen = torch.Generator().manual_seed(0)
     top = torch.nn.functional.normalize(torch.randn(16, generator=gen), dim=0)

@@ -74,6 +74,20 @@ def test_fourier_backward_is_bgch_formula():
     assert inside.any() and torch.allclose(backward_of(est, X)[inside], auto[inside], atol=1e-10)
 
 
+@pytest.mark.parametrize("terms, w", [(8, 1.0), (4, 0.5), (16, 2.0), (1, 1.0)])
+def test_fourier_derivative_in_place_has_the_formulas_roundings(terms, w):
+    # the in-place derivative (BGCH's hot path) against the out-of-place series, to the bit
+    gen = torch.Generator().manual_seed(terms)
+    x = torch.cat([torch.randn(5000, generator=gen) * 0.3, torch.randn(500, generator=gen) * 1e3,
+                   torch.tensor([0.0, -0.0, 1e-30, math.pi / 2, -math.pi])])
+    series = torch.zeros_like(x)
+    for k in range(1, terms, 2):
+        series = series + torch.cos(k * w * x)
+    expected = (4.0 * w / math.pi * series).clamp(-1.0, 1.0)
+    got = get_estimator("fourier", terms=terms, w=w).derivative(x)
+    assert torch.equal(got, expected) and torch.equal(got.signbit(), expected.signbit())
+
+
 @pytest.mark.parametrize("a", [1.0, 2.5])
 def test_gaussian_backward_is_bigear_formula(a):
     expected = (a / math.sqrt(math.pi) * torch.exp(-(a * X) ** 2)).clamp(1e-8, 1)

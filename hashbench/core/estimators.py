@@ -162,10 +162,22 @@ class FourierEstimator(GradientEstimator):
         self.terms, self.w = int(terms), float(w)
 
     def derivative(self, x):
-        total = torch.zeros_like(x)
-        for k in range(1, self.terms, 2):
-            total = total + torch.cos(k * self.w * x)
-        return (4.0 * self.w / math.pi * total).clamp(-1.0, 1.0)
+        # in place, with the roundings of clamp(4w/π · (0 + cos(w x) + cos(3w x) + …)): BGCH takes
+        # it over every node's codes at every step. The leading 0 + is left out (cos is never ±0
+        # at a float, so 0 + c = c) and so is the product by k·w where it is 1 (x · 1 = x).
+        odd = range(1, self.terms, 2)
+        if not odd:
+            return torch.zeros_like(x)
+        total = self._cos_term(x, odd[0], torch.empty_like(x))
+        term = torch.empty_like(x)
+        for k in odd[1:]:
+            total.add_(self._cos_term(x, k, term))
+        return total.mul_(4.0 * self.w / math.pi).clamp_(-1.0, 1.0)
+
+    def _cos_term(self, x, k, out):
+        """cos(k w x) written into `out`."""
+        scale = k * self.w
+        return torch.cos(x, out=out) if scale == 1.0 else torch.mul(x, scale, out=out).cos_()
 
     def surrogate(self, x):  # the unclipped series (its derivative equals the backward where |.| < 1)
         total = torch.zeros_like(x)
