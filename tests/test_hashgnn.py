@@ -65,7 +65,7 @@ def test_gather_rows_is_indexing_bit_for_bit():
     """GatherRows (index_select forward, accumulate-put backward) is x[index], repeats included."""
     rng = np.random.default_rng(4)
     x = torch.randn(50, 7, dtype=torch.float32, requires_grad=True)
-    index = torch.from_numpy(rng.integers(0, 50, 400))  # many repeats: the backward sums them in order
+    index = torch.from_numpy(rng.integers(-1, 50, 400))  # repeats (summed in order by the backward) and −1
     g = torch.randn(400, 7)
     got = hashgnn.GatherRows.apply(x, index)
     (got_grad,) = torch.autograd.grad(got, x, g)
