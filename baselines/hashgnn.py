@@ -15,7 +15,7 @@ What it does, as in the reference code:
   replacement when the degree allows, else uniform with replacement.
 - Hash layer: dense to `final_dim` K = 64 (= bits) with tanh, separate `u_proj`/`i_proj`;
   z ∈ (−1, 1)^K, h = sgn(z) with the straight-through (identity) backward
-  (core.estimators.StraightThroughEstimator).
+  (core.estimators.StraightThroughEstimator; applied with the mix in one step, `mix_straight_through`).
 - Continuous/hash mixing: each row used in the loss is z with probability 1 − β_t and h with
   probability β_t (uniform U > β_t picks z); user and positive item share one draw, each
   negative has its own. β_t = generate_beta()[t] = 0, 0, 0.02, 0.02, 0.04, … 1.0, 1.0
@@ -51,7 +51,10 @@ Decisions and deviations (also in `extras()["deviations"]`), with reasons:
    touches most nodes). It does: a 4,096-edge Gowalla batch's trees and negatives touch
    29,837 of 29,858 users and ~33,900 of 40,981 items, so encoding only the touched nodes
    would save little; the step is its dense products (encoders, aggregators, projections,
-   forward and backward; benchmarks/train_speed.py's floor).
+   forward and backward; benchmarks/train_speed.py's floor). The table encoders are the smaller
+   part, though: a step's cost grows with the batch (per edge, 10 hop-1 item aggregations and 11
+   item aggregations): 0.85 CPU-s at 4,096 edges, 2.9 at 16,384 (Gowalla, 1 thread), so a
+   4× larger batch saves only ~13% of an epoch.
 6. Neighbour sampling at inference (codes()) uses a fixed seed derived from the run seed, so
    the codes are a function of the trained parameters (the reference resamples at every
    export). Items without training interactions have no neighbours; their neighbour mean is
@@ -69,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hashbench.core.estimators import StraightThroughEstimator
+from hashbench.core.estimators import sgn
 from hashbench.core.graph import UserItemIndex
 from hashbench.core.losses import bce_loss, bpr_loss
 from hashbench.core.trained_method import TorchMethod
@@ -95,6 +98,25 @@ def beta_at(epoch_index: int) -> float:
 def mix(continuous: torch.Tensor, hashed: torch.Tensor, uniform: torch.Tensor, beta: float) -> torch.Tensor:
     """Row-wise: the continuous vector where uniform > β, the hash code otherwise."""
     return torch.where((uniform > beta)[:, None], continuous, hashed)
+
+
+class _MixStraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, uniform: torch.Tensor, beta: float) -> torch.Tensor:
+        return torch.where((uniform > beta)[:, None], z, sgn(z))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None, None
+
+
+def mix_straight_through(z: torch.Tensor, uniform: torch.Tensor, beta: float) -> torch.Tensor:
+    """mix(z, StraightThroughEstimator()(z), uniform, β) in one step: the same values, and the
+    same gradient (identity), since the plain STE passes the gradient on unchanged, so both
+    branches of the mix hand z the incoming gradient (one of the two is 0). Autograd through
+    `mix` forms it from two zero-filled where-gradients, a ones-multiply and a sum, on every
+    [B·11, 64] row block of every step."""
+    return _MixStraightThrough.apply(z, uniform, beta)
 
 
 @numba.njit(cache=True)
@@ -183,6 +205,25 @@ class SampledMean(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return None, None, ctx.s_t @ grad.contiguous()
+
+
+class GatherRows(torch.autograd.Function):
+    """x[index] for a 1-D index: forward by index_select (a row copy; advanced indexing copies
+    element by element, ~4× slower), backward the accumulate-put that x[index]'s backward uses
+    (index_select's own backward is an element-wise scatter_add under deterministic mode) — the
+    same values and gradients. A −1 (the missing hop-1 item of a user without training items)
+    picks the last row, as x[−1] does."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        index = torch.where(index < 0, index + x.shape[0], index)
+        ctx.shape, ctx.index = x.shape, index
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        out = grad.new_zeros(ctx.shape)
+        return out.index_put_((ctx.index,), grad, accumulate=True), None
 
 
 @numba.njit(cache=True)
@@ -278,16 +319,16 @@ class HashGNNNet(nn.Module):
         dev = enc_u.device
         s1 = [t.to(dev) for t in mean_operator(hop1, n_items)]
         s2 = [t.to(dev) for t in mean_operator(hop2.reshape(b * f1, -1), n_users)]
-        a0 = self._aggregate(self.u_agg_0, enc_u[torch.from_numpy(users).to(dev)],
+        a0 = self._aggregate(self.u_agg_0, GatherRows.apply(enc_u, torch.from_numpy(users).to(dev)),
                              SampledMean.apply(*s1, enc_i))
-        a1 = self._aggregate(self.u_agg_0, enc_i[torch.from_numpy(hop1.ravel()).to(dev)],
+        a1 = self._aggregate(self.u_agg_0, GatherRows.apply(enc_i, torch.from_numpy(hop1.ravel()).to(dev)),
                              SampledMean.apply(*s2, enc_u))
         return torch.tanh(self.u_proj(self._aggregate(self.u_agg_1, a0, a1.view(b, f1, -1).mean(1))))
 
     def items(self, enc_u, enc_i, items, hop) -> torch.Tensor:
         """z = tanh(i_proj(...)) of items from their sampled users (hop [N, fi], −1 = none)."""
         s = [t.to(enc_u.device) for t in mean_operator(hop, enc_u.shape[0])]
-        own = enc_i[torch.from_numpy(items).to(enc_u.device)]
+        own = GatherRows.apply(enc_i, torch.from_numpy(items).to(enc_u.device))
         return torch.tanh(self.i_proj(self._aggregate(self.i_agg_0, own, SampledMean.apply(*s, enc_u))))
 
 
@@ -299,7 +340,6 @@ class HashGNN(TorchMethod):
         p = self.params
         net = HashGNNNet(data.n_users, data.n_items, p["id_dim"], p["hidden"], self.bits,
                          self.torch_generator("init")).to(self.device)
-        self.sign = StraightThroughEstimator()
         self.sampler = NeighbourSampler(data.train, data.n_users, data.n_items)
         self.inference_seed = self.seed("inference")
         self.n_users, self.n_items = data.n_users, data.n_items
@@ -340,11 +380,11 @@ class HashGNN(TorchMethod):
         zu = self.model.users(enc_u, enc_i, users, hop1, hop2)
         zi = self.model.items(enc_u, enc_i, items, item_hop)
         b = len(users)
-        u = mix(zu, self.sign(zu), sel_pair, beta)
-        pos = mix(zi[:b], self.sign(zi[:b]), sel_pair, beta)
-        neg = mix(zi[b:], self.sign(zi[b:]), sel_neg, beta)
-        u_rep = u.repeat_interleave(k, dim=0)
-        pos_logit, neg_logit = (u * pos).sum(1), (u_rep * neg).sum(1)
+        u = mix_straight_through(zu, sel_pair, beta)
+        pos = mix_straight_through(zi[:b], sel_pair, beta)
+        neg = mix_straight_through(zi[b:], sel_neg, beta)
+        pos_logit = (u * pos).sum(1)
+        neg_logit = (neg.view(b, k, -1) * u[:, None, :]).sum(-1).reshape(-1)  # row i·k + j: user i, negative j
         logits = torch.cat([pos_logit, neg_logit])
         labels = torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)])
         return self.params["lambda_"] * bce_loss(logits, labels) + bpr_loss(pos_logit.repeat_interleave(k), neg_logit)

@@ -47,6 +47,33 @@ def test_beta_zero_uses_the_continuous_path_and_beta_one_the_hash_path():
     assert torch.equal(z.grad, torch.ones_like(z))  # straight-through: identity backward
 
 
+def test_one_step_mix_is_mix_with_the_ste_bit_for_bit():
+    """mix_straight_through (the training path) gives mix(z, STE(z), ...)'s values and gradients."""
+    rng = np.random.default_rng(3)
+    uniform = torch.from_numpy(rng.random(300))
+    g = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
+    for beta in (0.0, 0.3, 1.0):
+        z = torch.tensor(rng.uniform(-1, 1, (300, 16)), dtype=torch.float32, requires_grad=True)
+        want = hashgnn.mix(z, StraightThroughEstimator()(z), uniform, beta)
+        (want_grad,) = torch.autograd.grad(want, z, g)
+        got = hashgnn.mix_straight_through(z, uniform, beta)
+        (got_grad,) = torch.autograd.grad(got, z, g)
+        assert torch.equal(got, want) and torch.equal(got_grad, want_grad)
+
+
+def test_gather_rows_is_indexing_bit_for_bit():
+    """GatherRows (index_select forward, accumulate-put backward) is x[index], repeats included."""
+    rng = np.random.default_rng(4)
+    x = torch.randn(50, 7, dtype=torch.float32, requires_grad=True)
+    index = torch.from_numpy(rng.integers(-1, 50, 400))  # repeats (summed in order by the backward) and −1
+    g = torch.randn(400, 7)
+    got = hashgnn.GatherRows.apply(x, index)
+    (got_grad,) = torch.autograd.grad(got, x, g)
+    want = x[index]
+    (want_grad,) = torch.autograd.grad(want, x, g)
+    assert torch.equal(got, want) and torch.equal(got_grad, want_grad)
+
+
 def test_sampler_draws_true_neighbours_without_replacement_when_it_can():
     train = np.array([[0, 0], [0, 1], [0, 2], [0, 3], [1, 4], [2, 0]])
     sampler = hashgnn.NeighbourSampler(train, 3, 6)
