@@ -59,6 +59,9 @@ Decisions and deviations (also in `extras()["deviations"]`), with reasons:
    the codes are a function of the trained parameters (the reference resamples at every
    export). Items without training interactions have no neighbours; their neighbour mean is
    0 (the reference leaves such items out of the graph, with an all-zero code).
+   A user without training interactions (impossible under random-8-1-1, which keeps at least
+   one per user) gets index -1 as its sampled items, i.e. the last item's encoding: kept so the
+   numbers stay those of earlier runs; it only touches users nothing can be learned about.
 """
 
 from __future__ import annotations
