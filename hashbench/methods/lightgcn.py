@@ -22,7 +22,8 @@ speed on a 2-core CPU; every one is in `extras()["deviations"]`:
   propagated embeddings were cached until the next training step, so after a patience stop
   the test was scored with the last validated parameters, not the restored best ones (the
   cache is now keyed on the parameters' versions); (3) the 10% validation carve-out trains
-  on 90% of upstream train (LightGCN trains on all of it); (4) LightGCN reports the best
+  on 90% of upstream train (LightGCN trains on all of it; `hashbench run --refit` retrains on all
+  of it for the epochs chosen on the carve-out); (4) LightGCN reports the best
   *test* epoch of 1,000, we select on validation Recall@50.
 - L2 (`l2`, 1e-4 as LightGCN) on the batch's ego embeddings, ½‖·‖²/batch, as LightGCN.
 - Early stopping on validation Recall@50 every `eval_every` epochs (LightGCN reports the
