@@ -275,3 +275,22 @@ def test_a_log_file_gets_one_line_per_validation_instead_of_live_bars():
         display.progress(cell, "proposed", epoch, 400, loss=0.5, valid=valid, best=valid)
     lines = [l for l in log.getvalue().splitlines() if "proposed · synthetic" in l]
     assert len(lines) == 1 and "5/400" in lines[0] and "valid 0.25" in lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["campaign", "--dry-run", "--jobs", 0], "--jobs must be at least 1"),
+    (["campaign", "--dry-run", "--device", "gpu"], "--device must be one of"),
+    (["campaign", "--dry-run", "--stage", "foo"], "--stage must be one of"),
+    (["speed", "--codes", "/nonexistent/codes.npz"], "--codes /nonexistent/codes.npz: no such file"),
+    (["speed", "--threads", 0], "--threads must be at least 1"),
+    (["speed", "--parts", "fig2", "--fig2-items", "1e3,0"], "every catalogue size must be at least 1"),
+    (["speed", "--budget", 0], "--budget must be positive"),
+    (["speed", "--parts", "retrieval", "--dataset", "nosuch"], "is not a known dataset"),
+    (["speed", "--parts", "retrieval", "--protocol", "random"], "--protocol must be one of"),
+])
+def test_bad_campaign_and_speed_arguments_stop_before_any_work(tmp_path, args, message):
+    results = tmp_path / "results"
+    result = invoke(*args, "--results", results)
+    assert result.exit_code == 1, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not results.exists()  # nothing timed, nothing written

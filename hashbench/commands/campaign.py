@@ -38,9 +38,16 @@ def campaign_command(
     from hashbench.campaign import STAGES, load_campaign, stage_cells, stage_rounds
     from hashbench.records import latest_by_cell
 
+    from hashbench.checks import check_results_dir
+    from hashbench.commands.run import DEVICES, check_choice
+
     stages = STAGES if stage == "all" else (stage,)
     if any(s not in STAGES for s in stages):
         raise HashbenchError(f"--stage must be one of {', '.join(STAGES)} or all, got {stage!r}")
+    check_choice(device, DEVICES, "--device")  # every argument checked before any work, dry run or not
+    if jobs is not None and jobs < 1:
+        raise HashbenchError(f"--jobs must be at least 1, got {jobs}")
+    check_results_dir(results, write=not dry_run)
     campaign = load_campaign(spec, budget_scale)
     failed = 0
     for name in stages:

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from hashbench.checks import check_results_dir
 from hashbench.commands.common import CacheDir, Mirror, command, console
 from hashbench.errors import HashbenchError
 from hashbench.files import atomic_write_text, read_npz
@@ -113,7 +114,28 @@ def speed_command(
     bits = check_bits(bits)
     if repeats < 1 or warmup < 0 or k < 1:
         raise HashbenchError("--repeats and --k must be at least 1, --warmup at least 0")
-    out = out or results / "speed"
+    # every argument is checked here, before minutes of timing
+    for flag, value, least in (("--threads", threads, 1), ("--fig2-users", fig2_users, 1), ("--dim", dim, 1),
+                               ("--latency-queries", latency_queries, 0)):
+        if value is not None and value < least:
+            raise HashbenchError(f"{flag} must be at least {least}, got {value}")
+    for flag, value in (("--budget", budget), ("--max-call", max_call)):
+        if not value > 0:
+            raise HashbenchError(f"{flag} must be positive (seconds), got {value}")
+    if any(n < 1 for n in _ints(fig2_items, "--fig2-items")):
+        raise HashbenchError(f"--fig2-items: every catalogue size must be at least 1, got {fig2_items!r}")
+    if "retrieval" in chosen:
+        from hashbench.commands.run import check_choice
+        from hashbench.specs import load_registry
+        from hashbench.splits import PROTOCOLS
+
+        check_choice(protocol, PROTOCOLS, "--protocol")
+        if dataset not in load_registry():
+            raise HashbenchError(f"--dataset {dataset!r} is not a known dataset ({', '.join(load_registry())})")
+    for path in codes or []:
+        if not Path(path).is_file():
+            raise HashbenchError(f"--codes {path}: no such file")
+    out = check_results_dir(out or results / "speed", "--out")
     faiss = None if no_faiss else speed.load_faiss()
     if faiss is None:
         console.print("[yellow]faiss is not installed[/] (pip install 'hashbench[faiss]'): timing torch and "
