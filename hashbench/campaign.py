@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -206,8 +206,7 @@ def _run_of(c: Campaign, choices, method: str, dataset: str, seed: int, bits: in
     would repeat it bit for bit, and one final cell per tuned method is already recorded."""
     params, winner = choices[(method, dataset)]
     cell = Cell(method, dataset, c.bits if bits is None else bits, seed, params={**params, **(extra or {})})
-    plain = Cell(method, dataset, c.bits, c.tune_seed, params=params)
-    if winner is not None and cell.config_hash() == plain.config_hash():
+    if winner is not None and cell.config_hash() == replace(winner, trial=None).config_hash():
         return winner
     return cell
 
