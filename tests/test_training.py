@@ -120,3 +120,60 @@ def test_a_checkpoint_of_another_shape_is_refused_and_the_cell_starts_afresh(spl
         again = fit(split, checkpoint_dir=tmp_path, epochs=4, eval_every=2)
     assert again.result.resumed_from_epoch is None
     assert [np.array_equal(a, b) for a, b in zip(again.codes(), reference.codes())] == [True, True]
+
+
+class SleepingTrainer(CountingTrainer):
+    """Each epoch takes wall time but no CPU: what a run sees when other jobs hold the cores."""
+
+    def train_epoch(self, epoch, rng):
+        import time
+
+        time.sleep(0.15)
+        return super().train_epoch(epoch, rng)
+
+
+class BusyTrainer(CountingTrainer):
+    """Each epoch burns CPU on one thread."""
+
+    def train_epoch(self, epoch, rng):
+        import time
+
+        end = time.process_time() + 0.15
+        while time.process_time() < end:
+            pass
+        return super().train_epoch(epoch, rng)
+
+
+def _capped_run(trainer, checkpoint_dir=None, crash_at_epoch=None):
+    from types import SimpleNamespace
+
+    import torch
+
+    from hashbench.core.training import TrainConfig, run_training
+
+    torch.set_num_threads(1)
+    def progress(description, completed, total, **fields):
+        if completed == crash_at_epoch:
+            raise Interrupted(f"killed at epoch {completed}")
+
+    ctx = SimpleNamespace(seed=np.random.SeedSequence(0), validate=lambda m: {"recall@50": 0.1 * m.trainer.epoch},
+                          progress=progress, checkpoint_dir=checkpoint_dir, evidence=None)
+    method = SimpleNamespace(ctx=ctx, name="capped", trainer=trainer)
+    return run_training(method, trainer, TrainConfig(epochs=12, eval_every=1, patience=50, max_minutes=0.6 / 60),
+                        "x")
+
+
+def test_the_time_cap_counts_work_not_waiting_so_a_loaded_machine_does_not_cut_a_run_short():
+    waiting = _capped_run(SleepingTrainer())  # 12 × 0.15 s of wall time, next to no CPU
+    assert waiting.stopped == "epochs" and waiting.epochs_run == 12
+    assert waiting.train_seconds > 0.6 > waiting.busy_seconds
+    working = _capped_run(BusyTrainer())  # 0.15 CPU-s an epoch: the 0.6 s cap stops it after ~4
+    assert working.stopped == "time" and 4 <= working.epochs_run <= 6
+    assert working.busy_seconds >= 0.6
+
+
+def test_the_busy_clock_carries_over_a_resumption(tmp_path):
+    with pytest.raises(Interrupted):
+        _capped_run(BusyTrainer(), tmp_path, crash_at_epoch=3)
+    resumed = _capped_run(BusyTrainer(), tmp_path)  # the 0.45 busy seconds before the kill count against the cap
+    assert resumed.resumed_from_epoch == 3 and resumed.stopped == "time" and 4 <= resumed.epochs_run <= 5

@@ -35,8 +35,8 @@ from hashbench.seeds import method_stream, torch_seed
 # the parameters the driver reads, when a method declares them (with these names)
 DRIVER_PARAMS = ("epochs", "eval_every", "patience", "max_minutes", "min_epochs")
 # keys every trained method's extras() carries, whatever trains it
-STANDARD_EXTRAS = ("best_epoch", "epochs_run", "stopped", "best_valid", "train_seconds", "seconds_to_best",
-                   "seconds_per_epoch", "resumed_from_epoch", "device", "curve", "deviations")
+STANDARD_EXTRAS = ("best_epoch", "epochs_run", "stopped", "best_valid", "train_seconds", "busy_seconds",
+                   "seconds_to_best", "seconds_per_epoch", "resumed_from_epoch", "device", "curve", "deviations")
 
 
 def parameter_versions(module: nn.Module) -> tuple[int, ...]:
@@ -96,6 +96,7 @@ class TrainedMethod(Method):
         return {
             "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stopped": r.stopped,
             "best_valid": r.best_valid, "train_seconds": round(r.train_seconds, 2),
+            "busy_seconds": round(r.busy_seconds, 2),  # the time max_minutes is counted in
             "seconds_to_best": round(r.seconds_to_best, 2), "seconds_per_epoch": round(r.seconds_per_epoch, 3),
             "resumed_from_epoch": r.resumed_from_epoch, "device": str(self.device),
             "curve": [h for h in r.history if "valid" in h],

@@ -50,7 +50,9 @@ class TrainConfig:
     eval_every: int = 5
     patience: int = 5  # evaluations without improvement before stopping
     monitor: str = "recall@50"
-    max_minutes: float | None = None  # stop (keeping the best state) after this much training time
+    # stop (keeping the best state) after this much training time, counted on the busy clock
+    # (BusyClock): a loaded machine slows a run down but does not cut it short
+    max_minutes: float | None = None
     validate_initial: bool = False  # also evaluate the state before epoch 1 (epoch 0)
     min_epochs: int = 0  # patience cannot stop the run before this epoch (a schedule that must run out)
 
@@ -64,6 +66,7 @@ class TrainResult:
     train_seconds: float = 0.0  # training + validation time, summed over resumptions
     seconds_to_best: float = 0.0
     seconds_per_epoch: float = 0.0  # training only, without validation
+    busy_seconds: float = 0.0  # what max_minutes is measured against (BusyClock), summed over resumptions
     resumed_from_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     # ctx.evidence at each validation point: written here, read by nothing in training
@@ -199,35 +202,65 @@ def run_training(method, trainer: Trainer, config: TrainConfig, config_hash: str
         return _run(method, trainer, config, config_hash)
 
 
+class BusyClock:
+    """Training time as the time cap counts it: wall seconds, or the process's CPU seconds per
+    thread when that is less.
+
+    On a machine shared with other jobs a run gets a fraction of its cores, so wall time
+    overstates the work done and a wall-clock cap would stop the same run at an earlier epoch
+    the busier the machine is (the same seed, different numbers). CPU time per thread counts
+    the work; the minimum never fires later than the work warrants on an idle machine, and on
+    a GPU (where the CPU mostly waits) it is close to the wall time. Time spent outside
+    training (the test evidence) is paused out of both clocks.
+    """
+
+    def __init__(self, wall_before: float = 0.0, busy_before: float = 0.0):
+        self.wall_before, self.busy_before = wall_before, busy_before
+        self.wall0, self.cpu0, self.wall_paused, self.cpu_paused = time.perf_counter(), time.process_time(), 0.0, 0.0
+
+    @contextlib.contextmanager
+    def paused(self):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall_paused += time.perf_counter() - wall
+            self.cpu_paused += time.process_time() - cpu
+
+    def wall(self) -> float:
+        return self.wall_before + (time.perf_counter() - self.wall0) - self.wall_paused
+
+    def busy(self) -> float:
+        wall = time.perf_counter() - self.wall0 - self.wall_paused
+        cpu_per_thread = (time.process_time() - self.cpu0 - self.cpu_paused) / max(1, torch.get_num_threads())
+        return self.busy_before + min(wall, cpu_per_thread)
+
+
 def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> TrainResult:
     ctx = method.ctx
     name = getattr(method, "name", "train")
     rng = np.random.default_rng(method_stream(ctx.seed, "sampling"))
     path = Path(ctx.checkpoint_dir) / CHECKPOINT_NAME if ctx.checkpoint_dir is not None else None
     result, best, bad_evals = TrainResult(), None, 0
-    start_epoch, elapsed_before, train_only = 1, 0.0, 0.0
-    t0 = time.perf_counter()
-    evidence_seconds = 0.0  # not training: left out of every time the result reports
-
-    def elapsed() -> float:
-        return elapsed_before + (time.perf_counter() - t0) - evidence_seconds
+    start_epoch, train_only = 1, 0.0
+    clock = BusyClock()  # evidence (test curves) is not training: left out of every time reported
+    elapsed = clock.wall
 
     def checkpoint(epoch: int, finished: bool = False) -> None:
         if path is not None:
             save_checkpoint(path, {
                 "fingerprint": config_hash, "epoch": epoch, "finished": finished, "trainer": trainer.state(),
                 "numpy_rng": rng.bit_generator.state, "best": best, "bad_evals": bad_evals,
-                "result": result.as_dict(), "elapsed": elapsed(), "train_only": train_only,
+                "result": result.as_dict(), "elapsed": elapsed(), "busy": clock.busy(), "train_only": train_only,
             })
 
     def validate(epoch: int, record: dict[str, Any]) -> None:
-        nonlocal best, bad_evals, evidence_seconds
+        nonlocal best, bad_evals
         with trainer.evaluating():
             valid = {k: float(v) for k, v in ctx.validate(method).items()}
             if ctx.evidence is not None:
-                started = time.perf_counter()
-                result.evidence.append({"epoch": epoch, **ctx.evidence(method)})
-                evidence_seconds += time.perf_counter() - started
+                with clock.paused():
+                    result.evidence.append({"epoch": epoch, **ctx.evidence(method)})
         record["valid"] = valid
         if best is None or valid[config.monitor] > result.best_valid.get(config.monitor, -np.inf):
             best = trainer.snapshot()
@@ -253,7 +286,10 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
             best, bad_evals, result, state = None, 0, TrainResult(), None
     if state is not None:
         result.resumed_from_epoch = state["epoch"]
-        start_epoch, elapsed_before, train_only = state["epoch"] + 1, state["elapsed"], state["train_only"]
+        start_epoch, train_only = state["epoch"] + 1, state["train_only"]
+        # a checkpoint from before the busy clock counts its wall time (the cap as it was then)
+        clock = BusyClock(state["elapsed"], state.get("busy", state["elapsed"]))
+        elapsed = clock.wall
         ctx.progress(name, state["epoch"], config.epochs, resumed=True, best=result.best_valid.get(config.monitor))
         if state["finished"]:
             if best is not None:
@@ -276,7 +312,8 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
         train_only += time.perf_counter() - t_epoch
         result.epochs_run = epoch
         result.seconds_per_epoch = train_only / epoch  # epochs so far, incl. resumed ones
-        out_of_time = config.max_minutes is not None and elapsed() >= 60 * config.max_minutes
+        result.busy_seconds = clock.busy()
+        out_of_time = config.max_minutes is not None and result.busy_seconds >= 60 * config.max_minutes
         due = epoch % config.eval_every == 0 or epoch == config.epochs
         if ctx.validate is not None and (due or out_of_time or trainer_stop):
             validate(epoch, record)
@@ -302,6 +339,6 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
     if ctx.validate is None:
         result.stopped = "no-validation"
     trainer.restore(best if best is not None else trainer.snapshot())  # no validation: the last state
-    result.train_seconds = elapsed()
+    result.train_seconds, result.busy_seconds = elapsed(), clock.busy()
     checkpoint(epoch, finished=True)
     return result
