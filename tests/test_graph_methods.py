@@ -63,3 +63,18 @@ def test_propagation_backward_is_the_same_symmetric_operator():
     (grad,) = torch.autograd.grad((out * weights).sum(), x)
     (grad_ref,) = torch.autograd.grad((expected * weights).sum(), x)
     assert torch.allclose(grad, grad_ref, atol=1e-5)
+
+
+def test_training_item_membership_matches_the_training_pairs():
+    from hashbench.core.graph import UserItemIndex
+
+    rng = np.random.default_rng(3)
+    train = np.unique(rng.integers(0, [40, 25], size=(300, 2)), axis=0)
+    train = train[train[:, 0] != 7]  # user 7 has no training items
+    index = UserItemIndex(train, 40, 25)
+    pairs = set(map(tuple, train.tolist()))
+    users, items = rng.integers(0, 40, size=5000), rng.integers(0, 25, size=5000)
+    expected = [(u, i) in pairs for u, i in zip(users.tolist(), items.tolist())]
+    assert index.is_positive(users, items).tolist() == expected
+    negatives = index.sample_negatives(users, rng)
+    assert not index.is_positive(users, negatives).any()  # seeded: 10 tries find a negative for each here
