@@ -79,8 +79,9 @@ def floor_products(name: str, method, data) -> list[tuple]:
         # dispersion of each table: draws × iterations × (X v, Xᵀ y) + the final X v, v-outer,
         # forward and both gradients of each (all of it differentiable in X)
         disperse = 3 * (2 * p["rp_avg"] * p["rp_iterations"] + 2)
-        return [("adj", p["con_dim"], 2 * p["layers"]),
-                ("mm", n, p["con_dim"], per_layer, 2 * (p["layers"] + 1)),  # W x⁽ˡ⁾ and its input gradient
+        # h⁽⁰⁾ = x Wᵀ once, then h⁽ˡ⁺¹⁾ = Â h⁽ˡ⁾: the sparse products run at the code width
+        return [("adj", per_layer, 2 * p["layers"]),  # forward and backward of each layer
+                ("mm", n, p["con_dim"], per_layer, 2),  # x Wᵀ and its input gradient
                 ("mm", u, p["con_dim"], 1, disperse), ("mm", i, p["con_dim"], 1, disperse)]
     if name == "hashgnn":
         bs, k = p["batch_size"], p["neg_num"]
