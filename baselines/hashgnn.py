@@ -15,7 +15,8 @@ What it does, as in the reference code:
   replacement when the degree allows, else uniform with replacement.
 - Hash layer: dense to `final_dim` K = 64 (= bits) with tanh, separate `u_proj`/`i_proj`;
   z ∈ (−1, 1)^K, h = sgn(z) with the straight-through (identity) backward
-  (core.estimators.StraightThroughEstimator; applied with the mix in one step, `mix_straight_through`).
+  (core.estimators.StraightThroughEstimator; applied with the mix in one step,
+  core.estimators.mix_straight_through).
 - Continuous/hash mixing: each row used in the loss is z with probability 1 − β_t and h with
   probability β_t (uniform U > β_t picks z); user and positive item share one draw, each
   negative has its own. β_t = generate_beta()[t] = 0, 0, 0.02, 0.02, 0.04, … 1.0, 1.0
@@ -75,7 +76,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hashbench.core.estimators import sgn
+from hashbench.core.autograd import GatherRows
+from hashbench.core.estimators import mix_straight_through
 from hashbench.core.graph import UserItemIndex
 from hashbench.core.losses import bce_loss, bpr_loss
 from hashbench.core.trained_method import TorchMethod
@@ -96,30 +98,6 @@ BETA_SCHEDULE = generate_beta()
 def beta_at(epoch_index: int) -> float:
     """β for the epoch with 0-based index t (0 once the schedule runs out, as main.py)."""
     return BETA_SCHEDULE[epoch_index] if 0 <= epoch_index < len(BETA_SCHEDULE) else 0.0
-
-
-def mix(continuous: torch.Tensor, hashed: torch.Tensor, uniform: torch.Tensor, beta: float) -> torch.Tensor:
-    """Row-wise: the continuous vector where uniform > β, the hash code otherwise."""
-    return torch.where((uniform > beta)[:, None], continuous, hashed)
-
-
-class _MixStraightThrough(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, uniform: torch.Tensor, beta: float) -> torch.Tensor:
-        return torch.where((uniform > beta)[:, None], z, sgn(z))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad, None, None
-
-
-def mix_straight_through(z: torch.Tensor, uniform: torch.Tensor, beta: float) -> torch.Tensor:
-    """mix(z, StraightThroughEstimator()(z), uniform, β) in one step: the same values, and the
-    same gradient (identity), since the plain STE passes the gradient on unchanged, so both
-    branches of the mix hand z the incoming gradient (one of the two is 0). Autograd through
-    `mix` forms it from two zero-filled where-gradients, a ones-multiply and a sum, on every
-    [B·11, 64] row block of every step."""
-    return _MixStraightThrough.apply(z, uniform, beta)
 
 
 @numba.njit(cache=True)
@@ -208,25 +186,6 @@ class SampledMean(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return None, None, ctx.s_t @ grad.contiguous()
-
-
-class GatherRows(torch.autograd.Function):
-    """x[index] for a 1-D index: forward by index_select (a row copy; advanced indexing copies
-    element by element, ~4× slower), backward the accumulate-put that x[index]'s backward uses
-    (index_select's own backward is an element-wise scatter_add under deterministic mode) — the
-    same values and gradients. A −1 (the missing hop-1 item of a user without training items)
-    picks the last row, as x[−1] does."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        index = torch.where(index < 0, index + x.shape[0], index)
-        ctx.shape, ctx.index = x.shape, index
-        return x.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        out = grad.new_zeros(ctx.shape)
-        return out.index_put_((ctx.index,), grad, accumulate=True), None
 
 
 @numba.njit(cache=True)

@@ -261,8 +261,7 @@ class Runner:
                 selection = self._select(cell, cls, split, ctx)
                 method = self._refit(cell, cls, split, ctx, selection)
             else:
-                method = cls(cell.bits, ctx, **cell.params)
-                method.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))
+                method = _fit_plain(cell, cls, split, ctx)
                 selection = None
             record["train_seconds"] = time.perf_counter() - started
             started = time.perf_counter()
@@ -310,9 +309,8 @@ class Runner:
         if rec is not None and rec.get("status") == "ok":
             return Selection(rec["metrics"]["valid"], rec.get("extras") or {},
                              (rec.get("protocol_evidence") or {}).get("curve", []), plain.config_hash())
-        chooser = cls(cell.bits, replace(ctx, checkpoint_dir=checkpoint_dir_for(self.results_dir, plain)),
-                      **cell.params)
-        chooser.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))
+        plain_ctx = replace(ctx, checkpoint_dir=checkpoint_dir_for(self.results_dir, plain))
+        chooser = _fit_plain(cell, cls, split, plain_ctx)
         return Selection(evaluate_method(chooser, split, "valid", cell.ks), chooser.extras(),
                          chooser.evidence_curve(), None)
 
@@ -328,6 +326,14 @@ class Runner:
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         """compute_cell + save_result, in this process."""
         return save_result(self.results_dir, self.compute_cell(cell))
+
+
+def _fit_plain(cell: Cell, cls, split: Split, ctx: FitContext) -> Method:
+    """The plain run: trained on the training split, selected on the validation split. A refit's
+    selection run is this same fit (only its checkpoint folder differs), so both call it."""
+    method = cls(cell.bits, ctx, **cell.params)
+    method.fit(TrainData(cell.dataset, split.n_users, split.n_items, split.train, split.valid))
+    return method
 
 
 # the training keys of a refit record that describe the selection run (how it stopped, its curve)

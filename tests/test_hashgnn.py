@@ -7,7 +7,8 @@ import torch
 
 from baselines import hashgnn
 from hashbench import seeds
-from hashbench.core.estimators import StraightThroughEstimator
+from hashbench.core.autograd import GatherRows
+from hashbench.core.estimators import StraightThroughEstimator, mix, mix_straight_through
 from hashbench.registry import FitContext, TrainData, get_method
 from hashbench.runner import evaluate_method
 
@@ -37,13 +38,13 @@ def test_beta_zero_uses_the_continuous_path_and_beta_one_the_hash_path():
     z = torch.tensor(rng.uniform(-1, 1, (200, 8)), dtype=torch.float32, requires_grad=True)
     h = StraightThroughEstimator()(z)
     uniform = torch.from_numpy(rng.random(200))
-    assert torch.equal(hashgnn.mix(z, h, uniform, 0.0), z)
-    assert torch.equal(hashgnn.mix(z, h, uniform, 1.0), torch.where(z >= 0, 1.0, -1.0))
-    mixed = hashgnn.mix(z, h, uniform, 0.3)
+    assert torch.equal(mix(z, h, uniform, 0.0), z)
+    assert torch.equal(mix(z, h, uniform, 1.0), torch.where(z >= 0, 1.0, -1.0))
+    mixed = mix(z, h, uniform, 0.3)
     continuous_rows = uniform > 0.3  # whole rows, not single bits
     assert torch.equal(mixed[continuous_rows], z[continuous_rows])
     assert torch.equal(mixed[~continuous_rows].abs(), torch.ones_like(mixed[~continuous_rows]))
-    hashgnn.mix(z, h, uniform, 1.0).sum().backward()
+    mix(z, h, uniform, 1.0).sum().backward()
     assert torch.equal(z.grad, torch.ones_like(z))  # straight-through: identity backward
 
 
@@ -54,9 +55,9 @@ def test_one_step_mix_is_mix_with_the_ste_bit_for_bit():
     g = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
     for beta in (0.0, 0.3, 1.0):
         z = torch.tensor(rng.uniform(-1, 1, (300, 16)), dtype=torch.float32, requires_grad=True)
-        want = hashgnn.mix(z, StraightThroughEstimator()(z), uniform, beta)
+        want = mix(z, StraightThroughEstimator()(z), uniform, beta)
         (want_grad,) = torch.autograd.grad(want, z, g)
-        got = hashgnn.mix_straight_through(z, uniform, beta)
+        got = mix_straight_through(z, uniform, beta)
         (got_grad,) = torch.autograd.grad(got, z, g)
         assert torch.equal(got, want) and torch.equal(got_grad, want_grad)
 
@@ -67,7 +68,7 @@ def test_gather_rows_is_indexing_bit_for_bit():
     x = torch.randn(50, 7, dtype=torch.float32, requires_grad=True)
     index = torch.from_numpy(rng.integers(-1, 50, 400))  # repeats (summed in order by the backward) and −1
     g = torch.randn(400, 7)
-    got = hashgnn.GatherRows.apply(x, index)
+    got = GatherRows.apply(x, index)
     (got_grad,) = torch.autograd.grad(got, x, g)
     want = x[index]
     (want_grad,) = torch.autograd.grad(want, x, g)

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from hashbench import records
 from hashbench.cli import app
-from hashbench.figures import (efficiency_points, item_representation, learning_curve_series, load_rank_timings,
-                               reference_levels, stop_label)
+from hashbench.figure_data import (efficiency_points, item_representation, learning_curve_series, load_rank_timings,
+                                   reference_levels, stop_label)
 
 STATS = {"dataset": "synthetic", "users": 30, "items": 50, "interactions": 400, "density": 0.27}
 

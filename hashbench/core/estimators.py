@@ -10,6 +10,9 @@ the estimator's `derivative(x)`; where the derivative comes from a smooth surrog
 
 β schedules (SignSwish and tanh): `schedule="linear"|"exponential"` moves β from `beta` to
 `beta_end` over `anneal_epochs` epochs; the training loop calls `set_epoch(epoch)`.
+
+`mix_straight_through(z, uniform, β)`: each row z or sgn(z) (HashGNN's continuous/hash
+mixing), with the straight-through backward, in one autograd step.
 """
 
 from __future__ import annotations
@@ -218,3 +221,27 @@ def get_estimator(name: str, **params) -> GradientEstimator:
     if name not in ESTIMATORS:
         raise ValueError(f"unknown gradient estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
     return ESTIMATORS[name](**params)
+
+
+def mix(continuous: torch.Tensor, hashed: torch.Tensor, uniform: torch.Tensor, beta: float) -> torch.Tensor:
+    """Row-wise: the continuous vector where uniform > β, the hash code otherwise."""
+    return torch.where((uniform > beta)[:, None], continuous, hashed)
+
+
+class _MixStraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, uniform: torch.Tensor, beta: float) -> torch.Tensor:
+        return torch.where((uniform > beta)[:, None], z, sgn(z))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None, None
+
+
+def mix_straight_through(z: torch.Tensor, uniform: torch.Tensor, beta: float) -> torch.Tensor:
+    """mix(z, StraightThroughEstimator()(z), uniform, β) in one step: the same values, and the
+    same gradient (identity), since the plain STE passes the gradient on unchanged, so both
+    branches of the mix hand z the incoming gradient (one of the two is 0). Autograd through
+    `mix` forms it from two zero-filled where-gradients, a ones-multiply and a sum, on every
+    [B·11, 64] row block of every step."""
+    return _MixStraightThrough.apply(z, uniform, beta)
