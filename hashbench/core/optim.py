@@ -84,8 +84,43 @@ def _fused(param, grad, state, group) -> bool:
             and all(t.is_contiguous() for t in (param, state["exp_avg"], state["exp_avg_sq"])) and param.dim() == 2)
 
 
+def _step_fused(param, state, beta1, beta2, eps, step_size) -> None:
+    """The update in two numba passes around torch's sqrt (CPU float32)."""
+    index, values = param.grad._indices()[0], param.grad._values()
+    sorted_index, order = torch.sort(index)  # coalesce's order of summation
+    f32 = np.float32
+    rows = np.empty(len(index), dtype=np.int64)
+    second_moment = np.empty((len(index), param.shape[1]), dtype=np.float32)
+    n = _update_moments(sorted_index.numpy(), order.numpy(), values.contiguous().numpy(), state["exp_avg"].numpy(),
+                        state["exp_avg_sq"].numpy(), f32(1 - beta1), f32(1 - beta2), rows, second_moment)
+    # torch's own float32 sqrt: it is not always the correctly rounded one numba computes
+    denom = torch.from_numpy(second_moment[:n]).sqrt_().add_(eps)
+    _step_rows(rows[:n], state["exp_avg"].numpy(), denom.numpy(), param.detach().numpy(), f32(-step_size))
+
+
+def _step_blocks(param, state, beta1, beta2, eps, step_size, maximize) -> None:
+    """The update with torch operations on dense blocks of the touched rows (any device/dtype)."""
+    rows, grad = summed_rows(param.grad)
+    if maximize:
+        grad = -grad
+    if grad.numel() == 0:
+        return
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    # SparseAdam's order of operations: old += (1 − b)(new − old), then numer/denom from the
+    # update and the old values (so the parameters come out bitwise equal)
+    old_exp_avg = exp_avg.index_select(0, rows)
+    exp_avg_update = grad.sub(old_exp_avg).mul_(1 - beta1)
+    exp_avg.index_add_(0, rows, exp_avg_update)
+    old_exp_avg_sq = exp_avg_sq.index_select(0, rows)
+    exp_avg_sq_update = grad.pow(2).sub_(old_exp_avg_sq).mul_(1 - beta2)
+    exp_avg_sq.index_add_(0, rows, exp_avg_sq_update)
+    numer = exp_avg_update.add_(old_exp_avg)
+    denom = exp_avg_sq_update.add_(old_exp_avg_sq).sqrt_().add_(eps)
+    param.index_add_(0, rows, -step_size * numer.div_(denom))
+
+
 class LazyAdam(torch.optim.SparseAdam):
-    """torch.optim.SparseAdam's update, on dense blocks of the touched rows (see the module)."""
+    """torch.optim.SparseAdam's update, computed on the touched rows only (see the module)."""
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -110,34 +145,7 @@ class LazyAdam(torch.optim.SparseAdam):
                 step = state["step"]
                 step_size = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
                 if _fused(param, param.grad, state, group):
-                    index, values = param.grad._indices()[0], param.grad._values()
-                    sorted_index, order = torch.sort(index)  # coalesce's order of summation
-                    f32 = np.float32
-                    rows = np.empty(len(index), dtype=np.int64)
-                    second_moment = np.empty((len(index), param.shape[1]), dtype=np.float32)
-                    n = _update_moments(sorted_index.numpy(), order.numpy(), values.contiguous().numpy(),
-                                        state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(), f32(1 - beta1),
-                                        f32(1 - beta2), rows, second_moment)
-                    # torch's own float32 sqrt: it is not always the correctly rounded one numba computes
-                    denom = torch.from_numpy(second_moment[:n]).sqrt_().add_(eps)
-                    _step_rows(rows[:n], state["exp_avg"].numpy(), denom.numpy(), param.detach().numpy(),
-                               f32(-step_size))
-                    continue
-                rows, grad = summed_rows(param.grad)
-                if group.get("maximize", False):
-                    grad = -grad
-                if grad.numel() == 0:
-                    continue
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                # SparseAdam's order of operations: old += (1 − b)(new − old), then numer/denom
-                # from the update and the old values (so the parameters come out bitwise equal)
-                old_exp_avg = exp_avg.index_select(0, rows)
-                exp_avg_update = grad.sub(old_exp_avg).mul_(1 - beta1)
-                exp_avg.index_add_(0, rows, exp_avg_update)
-                old_exp_avg_sq = exp_avg_sq.index_select(0, rows)
-                exp_avg_sq_update = grad.pow(2).sub_(old_exp_avg_sq).mul_(1 - beta2)
-                exp_avg_sq.index_add_(0, rows, exp_avg_sq_update)
-                numer = exp_avg_update.add_(old_exp_avg)
-                denom = exp_avg_sq_update.add_(old_exp_avg_sq).sqrt_().add_(eps)
-                param.index_add_(0, rows, -step_size * numer.div_(denom))
+                    _step_fused(param, state, beta1, beta2, eps, step_size)
+                else:
+                    _step_blocks(param, state, beta1, beta2, eps, step_size, group.get("maximize", False))
         return loss
