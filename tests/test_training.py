@@ -177,3 +177,26 @@ def test_the_busy_clock_carries_over_a_resumption(tmp_path):
         _capped_run(BusyTrainer(), tmp_path, crash_at_epoch=3)
     resumed = _capped_run(BusyTrainer(), tmp_path)  # the 0.45 busy seconds before the kill count against the cap
     assert resumed.resumed_from_epoch == 3 and resumed.stopped == "time" and 4 <= resumed.epochs_run <= 5
+
+
+def _fit_without_validation(split, checkpoint_dir, crash_at_epoch=None):
+    """A refit's training: a fixed number of epochs, no validation (runner._refit's context)."""
+    def progress(description, completed, total, **fields):
+        if crash_at_epoch is not None and completed == crash_at_epoch:
+            raise Interrupted(f"killed at epoch {completed}")
+
+    ctx = FitContext(seed=seeds.seed_sequence(0, "method"), checkpoint_dir=checkpoint_dir, progress=progress, epochs=8)
+    m = get_method("proposed")(64, ctx, **SMALL["proposed"])
+    m.fit(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid[:0]))
+    return m
+
+
+def test_a_run_without_validation_checkpoints_too_and_resumes_to_the_same_codes(split, tmp_path):
+    reference = _fit_without_validation(split, tmp_path / "uninterrupted")
+    with pytest.raises(Interrupted):
+        _fit_without_validation(split, tmp_path / "killed", crash_at_epoch=7)
+    resumed = _fit_without_validation(split, tmp_path / "killed")
+    assert resumed.result.resumed_from_epoch == 6  # the last multiple of eval_every (3) before the kill
+    assert resumed.result.epochs_run == reference.result.epochs_run == 8
+    for x, y in zip(reference.codes(), resumed.codes()):
+        assert np.array_equal(x, y)

@@ -329,7 +329,9 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
             stop = "patience"
         elif stop is None and out_of_time:
             stop = "time"
-        if "valid" in record or stop:
+        # at every validation; without validation (a refit) on the same cadence, so a long
+        # refit killed mid-way resumes too instead of starting over
+        if "valid" in record or stop or (ctx.validate is None and due):
             checkpoint(epoch)
         ctx.progress(name, epoch, config.epochs, loss=record.get("loss"),
                      valid=record.get("valid", {}).get(config.monitor), best=result.best_valid.get(config.monitor))
