@@ -62,3 +62,20 @@ def test_without_a_plain_record_the_refit_selects_first_and_gives_the_same_resul
     assert alone[0]["extras"]["refit"]["selection_record"] is None
     assert alone[0]["metrics"] == refit["metrics"]
     assert not list((tmp_path / "results" / "checkpoints").glob("*/*"))  # no state left behind
+
+
+def test_the_plan_estimates_a_refit_from_the_epochs_it_will_train(plain_then_refit, tmp_path):
+    from hashbench.cells import Cell
+    from hashbench.commands.run import estimate_seconds, make_plan
+
+    results, plain, refit = plain_then_refit
+    selected_early = {**plain, "extras": {**plain["extras"], "best_epoch": 4}}  # of a 12-epoch budget
+    only_plain = tmp_path / "results"
+    only_plain.mkdir()
+    (only_plain / "runs.jsonl").write_text(json.dumps(selected_early) + "\n")  # the refit still to run
+    cell = Cell(method="proposed", dataset="synthetic", bits=32, seed=0, params=dict(plain["params"]), refit=True)
+    assert cell.config_hash() == refit["config_hash"]
+    plan = make_plan([cell], only_plain, "failed")
+    assert plan.to_run == [cell]
+    assert plan.seconds == pytest.approx(estimate_seconds(cell, [selected_early], refit_epochs=4))
+    assert plan.seconds < estimate_seconds(cell, [selected_early])  # not the 12-epoch budget

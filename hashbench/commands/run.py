@@ -232,10 +232,11 @@ def has_checkpoint(results: Path, cell) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def estimate_seconds(cell, recorded: list[dict]) -> float | None:
+def estimate_seconds(cell, recorded: list[dict], refit_epochs: int | None = None) -> float | None:
     """From the records of the same method on the same dataset: seconds per epoch times the cell's
     epoch budget (an upper bound: early stopping may end sooner) plus evaluation, else the median
-    recorded training time; None when the method never ran there."""
+    recorded training time; None when the method never ran there. A refit whose selection run is
+    recorded trains exactly `refit_epochs` (that run's best epoch): those are its budget."""
     from hashbench.registry import method_spec
 
     same = [r for r in recorded if r.get("status") == "ok" and r["method"] == cell.method
@@ -244,7 +245,7 @@ def estimate_seconds(cell, recorded: list[dict]) -> float | None:
         return None
     scale = cell.bits / 64
     per_epoch = [r["extras"]["seconds_per_epoch"] for r in same if (r.get("extras") or {}).get("seconds_per_epoch")]
-    epochs = {**method_spec(cell.method).defaults, **cell.params}.get("epochs")
+    epochs = refit_epochs or {**method_spec(cell.method).defaults, **cell.params}.get("epochs")
     evaluation = float(np.median([r.get("eval_seconds", 0.0) for r in same]))
     if per_epoch and isinstance(epochs, int):
         return float(np.median(per_epoch)) * epochs * max(scale, 0.5) + evaluation
@@ -265,7 +266,9 @@ def make_plan(cells, results: Path, overwrite: str) -> Plan:
         plan.to_run.append(cell)
         if has_checkpoint(results, cell):
             plan.resumed.append(cell)
-        estimate = estimate_seconds(cell, recorded)
+        selection = latest.get(cell.selection().config_hash()) if cell.refit else None
+        refit_epochs = ((selection or {}).get("extras") or {}).get("best_epoch")
+        estimate = estimate_seconds(cell, recorded, refit_epochs)
         if estimate is None:
             plan.unknown.append(cell)
         else:
