@@ -195,6 +195,13 @@ def _choices(c: Campaign, results_dir: Path) -> dict[tuple[str, str], tuple[dict
             # max keeps the first of equal values: the defaults (the first trial) win ties
             winner = max(scored, key=lambda s: s[0])[1]
             chosen[(m, d)] = (winner.params, winner)
+    # a variant row of a tuned method (bgch-scaled: bgch's model, ranked otherwise) is trained
+    # with that method's chosen parameters, not its defaults
+    for m in c.methods:
+        base = method_spec(m).based_on
+        if m not in c.tune_methods and base in c.tune_methods:
+            for d in c.tune_datasets:
+                chosen[(m, d)] = ({**chosen[(base, d)][0], **c.budget_for(m)}, None)
     return chosen
 
 

@@ -162,6 +162,8 @@ class MethodSpec:
     params: dict[str, ParamSpec] = field(default_factory=dict)
     # the tuning search space (issue: faithful baselines), kept as declared
     search: dict[str, Any] = field(default_factory=dict)
+    # a variant row of another method (`based_on` in its TOML): the same model, trained alike
+    based_on: str | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -169,12 +171,12 @@ class MethodSpec:
 
     @classmethod
     def from_table(cls, name: str, table: dict[str, Any], where: str) -> "MethodSpec":
-        unknown = set(table) - {"description", "hashing", "params", "search"}
+        unknown = set(table) - {"description", "hashing", "params", "search", "based_on"}
         if unknown:
             raise HashbenchError(f"{where}: [{name}] has unknown key(s) {', '.join(sorted(unknown))}")
         params = {k: ParamSpec.parse(k, v, f"{where} [{name}]") for k, v in table.get("params", {}).items()}
         return cls(name, table.get("description", ""), bool(table.get("hashing", True)), params,
-                   dict(table.get("search", {})))
+                   dict(table.get("search", {})), table.get("based_on"))
 
     @classmethod
     def from_defaults(cls, name: str, description: str, hashing: bool, defaults: dict[str, Any]) -> "MethodSpec":

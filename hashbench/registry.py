@@ -154,7 +154,7 @@ def _based_on(tables: dict[str, Any], name: str, where: str) -> dict[str, Any]:
         raise HashbenchError(f"{where}: [{name}] based_on = {base_name!r} is not a method table of this file")
     base = tables[base_name]
     return {**base, **table, "params": {**base.get("params", {}), **table.get("params", {})},
-            "search": table.get("search", base.get("search", {}))}
+            "search": table.get("search", base.get("search", {})), "based_on": base_name}
 
 
 def built_in_specs() -> dict[str, tuple[str, MethodSpec]]:

@@ -116,6 +116,27 @@ def test_the_best_complete_trial_is_chosen_and_final_waits_for_tuning(tmp_path):
                for cell in cells if cell.seed == 1 and cell.method in winners)
 
 
+def test_a_variant_row_is_trained_with_its_base_methods_tuned_parameters(tmp_path):
+    """bgch-scaled (based_on bgch, not tuned itself) gets bgch's winning parameters, not its defaults."""
+    spec = (SPEC.replace('methods = ["proposed", "hashrec", "dcf", "mostpop"]',
+                         'methods = ["proposed", "bgch", "bgch-scaled", "mostpop"]')
+            .replace('methods = ["proposed", "hashrec", "dcf"]', 'methods = ["proposed", "bgch"]')
+            .replace("hashrec = { epochs = 3, eval_every = 1 }",
+                     "bgch = { epochs = 3, eval_every = 1 }\nbgch-scaled = { epochs = 3, eval_every = 1 }"))
+    c = load_campaign(write_spec(tmp_path, spec))
+    results = tmp_path / "results"
+    for number, value in enumerate((0.1, 0.2)):  # trial 1 wins both studies
+        for cell in tune_cells(c, results):
+            if cell.trial.number == number:
+                records.append_record(results, fake_record(cell, value))
+    chosen = chosen_params(c, results)
+    bgch_winner = [cell for cell in tune_cells(c, results) if cell.method == "bgch"][1].params
+    assert chosen[("bgch", "synthetic")] == bgch_winner
+    assert chosen[("bgch-scaled", "synthetic")] == bgch_winner  # the same budget, so the same parameters
+    scaled = [cell for cell in final_cells(c, results) if cell.method == "bgch-scaled"]
+    assert len(scaled) == 2 and all(cell.params == bgch_winner and cell.trial is None for cell in scaled)
+
+
 def test_the_sampler_proposes_the_same_trials_when_rebuilt(tmp_path):
     c = load_campaign(write_spec(tmp_path, SPEC.replace("trials = 2", "trials = 5")))
     results = tmp_path / "results"
