@@ -209,9 +209,11 @@ class BusyClock:
     On a machine shared with other jobs a run gets a fraction of its cores, so wall time
     overstates the work done and a wall-clock cap would stop the same run at an earlier epoch
     the busier the machine is (the same seed, different numbers). CPU time per thread counts
-    the work; the minimum never fires later than the work warrants on an idle machine, and on
-    a GPU (where the CPU mostly waits) it is close to the wall time. Time spent outside
-    training (the test evidence) is paused out of both clocks.
+    the work; the minimum never fires later than the work warrants on an idle machine. On a GPU
+    the CPU spin-waits for the device by default (CUDA's scheduling for a process with cores to
+    spare), so the busy clock stays close to the wall clock there; a run that made the CPU sleep
+    while it waits would be capped late, never early. Time spent outside training (the test
+    evidence) is paused out of both clocks.
     """
 
     def __init__(self, wall_before: float = 0.0, busy_before: float = 0.0):
