@@ -246,14 +246,13 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
     result, best, bad_evals = TrainResult(), None, 0
     start_epoch, train_only = 1, 0.0
     clock = BusyClock()  # evidence (test curves) is not training: left out of every time reported
-    elapsed = clock.wall
 
     def checkpoint(epoch: int, finished: bool = False) -> None:
         if path is not None:
             save_checkpoint(path, {
                 "fingerprint": config_hash, "epoch": epoch, "finished": finished, "trainer": trainer.state(),
                 "numpy_rng": rng.bit_generator.state, "best": best, "bad_evals": bad_evals,
-                "result": result.as_dict(), "elapsed": elapsed(), "busy": clock.busy(), "train_only": train_only,
+                "result": result.as_dict(), "elapsed": clock.wall(), "busy": clock.busy(), "train_only": train_only,
             })
 
     def validate(epoch: int, record: dict[str, Any]) -> None:
@@ -266,7 +265,7 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
         record["valid"] = valid
         if best is None or valid[config.monitor] > result.best_valid.get(config.monitor, -np.inf):
             best = trainer.snapshot()
-            result.best_epoch, result.best_valid, result.seconds_to_best = epoch, valid, elapsed()
+            result.best_epoch, result.best_valid, result.seconds_to_best = epoch, valid, clock.wall()
             bad_evals = 0
         else:
             bad_evals += 1
@@ -291,7 +290,6 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
         start_epoch, train_only = state["epoch"] + 1, state["train_only"]
         # a checkpoint from before the busy clock counts its wall time (the cap as it was then)
         clock = BusyClock(state["elapsed"], state.get("busy", state["elapsed"]))
-        elapsed = clock.wall
         ctx.progress(name, state["epoch"], config.epochs, resumed=True, best=result.best_valid.get(config.monitor))
         if state["finished"]:
             if best is not None:
@@ -302,7 +300,7 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
         if config.validate_initial and ctx.validate is not None:
             record: dict[str, Any] = {"epoch": 0}
             validate(0, record)
-            record["seconds"] = round(elapsed(), 3)
+            record["seconds"] = round(clock.wall(), 3)
             result.history.append(record)
 
     result.stopped = "epochs"
@@ -319,9 +317,9 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
         due = epoch % config.eval_every == 0 or epoch == config.epochs
         if ctx.validate is not None and (due or out_of_time or trainer_stop):
             validate(epoch, record)
-        record["seconds"] = round(elapsed(), 3)
+        record["seconds"] = round(clock.wall(), 3)
         result.history.append(record)
-        result.train_seconds = elapsed()
+        result.train_seconds = clock.wall()
         stop = trainer_stop
         prune = getattr(ctx, "prune", None)  # a tuning trial: hopeless against the earlier trials' curves?
         if stop is None and prune is not None and "valid" in record and prune(
@@ -343,6 +341,6 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
     if ctx.validate is None:
         result.stopped = "no-validation"
     trainer.restore(best if best is not None else trainer.snapshot())  # no validation: the last state
-    result.train_seconds, result.busy_seconds = elapsed(), clock.busy()
+    result.train_seconds, result.busy_seconds = clock.wall(), clock.busy()
     checkpoint(epoch, finished=True)
     return result
