@@ -17,7 +17,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -262,26 +262,24 @@ def stage_cells(c: Campaign, stage: str, results_dir: Path) -> list[Cell]:
     raise HashbenchError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
 
 
-def stage_rounds(c: Campaign, stage: str, results_dir: Path) -> Iterator[list[Cell]]:
-    """The stage's cells in the rounds they can run in. Tuning: round k is trial k of every
-    study (whose parameters the sampler proposes once trials 0..k-1 are recorded); the other
-    stages: one round. A round that left a cell unrecorded (interrupted) ends the stage."""
+def stage_queue(c: Campaign, stage: str, results_dir: Path) -> tuple[list[Cell], Callable[[], list[Cell]] | None]:
+    """The stage's cells to start with and, for tuning, what gives the trials runnable now.
+
+    A study's next trial is proposed from its recorded trials, so it becomes runnable as soon
+    as its previous one is recorded, whatever the other studies are doing: the sweep asks
+    `runnable` again after every cell (Sweep's `more`), and no worker idles while a long trial
+    of another study (HashGNN's) finishes a round. The trials are the same in any order of
+    finishing: each study's sampler is seeded per study and reads that study's records only.
+    A finished tuning starts from all its cells: the sweep skips them (and re-runs failed ones).
+    """
     if stage != "tune":
-        yield stage_cells(c, stage, results_dir)
-        return
-    previous: set[str] = set()
-    first = True
-    while True:
+        return stage_cells(c, stage, results_dir), None
+
+    def runnable() -> list[Cell]:
         latest = records.latest_by_cell(results_dir)
-        cells = tune_cells(c, results_dir)
-        pending = [cell for cell in cells if cell.config_hash() not in latest]
-        if first and not pending:
-            yield cells  # a finished tuning: one round that only skips (and re-runs failed cells)
-        keys = {cell.config_hash() for cell in pending}
-        if not pending or keys == previous:
-            return
-        previous, first = keys, False
-        yield pending
+        return [cell for cell in tune_cells(c, results_dir) if cell.config_hash() not in latest]
+
+    return runnable() or tune_cells(c, results_dir), runnable
 
 
 def describe(params: dict[str, Any], budget: dict[str, Any]) -> str:

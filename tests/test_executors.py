@@ -132,6 +132,31 @@ def test_two_sweeps_on_one_directory_run_each_cell_once(tmp_path):
     assert sorted(len(v) for v in by_cell(tmp_path).values()) == [1, 1, 1, 1]
 
 
+def test_a_cell_made_runnable_by_a_record_starts_while_other_cells_still_run(tmp_path):
+    """`more` (a tuning study's next trial): offered as soon as its predecessor is recorded, not
+    after the whole batch; each offered cell is queued once, however often `more` offers it."""
+    first, second, follow_up = plan_cells(["mostpop"], ["synthetic"], 32, [0, 1, 2], "random-8-1-1", [], (50,))
+    asked = []
+
+    def more():
+        recorded = {r["config_hash"] for r in records.read_records(tmp_path)}
+        asked.append(len(recorded))
+        return [follow_up] if first.config_hash() in recorded else []
+
+    sweep = Sweep([first, second], RunnerSpec.for_cells([first, second, follow_up], tmp_path), "failed", None, more)
+    runner = sweep.spec.make_runner()
+    a, b = sweep.next_cell(block=False), sweep.next_cell(block=False)
+    assert (a, b) == (first, second)
+    assert sweep.next_cell(block=False) is None and asked == [0]  # nothing recorded yet: nothing more
+    assert sweep.next_cell(block=False) is None and asked == [0]  # and not asked again until a cell ends
+    sweep.finish(runner.compute_cell(a))
+    assert sweep.next_cell(block=False) == follow_up  # while `second` is still held
+    sweep.finish(runner.compute_cell(follow_up))
+    sweep.finish(runner.compute_cell(b))
+    assert sweep.next_cell(block=True) is None  # `more` still offers follow_up: queued once only
+    assert sweep.counts == {"run": 3} and asked == [0, 1, 3]
+
+
 def test_the_record_log_reads_only_new_complete_lines(tmp_path):
     """What a sweep re-reads before each claim: appended lines, never a line still being written."""
     log = records.RecordLog(tmp_path)

@@ -35,7 +35,7 @@ def campaign_command(
     the same command finishes a campaign. The tuning winner and the two best baselines are
     read back from the records, never stored separately. `hashbench report` tabulates it all.
     """
-    from hashbench.campaign import STAGES, load_campaign, stage_cells, stage_rounds
+    from hashbench.campaign import STAGES, load_campaign, stage_cells, stage_queue
     from hashbench.records import latest_by_cell
 
     from hashbench.checks import check_results_dir
@@ -69,11 +69,11 @@ def campaign_command(
                 console.print(f"  {state:7} {cell.method:9} {cell.dataset:9} {cell.bits:4}b seed {cell.seed}  "
                               f"{cell.params}")
             continue
-        # tuning runs in rounds: a study's next trial is proposed from its recorded ones
-        for round_cells in stage_rounds(campaign, name, results):
-            counts = execute_cells(round_cells, results, "failed", device, mirror, cache_dir, jobs=jobs)
-            if counts["failed"]:  # a failed trial just loses the tuning; later stages say what they lack
-                console.print(f"[red]{counts['failed']} cells failed in stage {name}[/] (see their records' error)")
-                failed += counts["failed"]
+        # tuning: a study's next trial is queued as soon as its previous one is recorded
+        first, more = stage_queue(campaign, name, results)
+        counts = execute_cells(first, results, "failed", device, mirror, cache_dir, jobs=jobs, more=more)
+        if counts["failed"]:  # a failed trial just loses the tuning; later stages say what they lack
+            console.print(f"[red]{counts['failed']} cells failed in stage {name}[/] (see their records' error)")
+            failed += counts["failed"]
     if failed:
         raise typer.Exit(1)

@@ -170,9 +170,10 @@ def run_command(
 
 
 def execute_cells(cells, results: Path, overwrite: str = "failed", device: str = "auto", mirror=None,
-                  cache_dir=None, executor: str = "local", jobs=None, ray_address=None, retries: int = 2) -> dict:
+                  cache_dir=None, executor: str = "local", jobs=None, ray_address=None, retries: int = 2,
+                  more=None) -> dict:
     """Print the plan, run cells on an executor with the sweep's progress display; returns the
-    run/skipped/failed counts."""
+    run/skipped/failed counts. `more`: see Sweep (the cells that become runnable as records land)."""
     from hashbench.executors import RunnerSpec, Sweep, make_executor
     from hashbench.records import RUNS_FILE
     from hashbench.runner import OVERWRITE, resolve_device
@@ -188,7 +189,7 @@ def execute_cells(cells, results: Path, overwrite: str = "failed", device: str =
                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console, transient=False) as progress, _stop_signals_interrupt():
         display = SweepDisplay(progress, len(cells), results)
-        sweep = Sweep(cells, spec, overwrite, display)
+        sweep = Sweep(cells, spec, overwrite, display, more)
         try:
             counts = sweep.run(runner_executor)
         finally:
@@ -340,6 +341,13 @@ class SweepDisplay:
 
     def skipped(self, cell, reason: str) -> None:
         self.bars.update(self.sweep, advance=1, status=f"skipped {_label(cell)} ({reason})")
+
+    def added(self, cells) -> None:
+        total = next(task.total for task in self.bars.tasks if task.id == self.sweep)
+        self.bars.update(self.sweep, total=(total or 0) + len(cells))
+        for cell in cells:
+            trial = f" (trial {cell.trial.number} of {cell.trial.study})" if cell.trial is not None else ""
+            self.bars.console.print(f"queued {_label(cell)}{trial}", highlight=False)
 
     def waiting(self, cell) -> None:
         self.bars.update(self.sweep, status=f"waiting for another sweep to finish {_label(cell)}")

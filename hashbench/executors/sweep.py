@@ -7,7 +7,7 @@ import fcntl
 import os
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from hashbench import records
 from hashbench.cells import OVERWRITE, Cell, checkpoint_dir_for, should_run
@@ -28,6 +28,8 @@ class SweepObserver:
     def waiting(self, cell: Cell) -> None: ...
 
     def started(self, cell: Cell) -> None: ...
+
+    def added(self, cells: list[Cell]) -> None: ...
 
     def progress(self, cell: Cell, description: str, completed: int, total: int | None = None,
                  **fields: Any) -> None: ...
@@ -79,10 +81,17 @@ class CellLock:
 
 
 class Sweep:
-    """The driver's state: which cells are left, which this process holds, what got written."""
+    """The driver's state: which cells are left, which this process holds, what got written.
+
+    `more`, if given, is asked for further cells whenever the queue runs dry after a cell
+    has ended: the cells that the records written so far make runnable (a tuning study's next
+    trial, proposed from its recorded ones). It starts as soon as its predecessor is recorded,
+    while other cells are still running, instead of waiting for a whole round; each cell is
+    queued once per sweep, whatever `more` returns.
+    """
 
     def __init__(self, cells: Iterable[Cell], spec: RunnerSpec, overwrite: str = "failed",
-                 observer: SweepObserver | None = None):
+                 observer: SweepObserver | None = None, more: Callable[[], Iterable[Cell]] | None = None):
         if overwrite not in OVERWRITE:
             raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
         self.spec, self.overwrite = spec, overwrite
@@ -95,6 +104,9 @@ class Sweep:
         self.claims: dict[str, CellLock] = {}
         self.counts: Counter[str] = Counter()  # run, failed, skipped
         self.written: list[dict[str, Any]] = []
+        self.more = more
+        self.queued = {cell.config_hash() for cell in self.todo}
+        self.more_asked_after: int | None = None  # how many cells had ended when `more` was last asked
 
     # claims ------------------------------------------------------------------------------
     def _claim_or_defer(self, cell) -> bool:
@@ -136,24 +148,43 @@ class Sweep:
 
     def next_cell(self, block: bool = True) -> Cell | None:
         """The next cell to run, claimed; None when there is none (now, if not `block`)."""
-        while self.todo:
-            cell = self.todo.popleft()
-            if not should_run(cell, self.initial, self.overwrite):
-                self._skip(cell, "result exists")
+        while True:
+            while self.todo:
+                cell = self.todo.popleft()
+                if not should_run(cell, self.initial, self.overwrite):
+                    self._skip(cell, "result exists")
+                    continue
+                if self._claim_or_defer(cell):
+                    return cell
+            for _ in range(len(self.deferred)):
+                cell = self.deferred.popleft()
+                if self._claim_or_defer(cell):
+                    return cell
+            if self._ask_for_more():
                 continue
-            if self._claim_or_defer(cell):
-                return cell
-        for _ in range(len(self.deferred)):
-            cell = self.deferred.popleft()
-            if self._claim_or_defer(cell):
-                return cell
-        while block and self.deferred:  # nothing else to do: wait for the other sweep's cells
+            if not (block and self.deferred):
+                return None
+            # nothing else to do: wait for the other sweep's cells
             cell = self.deferred.popleft()
             self.observer.waiting(cell)
             if self._claim(cell, timeout=-1) == "claimed":
                 return cell  # the other sweep died without recording it
             self._skip(cell, "recorded by another sweep")
-        return None
+
+    def _ask_for_more(self) -> bool:
+        """Queue the cells `more` offers that this sweep has not queued yet; asked once per cell
+        ended (here or, seen as skipped, by another sweep), since only a record can make a new
+        one runnable. True if any were queued."""
+        ended = sum(self.counts.values())
+        if self.more is None or self.more_asked_after == ended:
+            return False
+        self.more_asked_after = ended
+        new = [cell for cell in self.more() if cell.config_hash() not in self.queued]
+        self.queued.update(cell.config_hash() for cell in new)
+        self.todo.extend(new)
+        if new:
+            self.observer.added(new)
+        return bool(new)
 
     # what executors report ---------------------------------------------------------------
     def started(self, cell: Cell) -> None:
