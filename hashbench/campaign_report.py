@@ -200,16 +200,40 @@ def ablation_rows(c: Campaign, results_dir: Path) -> Rows:
     return ["estimator", "valid R@50", "test R@50", "test R@100", "test N@50", "best epoch"], body
 
 
+def billed_cpu_seconds(rec: dict) -> float:
+    """A record's CPU seconds, every training segment included (a cell resumed after a kill
+    carries the CPU of the segments before in extras.earlier_cpu_seconds). A record from before
+    that count has its last segment's only: there its busy time × threads, a lower bound of the
+    training's CPU (an upper one where the busy clock was still the wall clock), is used if larger."""
+    cpu = rec.get("cpu_seconds", 0.0)
+    extras = rec.get("extras") or {}
+    if "earlier_cpu_seconds" not in extras and extras.get("resumed_from_epoch"):
+        threads = (rec.get("hardware") or {}).get("torch_threads") or 1
+        cpu = max(cpu, extras.get("busy_seconds", 0.0) * threads)
+    return cpu
+
+
+def _cell_seconds(rec: dict) -> float:
+    """Training (summed over resumptions) + final evaluation seconds of one cell."""
+    extras = rec.get("extras") or {}
+    return extras.get("train_seconds", rec.get("train_seconds", 0.0)) + rec.get("eval_seconds", 0.0)
+
+
 def compute_rows(c: Campaign, results_dir: Path) -> Rows:
-    """CPU seconds, summed cell time and elapsed time per stage; a cell shared by two stages is billed to the first."""
+    """The compute bill per stage and method: CPU hours (every resumed segment included), summed
+    cell time, cells on a GPU, and each stage's elapsed time; a cell shared by two stages is
+    billed to the first."""
     from datetime import datetime
 
     latest = records.latest_by_cell(results_dir)
     seen: set[str] = set()
-    body, total, spans = [], np.zeros(3), []
+    body, spans, total = [], [], {"cells": 0, "cpu": 0.0, "summed": 0.0, "gpu": 0}
 
     def hours(seconds: float) -> str:
         return f"{seconds / 3600:.2f}"
+
+    def elapsed_of(times) -> str:
+        return hours((max(t[1] for t in times) - min(t[0] for t in times)).total_seconds()) if times else "–"
 
     for name in STAGES:
         try:
@@ -219,16 +243,20 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
         recs = [rec for cell in cells if (rec := latest.get(cell.config_hash())) is not None
                 and cell.config_hash() not in seen]
         seen.update(cell.config_hash() for cell in cells)
-        cpu = sum(r.get("cpu_seconds", 0.0) for r in recs)
-        summed = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in recs)
-        gpu = sum(1 for r in recs if r.get("device") == "cuda")
         times = [(datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
                  for r in recs if "started_at" in r and "finished_at" in r]
-        elapsed = (max(t[1] for t in times) - min(t[0] for t in times)).total_seconds() if times else 0.0
         spans.extend(times)
-        total += (len(recs), cpu, summed)
-        body.append([name, str(len(recs)), hours(cpu), hours(summed), hours(elapsed), str(gpu)])
-    elapsed = (max(t[1] for t in spans) - min(t[0] for t in spans)).total_seconds() if spans else 0.0
-    body.append(["total", str(int(total[0])), hours(total[1]), hours(total[2]), hours(elapsed), ""])
-    return (["stage", "cells recorded", "CPU hours", "cell hours (train + eval, summed)",
-             "elapsed hours (first start to last finish)", "on GPU"], body)
+        for method in dict.fromkeys(r["method"] for r in recs):
+            mine = [r for r in recs if r["method"] == method]
+            body.append([name, method, str(len(mine)), hours(sum(billed_cpu_seconds(r) for r in mine)),
+                         hours(sum(_cell_seconds(r) for r in mine)), "",
+                         str(sum(1 for r in mine if r.get("device") == "cuda"))])
+        stage = {"cells": len(recs), "cpu": sum(billed_cpu_seconds(r) for r in recs),
+                 "summed": sum(_cell_seconds(r) for r in recs), "gpu": sum(1 for r in recs if r.get("device") == "cuda")}
+        body.append([name, "all", str(stage["cells"]), hours(stage["cpu"]), hours(stage["summed"]),
+                     elapsed_of(times), str(stage["gpu"])])
+        total = {k: total[k] + stage[k] for k in total}
+    body.append(["total", "", str(total["cells"]), hours(total["cpu"]), hours(total["summed"]), elapsed_of(spans),
+                 str(total["gpu"])])
+    return (["stage", "method", "cells recorded", "CPU hours", "cell hours (train + eval, summed)",
+             "elapsed hours (first start to last finish)", "cells on GPU"], body)

@@ -315,7 +315,9 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
                   f"{campaign.bits} bits, seed 0", lambda: cr.ablation_rows(campaign, results_dir)),
             ("5", f"Table 5: bits sweep on {campaign.sweep_dataset}, seed 0 (Proposed and the two baselines with "
                   "the best validation Recall@50)", lambda: _sweep(cr, campaign, results_dir, plot)),
-            ("6", "Table 6: what the campaign cost on this machine", lambda: cr.compute_rows(campaign, results_dir))):
+            ("6", "Table 6: what the campaign cost on this machine, per stage and method (CPU hours: every "
+                  "process that trained or evaluated a cell, killed-and-resumed segments included; for a cell "
+                  "resumed before that count was recorded, its busy time × threads where larger)", lambda: cr.compute_rows(campaign, results_dir))):
         try:
             parts.append(_section(title, make(), fmt, LABELS[number], refs))
             if number == "5" and plot is not None and plot.exists():  # drawn just now by _sweep

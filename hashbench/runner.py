@@ -297,7 +297,9 @@ class Runner:
         except Exception as exc:  # a method's failure is recorded; the sweep goes on
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             codes = per_user = None
-        record["cpu_seconds"] = time.process_time() - cpu_started
+        # this process's CPU, plus what killed runs of this cell did before it resumed their work
+        earlier = (record.get("extras") or {}).get("earlier_cpu_seconds", 0.0)
+        record["cpu_seconds"] = time.process_time() - cpu_started + earlier
         record["finished_at"] = _now()
         return CellResult(cell, record, codes, per_user)
 
@@ -358,7 +360,11 @@ class Selection:
     def extras_with(self, refit: Method, n_train: int) -> dict[str, Any]:
         """The refit model's extras, with the selection's stopping story and a `refit` entry."""
         extras = refit.extras()
+        # a selection trained in this cell (not read from a record) was resumed work of this cell too
+        earlier = extras.get("earlier_cpu_seconds", 0.0) + (
+            self.extras.get("earlier_cpu_seconds", 0.0) if self.reused is None else 0.0)
         return {**extras, **{k: self.extras[k] for k in SELECTION_EXTRAS if k in self.extras},
+                "earlier_cpu_seconds": earlier,
                 "refit": {"epochs": self.epochs, "epochs_run": extras.get("epochs_run"), "n_train": n_train,
                           "train_seconds": extras.get("train_seconds"), "selection_record": self.reused}}
 

@@ -270,3 +270,16 @@ def test_a_tuning_stage_runs_per_dataset_and_resumes_after_a_kill(tmp_path, monk
     resumed = cli.invoke(app, ["campaign", "--stage", "tune", "--results", "killed"])
     assert resumed.exit_code == 0, resumed.output
     assert trials_of(tmp_path / "killed") == whole  # same proposals, same scores
+
+
+def test_the_compute_bill_counts_the_cpu_of_killed_and_resumed_segments():
+    from hashbench.campaign_report import billed_cpu_seconds
+
+    fresh = {"cpu_seconds": 100.0, "extras": {"resumed_from_epoch": None, "earlier_cpu_seconds": 0.0}}
+    # since the count: this process's CPU already includes the earlier segments' (runner)
+    resumed = {"cpu_seconds": 250.0, "extras": {"resumed_from_epoch": 40, "earlier_cpu_seconds": 200.0,
+                                                 "busy_seconds": 900.0}, "hardware": {"torch_threads": 1}}
+    # before it: the last segment only (50 s) against 240 busy seconds on 2 threads
+    old = {"cpu_seconds": 50.0, "extras": {"resumed_from_epoch": 40, "busy_seconds": 240.0},
+           "hardware": {"torch_threads": 2}}
+    assert [billed_cpu_seconds(r) for r in (fresh, resumed, old)] == [100.0, 250.0, 480.0]

@@ -174,6 +174,8 @@ def test_a_sweep_killed_three_times_finishes_with_each_cell_once_and_identical(t
     if kills[1]["killed"] and kills[1]["records"] < 3:  # the kill hit the proposed cell mid-training
         proposed = next(r for r in valid_records(results) if r["method"] == "proposed")
         assert proposed["extras"]["resumed_from_epoch"] is not None
+        # the killed run's CPU is billed to the cell, not lost with its process
+        assert 0 < proposed["extras"]["earlier_cpu_seconds"] <= proposed["cpu_seconds"]
 
 
 @pytest.mark.slow

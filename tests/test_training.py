@@ -177,6 +177,8 @@ def test_the_busy_clock_carries_over_a_resumption(tmp_path):
         _capped_run(BusyTrainer(), tmp_path, crash_at_epoch=3)
     resumed = _capped_run(BusyTrainer(), tmp_path)  # the 0.45 busy seconds before the kill count against the cap
     assert resumed.resumed_from_epoch == 3 and resumed.stopped == "time" and 4 <= resumed.epochs_run <= 5
+    # the compute bill: the killed run's CPU (3 epochs × 0.15 s) is carried over, not lost
+    assert 0.45 <= resumed.earlier_cpu_seconds < 0.45 + 0.3
 
 
 def _fit_without_validation(split, checkpoint_dir, crash_at_epoch=None):

@@ -98,7 +98,8 @@ class TrainedMethod(Method):
             "best_valid": r.best_valid, "train_seconds": round(r.train_seconds, 2),
             "busy_seconds": round(r.busy_seconds, 2),  # the time max_minutes is counted in
             "seconds_to_best": round(r.seconds_to_best, 2), "seconds_per_epoch": round(r.seconds_per_epoch, 3),
-            "resumed_from_epoch": r.resumed_from_epoch, "device": str(self.device),
+            "resumed_from_epoch": r.resumed_from_epoch, "earlier_cpu_seconds": round(r.earlier_cpu_seconds, 2),
+            "device": str(self.device),
             "curve": [h for h in r.history if "valid" in h],
             "deviations": list(self.deviations), **self.method_extras(),
         }

@@ -67,6 +67,9 @@ class TrainResult:
     seconds_to_best: float = 0.0
     seconds_per_epoch: float = 0.0  # training only, without validation
     busy_seconds: float = 0.0  # what max_minutes is measured against (BusyClock), summed over resumptions
+    # process CPU seconds (all threads) of the training segments before the last resume: the
+    # work a killed run left for this one to continue, which this process's own clock misses
+    earlier_cpu_seconds: float = 0.0
     resumed_from_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     # ctx.evidence at each validation point: written here, read by nothing in training
@@ -216,8 +219,8 @@ class BusyClock:
     evidence) is paused out of both clocks.
     """
 
-    def __init__(self, wall_before: float = 0.0, busy_before: float = 0.0):
-        self.wall_before, self.busy_before = wall_before, busy_before
+    def __init__(self, wall_before: float = 0.0, busy_before: float = 0.0, cpu_before: float = 0.0):
+        self.wall_before, self.busy_before, self.cpu_before = wall_before, busy_before, cpu_before
         self.wall0, self.cpu0, self.wall_paused, self.cpu_paused = time.perf_counter(), time.process_time(), 0.0, 0.0
 
     @contextlib.contextmanager
@@ -237,6 +240,10 @@ class BusyClock:
         cpu_per_thread = (time.process_time() - self.cpu0 - self.cpu_paused) / max(1, torch.get_num_threads())
         return self.busy_before + min(wall, cpu_per_thread)
 
+    def cpu(self) -> float:
+        """Process CPU seconds of training (all threads), summed over resumptions: the compute bill."""
+        return self.cpu_before + (time.process_time() - self.cpu0 - self.cpu_paused)
+
 
 def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> TrainResult:
     ctx = method.ctx
@@ -252,7 +259,7 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
             save_checkpoint(path, {
                 "fingerprint": config_hash, "epoch": epoch, "finished": finished, "trainer": trainer.state(),
                 "numpy_rng": rng.bit_generator.state, "best": best, "bad_evals": bad_evals,
-                "result": result.as_dict(), "elapsed": clock.wall(), "busy": clock.busy(), "train_only": train_only,
+                "result": result.as_dict(), "elapsed": clock.wall(), "busy": clock.busy(), "cpu": clock.cpu(), "train_only": train_only,
             })
 
     def validate(epoch: int, record: dict[str, Any]) -> None:
@@ -289,7 +296,11 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
         result.resumed_from_epoch = state["epoch"]
         start_epoch, train_only = state["epoch"] + 1, state["train_only"]
         # a checkpoint from before the busy clock counts its wall time (the cap as it was then)
-        clock = BusyClock(state["elapsed"], state.get("busy", state["elapsed"]))
+        busy = state.get("busy", state["elapsed"])
+        # a checkpoint from before the CPU count: its busy time per thread is a lower bound
+        cpu = state.get("cpu", busy * max(1, torch.get_num_threads()))
+        clock = BusyClock(state["elapsed"], busy, cpu)
+        result.earlier_cpu_seconds = cpu
         ctx.progress(name, state["epoch"], config.epochs, resumed=True, best=result.best_valid.get(config.monitor))
         if state["finished"]:
             if best is not None:
