@@ -47,7 +47,7 @@ Decisions and deviations (also in `extras()["deviations"]`), with reasons:
    load; `max_minutes` caps the training time.
 5. Per step, the dense ID encoders are applied to the whole user and item tables once, and a
    neighbour mean is a sparse "mean over the sampled ids" matrix times that table
-   (`SampledMean`) — the same function as encoding every tree node separately and averaging,
+   (core.sage: `sage_input`, [h_self; S h] in one autograd step) — the same function as encoding every tree node separately and averaging,
    without materialising the [B, 10, 5, 68] trees (cheaper in time and memory when a batch
    touches most nodes). It does: a 4,096-edge Gowalla batch's trees and negatives touch
    29,837 of 29,858 users and ~33,900 of 40,981 items, so encoding only the touched nodes
@@ -68,7 +68,6 @@ Decisions and deviations (also in `extras()["deviations"]`), with reasons:
 from __future__ import annotations
 
 import math
-import warnings
 
 import numba
 import numpy as np
@@ -76,10 +75,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hashbench.core.autograd import GatherRows
 from hashbench.core.estimators import mix_straight_through
 from hashbench.core.graph import UserItemIndex
 from hashbench.core.losses import bce_loss, bpr_loss
+from hashbench.core.sage import SampledMean, mean_operator, sage_input  # noqa: F401 (tests use the first two)
 from hashbench.core.trained_method import TorchMethod
 from hashbench.registry import TrainData, register
 
@@ -174,79 +173,60 @@ def _dense(n_in: int, n_out: int, bias: bool, generator: torch.Generator) -> nn.
     return layer
 
 
-class SampledMean(torch.autograd.Function):
-    """y = S x with S [rows, nodes] the sparse "mean over sampled neighbours" operator; the
-    backward uses a precomputed Sᵀ (no sparse transpose inside autograd)."""
+def pair_logits_torch(u: torch.Tensor, items: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """⟨u_i, item_i⟩ for the B positives (items' first B rows) and ⟨u_i, item_{B + i·k + j}⟩ for
+    the B·k negatives, with torch's products and sums (every device but CPU float32)."""
+    b = u.shape[0]
+    pos_logit = (u * items[:b]).sum(1)
+    neg_logit = (items[b:].view(b, k, -1) * u[:, None, :]).sum(-1).reshape(-1)
+    return pos_logit, neg_logit
+
+
+@numba.njit(cache=True, nogil=True)
+def _item_logit_grads(grad_pos, grad_neg, u, k, out):
+    """out[i] = g_pos[i]·u[i] + 0 and out[B + i·k + j] = g_neg[i·k + j]·u[i] + 0: the items' rows
+    of the gradient, as autograd forms them (each part's product, then the sum of the two
+    zero-padded slice gradients, which turns a −0 into +0)."""
+    b = u.shape[0]
+    for i in range(b):
+        for d in range(u.shape[1]):
+            out[i, d] = grad_pos[i] * u[i, d] + np.float32(0.0)
+        for j in range(k):
+            row = b + i * k + j
+            for d in range(u.shape[1]):
+                out[row, d] = grad_neg[i * k + j] * u[i, d] + np.float32(0.0)
+
+
+class _PairLogits(torch.autograd.Function):
+    """pair_logits_torch's values and gradients, bitwise, without the slices' zero-filled
+    gradients: the items' gradient is written once, the users' by the same torch products and
+    sums autograd takes."""
 
     @staticmethod
-    def forward(ctx, s: torch.Tensor, s_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ctx.s_t = s_t
-        return s @ x
+    def forward(ctx, u, items, k):
+        ctx.save_for_backward(u, items)
+        ctx.k = k
+        with torch.no_grad():
+            return pair_logits_torch(u, items, k)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, None, ctx.s_t @ grad.contiguous()
+    def backward(ctx, grad_pos, grad_neg):
+        u, items = ctx.saved_tensors
+        b, k = u.shape[0], ctx.k
+        grad_pos, grad_neg = grad_pos.contiguous(), grad_neg.contiguous()
+        grad_items = torch.empty_like(items)
+        _item_logit_grads(grad_pos.numpy(), grad_neg.numpy(), u.detach().numpy(), k, grad_items.numpy())
+        # u's: (g_pos ⊗ 1) · pos + Σ_j (g_neg ⊗ 1) · neg_j, the sum over j by torch's reduction
+        grad_u = grad_pos[:, None] * items[:b] + (grad_neg.view(b, k, 1) * items[b:].view(b, k, -1)).sum(1)
+        return grad_u, grad_items, None
 
 
-@numba.njit(cache=True)
-def _mean_csr(neighbours, n_nodes, value):
-    """CSR of S (rows: sorted distinct neighbours, a repeated one's values summed in order, as
-    scipy's sum_duplicates) and of Sᵀ (a counting transpose: rows ascending in each column)."""
-    rows, fanout = neighbours.shape
-    indptr = np.zeros(rows + 1, np.int64)
-    indices = np.empty(rows * fanout, np.int64)
-    data = np.empty(rows * fanout, np.float32)
-    row = np.empty(fanout, np.int64)
-    nnz = 0
-    for r in range(rows):
-        m = 0
-        for k in range(fanout):  # insertion sort of the row's valid neighbours
-            c = neighbours[r, k]
-            if c < 0:
-                continue
-            q = m
-            while q > 0 and row[q - 1] > c:
-                row[q] = row[q - 1]
-                q -= 1
-            row[q] = c
-            m += 1
-        q = 0
-        while q < m:
-            c, total = row[q], value
-            q += 1
-            while q < m and row[q] == c:
-                total += value
-                q += 1
-            indices[nnz], data[nnz] = c, total
-            nnz += 1
-        indptr[r + 1] = nnz
-    t_indptr = np.zeros(n_nodes + 1, np.int64)
-    for e in range(nnz):
-        t_indptr[indices[e] + 1] += 1
-    for c in range(n_nodes):
-        t_indptr[c + 1] += t_indptr[c]
-    fill = t_indptr[:-1].copy()
-    t_indices = np.empty(nnz, np.int64)
-    t_data = np.empty(nnz, np.float32)
-    for r in range(rows):
-        for e in range(indptr[r], indptr[r + 1]):
-            at = fill[indices[e]]
-            t_indices[at], t_data[at] = r, data[e]
-            fill[indices[e]] += 1
-    return indptr, indices[:nnz], data[:nnz], t_indptr, t_indices, t_data
-
-
-def mean_operator(neighbours: np.ndarray, n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(S, Sᵀ) as torch CSR for neighbours [rows, fanout] (−1 = none): row r of S x is
-    Σ_k x[neighbours[r, k]] / fanout (a missing neighbour counts as a zero vector). Built by a
-    compiled pass (the same matrices scipy's COO → CSR gives, ~10× faster: it ran every step)."""
-    rows, fanout = neighbours.shape
-    parts = _mean_csr(np.ascontiguousarray(neighbours, dtype=np.int64), n_nodes, np.float32(1.0 / fanout))
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        return tuple(torch.sparse_csr_tensor(*(torch.from_numpy(a) for a in parts[3 * t:3 * t + 3]), size=size,
-                                             check_invariants=False)
-                     for t, size in ((0, (rows, n_nodes)), (1, (n_nodes, rows))))
+def pair_logits(u: torch.Tensor, items: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive logits [B], negative logits [B·k]) of users u [B, K] against items [B(1 + k), K]
+    (positives first, then user i's k negatives at B + i·k …); compiled on CPU float32."""
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in (u, items)):
+        return pair_logits_torch(u, items, k)
+    return _PairLogits.apply(u, items, k)
 
 
 class HashGNNNet(nn.Module):
@@ -269,29 +249,37 @@ class HashGNNNet(nn.Module):
                 F.leaky_relu(self.item_encoder(self.item_ids), LEAKY_SLOPE))
 
     @staticmethod
-    def _aggregate(layer: nn.Linear, own: torch.Tensor, neighbour_mean: torch.Tensor) -> torch.Tensor:
+    def _aggregate(layer: nn.Linear, own_and_mean: torch.Tensor) -> torch.Tensor:
         """GraphSAGE mean aggregator: leakyReLU([h_self; mean h_neigh] W)."""
-        return F.leaky_relu(layer(torch.cat([own, neighbour_mean], dim=-1)), LEAKY_SLOPE)
+        return F.leaky_relu(layer(own_and_mean), LEAKY_SLOPE)
 
     def users(self, enc_u, enc_i, users, hop1, hop2) -> torch.Tensor:
         """z = tanh(u_proj(...)) of users from their sampled u-i-u trees (hop1 [B, f1] items,
         hop2 [B, f1, f2] users; numpy)."""
-        n_users, n_items = enc_u.shape[0], enc_i.shape[0]
         b, f1 = hop1.shape
-        dev = enc_u.device
-        s1 = [t.to(dev) for t in mean_operator(hop1, n_items)]
-        s2 = [t.to(dev) for t in mean_operator(hop2.reshape(b * f1, -1), n_users)]
-        a0 = self._aggregate(self.u_agg_0, GatherRows.apply(enc_u, torch.from_numpy(users).to(dev)),
-                             SampledMean.apply(*s1, enc_i))
-        a1 = self._aggregate(self.u_agg_0, GatherRows.apply(enc_i, torch.from_numpy(hop1.ravel()).to(dev)),
-                             SampledMean.apply(*s2, enc_u))
-        return torch.tanh(self.u_proj(self._aggregate(self.u_agg_1, a0, a1.view(b, f1, -1).mean(1))))
+        a0 = self._aggregate(self.u_agg_0, sage_input(enc_u, users, enc_i, hop1))
+        a1 = self._aggregate(self.u_agg_0, sage_input(enc_i, hop1.ravel(), enc_u, hop2.reshape(b * f1, -1)))
+        return torch.tanh(self.u_proj(self._aggregate(self.u_agg_1, torch.cat([a0, a1.view(b, f1, -1).mean(1)], -1))))
 
     def items(self, enc_u, enc_i, items, hop) -> torch.Tensor:
         """z = tanh(i_proj(...)) of items from their sampled users (hop [N, fi], −1 = none)."""
-        s = [t.to(enc_u.device) for t in mean_operator(hop, enc_u.shape[0])]
-        own = GatherRows.apply(enc_i, torch.from_numpy(items).to(enc_u.device))
-        return torch.tanh(self.i_proj(self._aggregate(self.i_agg_0, own, SampledMean.apply(*s, enc_u))))
+        return torch.tanh(self.i_proj(self._aggregate(self.i_agg_0, sage_input(enc_i, items, enc_u, hop))))
+
+
+class ForeachAdam(torch.optim.Adam):
+    """torch's Adam with its multi-tensor ("foreach") update on every device. On the CPU torch
+    defaults to one tensor at a time; the foreach path runs the same operations in the same
+    order per tensor (lerp, mul, addcmul, sqrt, div, add, addcdiv; the same scalars), so the
+    parameters and moments are bitwise equal (tests/test_hashgnn.py), with fewer temporaries.
+    The state dict is Adam's; a checkpoint's saved `foreach` flag is overridden on load."""
+
+    def __init__(self, params, lr: float):
+        super().__init__(params, lr=lr, foreach=True)
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            group["foreach"] = True
 
 
 @register
@@ -309,6 +297,9 @@ class HashGNN(TorchMethod):
         self.train_pairs = np.asarray(data.train, dtype=np.int64)
         self.pool = np.unique(self.train_pairs[:, 1])  # negatives come from items seen in training
         return net
+
+    def make_optimizer(self, params, lr):
+        return ForeachAdam(params, lr=lr)
 
     def _negatives(self, users, rng):
         pool = self.pool
@@ -341,12 +332,10 @@ class HashGNN(TorchMethod):
         enc_u, enc_i = self.model.encoded()
         zu = self.model.users(enc_u, enc_i, users, hop1, hop2)
         zi = self.model.items(enc_u, enc_i, items, item_hop)
-        b = len(users)
         u = mix_straight_through(zu, sel_pair, beta)
-        pos = mix_straight_through(zi[:b], sel_pair, beta)
-        neg = mix_straight_through(zi[b:], sel_neg, beta)
-        pos_logit = (u * pos).sum(1)
-        neg_logit = (neg.view(b, k, -1) * u[:, None, :]).sum(-1).reshape(-1)  # row i·k + j: user i, negative j
+        # the positives' and the negatives' rows mixed in one pass: user and positive share a draw
+        mixed = mix_straight_through(zi, torch.cat([sel_pair, sel_neg]), beta)
+        pos_logit, neg_logit = pair_logits(u, mixed, k)  # neg row i·k + j: user i, negative j
         logits = torch.cat([pos_logit, neg_logit])
         labels = torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)])
         return self.params["lambda_"] * bce_loss(logits, labels) + bpr_loss(pos_logit.repeat_interleave(k), neg_logit)

@@ -141,3 +141,45 @@ def test_beta_is_non_zero_within_the_default_schedule():
     assert max(hashgnn.beta_at(epoch - 1) for epoch in range(1, guaranteed + 1)) > 0
     # what the model's loss reads at the last guaranteed epoch
     assert hashgnn.beta_at(guaranteed - 1) == pytest.approx(0.18)
+
+
+def test_pair_logits_are_the_broadcast_products_bit_for_bit():
+    """The compiled pair logits give the plain products' values and gradients, a −0 included."""
+    rng = np.random.default_rng(5)
+    b, k = 40, 3
+    u0 = torch.tensor(rng.uniform(-1, 1, (b, 8)), dtype=torch.float32)
+    items0 = torch.tensor(rng.uniform(-1, 1, (b * (1 + k), 8)), dtype=torch.float32)
+    u0[0, :2] = torch.tensor([0.0, -0.0])  # a zero factor: autograd's sum of zero-padded slices gives +0
+    g_pos, g_neg = torch.randn(b), torch.randn(b * k)
+    g_pos[1] = -0.0
+    results = []
+    for fn in (hashgnn.pair_logits, hashgnn.pair_logits_torch):
+        u, items = u0.clone().requires_grad_(), items0.clone().requires_grad_()
+        pos, neg = fn(u, items, k)
+        results.append((pos, neg, *torch.autograd.grad((pos, neg), (u, items), (g_pos, g_neg))))
+    for got, want in zip(*results):
+        assert torch.equal(got, want)
+        assert torch.equal(torch.signbit(got), torch.signbit(want))
+
+
+def test_foreach_adam_is_adam_bit_for_bit_and_stays_foreach_after_a_checkpoint():
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(50, 7), (7,), (3, 4)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(6)]
+    runs = []
+    for make in (lambda p: torch.optim.Adam(p, lr=4e-3), lambda p: hashgnn.ForeachAdam(p, lr=4e-3)):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = make(params)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        runs.append((params, opt))
+    (p_ref, adam), (p_new, foreach) = runs
+    assert all(torch.equal(a, b) for a, b in zip(p_ref, p_new))
+    for a, b in zip(p_ref, p_new):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(adam.state[a][key], foreach.state[b][key])
+    foreach.load_state_dict(adam.state_dict())  # a checkpoint written by the plain Adam
+    assert foreach.param_groups[0]["foreach"] is True
