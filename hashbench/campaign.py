@@ -24,7 +24,7 @@ import numpy as np
 from hashbench import records
 from hashbench.errors import HashbenchError
 from hashbench.registry import method_names, method_spec
-from hashbench.cells import Cell
+from hashbench.cells import Cell, has_checkpoint
 
 STAGES = ("tune", "final", "sweep", "ablation")
 EPOCH_KEYS = ("epochs", "max_iters", "init_iters")  # the budget keys that --budget-scale multiplies
@@ -271,15 +271,20 @@ def stage_queue(c: Campaign, stage: str, results_dir: Path) -> tuple[list[Cell],
     of another study (HashGNN's) finishes a round. The trials are the same in any order of
     finishing: each study's sampler is seeded per study and reads that study's records only.
     A finished tuning starts from all its cells: the sweep skips them (and re-runs failed ones).
+    Cells that a killed run left a checkpoint for go first: work in flight is finished before
+    new work starts (a long trial resumed last would otherwise wait behind every other study).
     """
+    def in_flight_first(cells: list[Cell]) -> list[Cell]:
+        return sorted(cells, key=lambda cell: not has_checkpoint(results_dir, cell))
+
     if stage != "tune":
-        return stage_cells(c, stage, results_dir), None
+        return in_flight_first(stage_cells(c, stage, results_dir)), None
 
     def runnable() -> list[Cell]:
         latest = records.latest_by_cell(results_dir)
         return [cell for cell in tune_cells(c, results_dir) if cell.config_hash() not in latest]
 
-    return runnable() or tune_cells(c, results_dir), runnable
+    return in_flight_first(runnable() or tune_cells(c, results_dir)), runnable
 
 
 def describe(params: dict[str, Any], budget: dict[str, Any]) -> str:

@@ -99,6 +99,12 @@ def checkpoint_dir_for(results_dir: Path, cell: Cell) -> Path:
     return Path(results_dir) / "checkpoints" / cell.config_hash()[:16]
 
 
+def has_checkpoint(results_dir: Path, cell: Cell) -> bool:
+    """A killed run of this cell left a training state to resume from."""
+    folder = checkpoint_dir_for(results_dir, cell)
+    return folder.is_dir() and any(folder.iterdir())
+
+
 def should_run(cell: Cell, existing: dict[str, dict], overwrite: str) -> bool:
     record = existing.get(cell.config_hash())
     if record is None or overwrite == "always":

@@ -283,3 +283,18 @@ def test_the_compute_bill_counts_the_cpu_of_killed_and_resumed_segments():
     old = {"cpu_seconds": 50.0, "extras": {"resumed_from_epoch": 40, "busy_seconds": 240.0},
            "hardware": {"torch_threads": 2}}
     assert [billed_cpu_seconds(r) for r in (fresh, resumed, old)] == [100.0, 250.0, 480.0]
+
+
+def test_a_resumed_campaign_finishes_the_cells_in_flight_before_starting_new_ones(tmp_path):
+    from hashbench.campaign import stage_queue
+    from hashbench.cells import checkpoint_dir_for
+
+    c = load_campaign(write_spec(tmp_path))
+    results = tmp_path / "results"
+    order = [cell.method for cell in stage_queue(c, "tune", results)[0]]
+    assert order == ["proposed", "hashrec", "dcf"]
+    dcf = next(cell for cell in tune_cells(c, results) if cell.method == "dcf")
+    folder = checkpoint_dir_for(results, dcf)
+    folder.mkdir(parents=True)
+    (folder / "train_state.pt").write_bytes(b"a killed run's state")
+    assert [cell.method for cell in stage_queue(c, "tune", results)[0]] == ["dcf", "proposed", "hashrec"]

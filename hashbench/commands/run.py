@@ -12,6 +12,7 @@ import typer
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+from hashbench.cells import has_checkpoint
 from hashbench.commands.common import CacheDir, Mirror, ResultsDir, command, console
 from hashbench.errors import HashbenchError
 
@@ -224,13 +225,6 @@ class Plan:
     resumed: list = field(default_factory=list)  # to run, from a checkpoint
     seconds: float = 0.0  # estimated time of the cells with an estimate
     unknown: list = field(default_factory=list)  # cells to run without an estimate
-
-
-def has_checkpoint(results: Path, cell) -> bool:
-    from hashbench.cells import checkpoint_dir_for
-
-    folder = checkpoint_dir_for(Path(results), cell)
-    return folder.is_dir() and any(folder.iterdir())
 
 
 def estimate_seconds(cell, recorded: list[dict], refit_epochs: int | None = None) -> float | None:
