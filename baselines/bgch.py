@@ -259,10 +259,14 @@ class BGCH(TorchMethod):
 class BGCHScaled(BGCH):
     """BGCH ranked as its released code ranks: by ⟨c_u, c_i⟩ of the α-scaled codes.
 
-    The same training as `bgch`; the score adds per-node real scales α⁽ˡ⁾ (one float per layer
-    per user and item, which correlate with item popularity), so this row is not pure Hamming
-    ranking (protocol §3, methods.md E4): it is registered with `hashing = false` and marked in
-    the tables as using real-valued scales, and its storage counts the scales beside the bits.
+    The same model as `bgch`: trained, and its epoch selected on validation, as `bgch` is
+    (runner.training_class), then ranked by scores that add per-node real scales α⁽ˡ⁾ (one float
+    per layer per user and item, which correlate with item popularity). So the two rows differ
+    only in how the one trained model ranks (protocol-effects' "real-valued scoring" habit,
+    measured on the same model), and a sweep that runs both computes this row beside bgch's
+    training instead of training again (Runner.companions). Not pure Hamming ranking
+    (protocol §3, methods.md E4): registered with `hashing = false`, marked in the tables as
+    using real-valued scales, its storage counting the scales beside the bits.
     """
 
     name = "bgch-scaled"  # parameters: bgch.toml's [bgch-scaled], based on [bgch]

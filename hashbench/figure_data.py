@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hashbench.errors import HashbenchError
+from hashbench.registry import method_spec
 from hashbench.report import CAP_MARK, CAP_STOPS
 
 MONITOR = "recall@50"
@@ -81,11 +83,21 @@ def seed_curve(record: dict, metric: str = MONITOR) -> SeedCurve | None:
     return SeedCurve(_seed(record), [p[0] for p in points], [p[1] for p in points], extras.get("stopped"), best)
 
 
+def _ranking_variant(method: str) -> bool:
+    """A row that ranks another method's model its own way (bgch-scaled: `based_on` bgch)."""
+    try:
+        return method_spec(method).based_on is not None
+    except HashbenchError:  # a record of a method no longer registered
+        return False
+
+
 def learning_curve_series(records: Records, metric: str = MONITOR) -> dict[str, dict[str, list[SeedCurve]]]:
     """dataset -> method -> its seeds' curves, lowest seed first, for the cells whose records
     carry a validation curve with training seconds."""
     out: dict[str, dict[str, list[SeedCurve]]] = {}
     for (method, dataset), recs in records.items():
+        if _ranking_variant(method):
+            continue  # its model is its base's, trained and validated as the base: the base's line
         curves = sorted((c for r in recs if (c := seed_curve(r, metric)) is not None), key=lambda c: c.seed)
         if curves:
             out.setdefault(dataset, {})[method] = curves
@@ -97,7 +109,7 @@ def reference_levels(records: Records, metric: str = MONITOR) -> dict[str, dict[
     curve (untrained rows: MostPop, LSH): drawn as horizontal lines."""
     out: dict[str, dict[str, float]] = {}
     for (method, dataset), recs in records.items():
-        if any(seed_curve(r, metric) is not None for r in recs):
+        if _ranking_variant(method) or any(seed_curve(r, metric) is not None for r in recs):
             continue
         values = [v for r in recs if _number(v := ((r.get("metrics") or {}).get("valid") or {}).get(metric))]
         if values:

@@ -12,6 +12,7 @@ the single writer of the results directory (hashbench/executors/).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import platform
@@ -20,11 +21,11 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -111,17 +112,49 @@ def evaluate_method(method: Method, split: Split, on: str, ks) -> dict[str, floa
     return evaluate_method_full(method, split, on, ks).metrics
 
 
-def protocol_evidence(split: Split) -> Callable[[Method], dict[str, dict[str, float]]]:
+def protocol_evidence(split: Split, rankings: tuple[type, ...] = ()) -> Callable[[Method], dict[str, Any]]:
     """What the papers' evaluation habits would have seen of a model (issue: protocol effects):
     test Recall/NDCG@50 under our protocol and with training and validation items left in the
     ranking. Recorded in a record's `protocol_evidence`, apart from everything that selects or
-    reports a model: the report's protocol-effect table is its only reader."""
+    reports a model: the report's protocol-effect table is its only reader.
 
-    def evidence(method: Method) -> dict[str, dict[str, float]]:
+    `rankings`: the classes whose rankings of the trained model the cell records, its own first
+    (a ranking variant's, such as bgch-scaled's α-scaled scores, when it is trained as its base);
+    the others' evidence goes under "rankings", by name."""
+
+    def of(method: Method) -> dict[str, dict[str, float]]:
         return {"test": evaluate_method(method, split, "test", (50,)),
                 "test_unmasked": evaluate_method(method, split, "test-unmasked", (50,))}
 
+    def evidence(method: Method) -> dict[str, Any]:
+        if not rankings:
+            return of(method)
+        out: dict[str, Any] = of(ranked_as(method, rankings[0]))
+        if len(rankings) > 1:
+            out["rankings"] = {cls.name: of(ranked_as(method, cls)) for cls in rankings[1:]}
+        return out
+
     return evidence
+
+
+def training_class(cls: type) -> type:
+    """The class that trains `cls`'s model: a ranking variant (registered `based_on` its base,
+    overriding only how it scores) is trained, and selected on validation, as its base is."""
+    base = method_spec(cls.name).based_on
+    return get_method(base) if base else cls
+
+
+def ranked_as(method: Method, cls: type) -> Method:
+    """`method`'s trained model, ranked as `cls` ranks: the same object for its own class, else
+    a shallow copy of a base method's instance re-classed as its ranking variant (which adds
+    no state of its own: the model, its parameters and its training result are shared)."""
+    if type(method) is cls:
+        return method
+    if not issubclass(cls, type(method)):
+        raise TypeError(f"{cls.name} is not a ranking of {type(method).name}'s model")
+    view = copy.copy(method)
+    view.__class__ = cls
+    return view
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -140,6 +173,7 @@ class CellResult:
     record: dict[str, Any]
     codes: tuple[np.ndarray, np.ndarray] | None = None
     per_user: dict[str, np.ndarray] | None = None  # test metrics per user, for paired significance tests
+    companions: list["CellResult"] = field(default_factory=list)  # the same model ranked as a variant
 
 
 def save_result(results_dir: Path, result: CellResult) -> dict[str, Any]:
@@ -149,6 +183,8 @@ def save_result(results_dir: Path, result: CellResult) -> dict[str, Any]:
     finished checkpoint) and replaces the codes file with identical bytes.
     """
     results_dir = Path(results_dir)
+    for companion in result.companions:  # before the cell's own record, as their files are before theirs
+        save_result(results_dir, companion)
     record = result.record
     if result.codes is not None and record.get("status") == "ok":
         user_codes, item_codes = result.codes
@@ -185,7 +221,8 @@ class Runner:
 
     def __init__(self, results_dir: Path, cache_dir: Path | None = None, mirror: str | None = None,
                  device: str = "auto", overwrite: str = "failed",
-                 progress: Callable[..., None] | None = None, command: str | None = None):
+                 progress: Callable[..., None] | None = None, command: str | None = None,
+                 methods: Iterable[str] = ()):
         if overwrite not in OVERWRITE:
             raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
         # absolute: checkpoints must land in the same place whatever a worker's cwd is
@@ -194,6 +231,7 @@ class Runner:
         self.device = resolve_device(device)
         self.progress = progress or (lambda *a, **k: None)
         self.command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        self.methods = frozenset(methods)  # the sweep's: which ranking variants to compute beside their base
         self._datasets: dict[str, Interactions] = {}
         self._splits: dict[tuple, Split] = {}
         self._env = None
@@ -224,95 +262,145 @@ class Runner:
 
         return progress
 
+    def companions(self, cell: Cell) -> list[Cell]:
+        """The cells of the same configuration that rank `cell`'s model another way (its method's
+        ranking variants: bgch-scaled for bgch) and that this runner's sweep also runs: computed
+        from the model `cell` trains instead of training it again. Not for tuning trials or refits."""
+        if not self.methods or cell.refit or cell.trial is not None:
+            return []
+        defaults = method_spec(cell.method).defaults
+        wanted = [replace(cell, method=name) for name in sorted(self.methods)
+                  if method_spec(name).based_on == cell.method and method_spec(name).defaults == defaults]
+        if not wanted:
+            return []
+        latest = records.latest_by_cell(self.results_dir)
+        return [c for c in wanted if should_run(c, latest, self.overwrite)]  # not already recorded
+
     def compute_cell(self, cell: Cell) -> CellResult:
-        """Split → fit → evaluate one cell. A method's exception or NaN loss gives a `failed`
-        record with its traceback; bad input (HashbenchError) is raised to stop the sweep."""
-        key = cell.config_hash()
-        record: dict[str, Any] = {
-            **cell.config(), "config_hash": key, "started_at": _now(), "device": self.device,
-            "command": self.command,
-        }
+        """Split → fit → evaluate one cell (and its companions: the same model ranked as a
+        variant). A method's exception or NaN loss gives a `failed` record with its traceback;
+        bad input (HashbenchError) is raised to stop the sweep."""
+        head: dict[str, Any] = {"started_at": _now(), "device": self.device, "command": self.command}
         if self._env is None:
             self._env = environment()
-        record.update(self._env)
+        head.update(self._env)
         cls = get_method(cell.method)
-        record["hashing"] = cls.hashing
+        record = {**cell.config(), "config_hash": cell.config_hash(), **head, "hashing": cls.hashing}
         cpu_started = time.process_time()  # all threads of this process: the campaign's compute bill
-        codes = per_user = None
+        result, companions = CellResult(cell, record), []
         try:
             split = self.split(cell.dataset, cell.protocol, cell.seed)
             data = self.dataset(cell.dataset)
             if max(cell.ks) > split.n_items:
                 raise HashbenchError(f"K = {max(cell.ks)} is larger than the catalogue of {cell.dataset} "
                                      f"({split.n_items} items); pick smaller cut-offs with --ks")
-            record.update(dataset_hash=split.dataset_hash, split_hash=split.hash, split_sizes=split.sizes(),
-                          dataset_stats=data.stats())
+            head.update(dataset_hash=split.dataset_hash, split_hash=split.hash, split_sizes=split.sizes(),
+                        dataset_stats=data.stats())
+            record.update(head)
             _reset_peak_rss()
 
             def validate(m: Method) -> dict[str, float]:
                 return evaluate_method(m, split, "valid", (50,))
 
+            companion_cells = self.companions(cell)
+            rankings = (cls, *(get_method(c.method) for c in companion_cells))
             ctx = FitContext(seed=seeds.seed_sequence(cell.seed, "method"), device=self.device,
                              checkpoint_dir=checkpoint_dir_for(self.results_dir, cell), validate=validate,
-                             progress=self._checked_progress(cell), evidence=protocol_evidence(split),
+                             progress=self._checked_progress(cell), evidence=protocol_evidence(split, rankings),
                              prune=pruner_for(cell.trial) if cell.trial is not None else None)
             started = time.perf_counter()
+            trainer_cls = training_class(cls)
             if cell.refit:
                 selection = self._select(cell, cls, split, ctx)
-                method = self._refit(cell, cls, split, ctx, selection)
+                trained = self._refit(cell, trainer_cls, split, ctx, selection)
             else:
-                method = _fit_plain(cell, cls, split, ctx)
+                trained = _fit_plain(cell, trainer_cls, split, ctx)
                 selection = None
             record["train_seconds"] = time.perf_counter() - started
-            started = time.perf_counter()
-            test = evaluate_method_full(method, split, "test", cell.ks)
-            valid = selection.valid if selection else evaluate_method(method, split, "valid", cell.ks)
-            metrics = {"valid": valid, "test": test.metrics}
-            record["eval_seconds"] = time.perf_counter() - started
-            record["protocol_evidence"] = {"curve": selection.curve if selection else method.evidence_curve(),
-                                           "final": protocol_evidence(split)(method)}
-            # users are the evaluated ones (>= 1 test item), ascending; fill the rest with NaN
-            per_user = {}
-            for key in (f"{name}@{k}" for name in ("recall", "ndcg") for k in cell.ks):
-                full = np.full(split.n_users, np.nan, dtype=np.float32)
-                full[test.users] = test.per_user[key]
-                per_user[key] = full
-            record["per_user_file"] = str(Path("per_user") / cell.codes_name())
-            bad = sorted(f"{on} {k}" for on, m in metrics.items() for k, v in m.items() if not math.isfinite(v))
-            if bad:
-                raise FloatingPointError(f"{cell.method}: non-finite metrics ({', '.join(bad)})")
-            record["metrics"] = metrics
+            self._evaluate_into(result, ranked_as(trained, cls), split, selection)
             record["peak_rss_mb"] = _peak_rss_mb()
-            record["extras"] = (method.extras() if selection is None else
-                                selection.extras_with(method, len(split.train) + len(split.valid)))
-            if method.hashing:
-                codes = method.codes()
-                record["codes_file"] = str(Path("codes") / cell.codes_name())
-                record["storage_bytes"] = int(codes[0].nbytes + codes[1].nbytes)
-            record["status"] = "ok"
+            for other in companion_cells:
+                # the same model ranked as a variant: its own record, billed its evaluation only
+                cpu_other = time.process_time()
+                companion = CellResult(other, {**other.config(), "config_hash": other.config_hash(), **head,
+                                               "hashing": get_method(other.method).hashing, "train_seconds": 0.0})
+                self._evaluate_into(companion, ranked_as(trained, get_method(other.method)), split, None,
+                                    model_of=cell.config_hash())
+                companion.record["peak_rss_mb"] = _peak_rss_mb()
+                companion.record["cpu_seconds"] = time.process_time() - cpu_other
+                companion.record["finished_at"] = _now()
+                companions.append(companion)
         except KeyboardInterrupt:
             raise
         except HashbenchError:
             raise  # bad input: stop the sweep with the one-line message
         except Exception as exc:  # a method's failure is recorded; the sweep goes on
+            for key in ("metrics", "codes_file", "per_user_file", "storage_bytes"):
+                record.pop(key, None)
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-            codes = per_user = None
+            result.codes = result.per_user = None
+            companions = []
         # this process's CPU, plus what killed runs of this cell did before it resumed their work
         earlier = (record.get("extras") or {}).get("earlier_cpu_seconds", 0.0)
-        record["cpu_seconds"] = time.process_time() - cpu_started + earlier
+        record["cpu_seconds"] = (time.process_time() - cpu_started + earlier
+                                 - sum(c.record["cpu_seconds"] for c in companions))
         record["finished_at"] = _now()
-        return CellResult(cell, record, codes, per_user)
+        result.companions = companions
+        return result
+
+    def _evaluate_into(self, result: CellResult, method: Method, split: Split, selection: "Selection | None",
+                       model_of: str | None = None) -> None:
+        """Test (and, without a selection, validation) metrics, protocol evidence, per-user
+        results, extras and codes of one ranking of a trained model, into `result`."""
+        cell, record = result.cell, result.record
+        started = time.perf_counter()
+        test = evaluate_method_full(method, split, "test", cell.ks)
+        valid = selection.valid if selection else evaluate_method(method, split, "valid", cell.ks)
+        metrics = {"valid": valid, "test": test.metrics}
+        record["eval_seconds"] = time.perf_counter() - started
+        if selection:
+            curve = selection.curve
+        else:
+            curve = [{"epoch": p["epoch"], **((p.get("rankings") or {}).get(cell.method) if model_of else
+                                              {k: v for k, v in p.items() if k not in ("epoch", "rankings")})}
+                     for p in method.evidence_curve()]
+        record["protocol_evidence"] = {"curve": curve, "final": protocol_evidence(split)(method)}
+        # users are the evaluated ones (>= 1 test item), ascending; fill the rest with NaN
+        per_user = {}
+        for key in (f"{name}@{k}" for name in ("recall", "ndcg") for k in cell.ks):
+            full = np.full(split.n_users, np.nan, dtype=np.float32)
+            full[test.users] = test.per_user[key]
+            per_user[key] = full
+        record["per_user_file"] = str(Path("per_user") / cell.codes_name())
+        bad = sorted(f"{on} {k}" for on, m in metrics.items() for k, v in m.items() if not math.isfinite(v))
+        if bad:
+            raise FloatingPointError(f"{cell.method}: non-finite metrics ({', '.join(bad)})")
+        record["metrics"] = metrics
+        extras = (method.extras() if selection is None else
+                  selection.extras_with(method, len(split.train) + len(split.valid)))
+        if model_of:
+            # trained once, by the cell named here: its curve and stopping story are that model's
+            extras = {**extras, "model_of": model_of, "earlier_cpu_seconds": 0.0}
+        record["extras"] = extras
+        if method.hashing:
+            codes = method.codes()
+            record["codes_file"] = str(Path("codes") / cell.codes_name())
+            record["storage_bytes"] = int(codes[0].nbytes + codes[1].nbytes)
+            result.codes = codes
+        record["status"] = "ok"
+        result.per_user = per_user
 
     def _select(self, cell: Cell, cls, split: Split, ctx: FitContext) -> "Selection":
         """A refit's first half: the plain run of the same configuration, from its record when
-        there is one, else trained here (checkpointed where the plain run would be)."""
+        there is one, else trained here (checkpointed where the plain run would be; as
+        training_class(cls), validated as the cell ranks)."""
         plain = cell.selection()
         rec = records.latest_by_cell(self.results_dir).get(plain.config_hash())
         if rec is not None and rec.get("status") == "ok":
             return Selection(rec["metrics"]["valid"], rec.get("extras") or {},
                              (rec.get("protocol_evidence") or {}).get("curve", []), plain.config_hash())
         plain_ctx = replace(ctx, checkpoint_dir=checkpoint_dir_for(self.results_dir, plain))
-        chooser = _fit_plain(cell, cls, split, plain_ctx)
+        chooser = ranked_as(_fit_plain(cell, training_class(cls), split, plain_ctx), cls)
         return Selection(evaluate_method(chooser, split, "valid", cell.ks), chooser.extras(),
                          chooser.evidence_curve(), None)
 

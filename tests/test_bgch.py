@@ -155,3 +155,34 @@ def test_bgch_scaled_shares_bgch_parameters():
 
     assert method_spec("bgch-scaled").defaults == method_spec("bgch").defaults
     assert method_spec("bgch").hashing and not method_spec("bgch-scaled").hashing
+
+
+def test_a_sweep_of_bgch_and_bgch_scaled_trains_one_model_and_ranks_it_both_ways(split, tmp_path):
+    """bgch-scaled is bgch's model (trained and selected as bgch) ranked by α-scaled scores: in
+    one sweep the bgch cell computes both records from one training; alone, bgch-scaled trains
+    that same model."""
+    from hashbench import records
+    from hashbench.executors import RunnerSpec, SequentialExecutor, Sweep
+    from hashbench.runner import Cell, Runner
+
+    fit(split, epochs=1, batch_size=4096)  # see `fitted`: the first BGCH fit of a process differs in last bits
+    base, variant = (Cell(name, "synthetic", 64, 0, params=FAST) for name in ("bgch", "bgch-scaled"))
+    cells = [variant, base]  # the variant first: the sweep still trains the base first
+    counts = Sweep(cells, RunnerSpec.for_cells(cells, tmp_path / "both")).run(SequentialExecutor())
+    assert counts == {"run": 2}
+    recs = {r["method"]: r for r in records.read_records(tmp_path / "both")}
+    assert len(list(records.read_records(tmp_path / "both"))) == 2
+    b, v = recs["bgch"], recs["bgch-scaled"]
+    assert v["config_hash"] == variant.config_hash() and v["extras"]["model_of"] == b["config_hash"]
+    assert v["train_seconds"] == 0.0 and v["cpu_seconds"] < b["cpu_seconds"]
+    assert v["extras"]["best_epoch"] == b["extras"]["best_epoch"]  # selected as bgch: one model
+    assert v["metrics"]["test"] != b["metrics"]["test"] and not v["hashing"] and "codes_file" not in v
+    # its evidence is its own ranking's, at the same validation points
+    vc, bc = v["protocol_evidence"]["curve"], b["protocol_evidence"]["curve"]
+    assert [p["epoch"] for p in vc] == [p["epoch"] for p in bc] and vc != bc
+    assert all(set(p) == {"epoch", "test", "test_unmasked"} for p in vc + bc)
+    # alone (no bgch in its sweep) it trains the model itself: the same numbers
+    alone = Runner(tmp_path / "alone").compute_cell(variant)
+    assert alone.record["status"] == "ok" and not alone.companions
+    assert alone.record["metrics"] == v["metrics"]
+    assert alone.record["protocol_evidence"] == v["protocol_evidence"]

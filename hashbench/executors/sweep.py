@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 from hashbench import records
 from hashbench.cells import OVERWRITE, Cell, checkpoint_dir_for, should_run
 from hashbench.errors import HashbenchError
+from hashbench.registry import method_spec
 from hashbench.executors.worker import RunnerSpec
 from hashbench.files import make_dirs
 from hashbench.runner import CellResult, failed_record, save_result
@@ -99,7 +100,9 @@ class Sweep:
         self.observer = observer or SweepObserver()
         self.log = records.RecordLog(self.results_dir)
         self.initial = dict(self.log.latest)  # what existed when the sweep began
-        self.todo: deque[Cell] = deque(cells)
+        # a ranking variant's cell (bgch-scaled) after every other: its base cell computes it beside
+        # its own training, so by the time it comes up it is usually recorded and skipped
+        self.todo: deque[Cell] = deque(sorted(cells, key=lambda cell: method_spec(cell.method).based_on is not None))
         self.deferred: deque[Cell] = deque()  # held by another sweep right now
         self.claims: dict[str, CellLock] = {}
         self.counts: Counter[str] = Counter()  # run, failed, skipped
@@ -200,9 +203,15 @@ class Sweep:
         """Save a computed cell (the single writer), then let other sweeps have it."""
         record = save_result(self.results_dir, result)
         self._release(result.cell)
-        self.counts["run" if record["status"] == "ok" else "failed"] += 1
-        self.written.append(record)
-        self.observer.finished(result.cell, record)
+        done = {companion.cell.config_hash() for companion in result.companions}
+        if done:  # computed beside their base cell's training: nothing left to run for them
+            self.todo = deque(cell for cell in self.todo if cell.config_hash() not in done)
+            self.deferred = deque(cell for cell in self.deferred if cell.config_hash() not in done)
+        for saved in [*result.companions, result]:
+            status = saved.record["status"]
+            self.counts["run" if status == "ok" else "failed"] += 1
+            self.written.append(saved.record)
+            self.observer.finished(saved.cell, saved.record)
         return record
 
     def lost(self, cell: Cell, reason: str, attempts: int) -> dict[str, Any]:

@@ -47,8 +47,10 @@ class RunnerSpec:
         )
 
     def make_runner(self, progress=None, device: str | None = None) -> Runner:
+        # the sweep's methods: a cell computes the ranking variants of its model the sweep also runs
         return Runner(Path(self.results_dir), Path(self.cache_dir) if self.cache_dir else None, self.mirror,
-                      device or self.device, "failed", progress, self.command)
+                      device or self.device, "failed", progress, self.command,
+                      methods=[name for name, _ in self.method_imports])
 
 
 _RUNNERS: dict[tuple[RunnerSpec, str], Runner] = {}
