@@ -186,3 +186,19 @@ def test_a_sweep_of_bgch_and_bgch_scaled_trains_one_model_and_ranks_it_both_ways
     assert alone.record["status"] == "ok" and not alone.companions
     assert alone.record["metrics"] == v["metrics"]
     assert alone.record["protocol_evidence"] == v["protocol_evidence"]
+
+
+def test_a_parallel_sweep_holds_bgch_scaled_back_while_its_bgch_cell_trains(split, tmp_path):
+    """With a free worker, the variant cell is not handed out while its base trains (that
+    training computes it): one training, two records."""
+    from hashbench.executors import RunnerSpec, Sweep
+    from hashbench.runner import Cell
+
+    base, variant = (Cell(name, "synthetic", 64, 0, params={**FAST, "epochs": 5}) for name in ("bgch", "bgch-scaled"))
+    sweep = Sweep([base, variant], RunnerSpec.for_cells([base, variant], tmp_path))
+    assert sweep.next_cell(block=False) == base
+    assert sweep.next_cell(block=False) is None  # the other worker stays idle: nothing to train
+    result = sweep.spec.make_runner().compute_cell(base)
+    assert [c.cell for c in result.companions] == [variant]
+    sweep.finish(result)
+    assert sweep.next_cell(block=True) is None and sweep.counts == {"run": 2}

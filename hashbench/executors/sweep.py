@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections import Counter, deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -152,13 +153,21 @@ class Sweep:
     def next_cell(self, block: bool = True) -> Cell | None:
         """The next cell to run, claimed; None when there is none (now, if not `block`)."""
         while True:
+            held_back: list[Cell] = []  # ranking variants whose base cell is running here
             while self.todo:
                 cell = self.todo.popleft()
                 if not should_run(cell, self.initial, self.overwrite):
                     self._skip(cell, "result exists")
                     continue
+                if self._base_is_running(cell):
+                    held_back.append(cell)
+                    continue
                 if self._claim_or_defer(cell):
+                    self.todo.extendleft(reversed(held_back))
                     return cell
+            if held_back:  # nothing else to hand out until their bases finish (and compute them)
+                self.todo.extend(held_back)
+                return None
             for _ in range(len(self.deferred)):
                 cell = self.deferred.popleft()
                 if self._claim_or_defer(cell):
@@ -173,6 +182,12 @@ class Sweep:
             if self._claim(cell, timeout=-1) == "claimed":
                 return cell  # the other sweep died without recording it
             self._skip(cell, "recorded by another sweep")
+
+    def _base_is_running(self, cell: Cell) -> bool:
+        """A ranking variant (bgch-scaled) whose base cell of the same configuration this sweep
+        is running: that cell computes it beside its training, so it is not trained again."""
+        base = method_spec(cell.method).based_on
+        return base is not None and replace(cell, method=base).config_hash() in self.claims
 
     def _ask_for_more(self) -> bool:
         """Queue the cells `more` offers that this sweep has not queued yet; asked once per cell
