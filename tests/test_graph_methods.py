@@ -78,3 +78,26 @@ def test_training_item_membership_matches_the_training_pairs():
     assert index.is_positive(users, items).tolist() == expected
     negatives = index.sample_negatives(users, rng)
     assert not index.is_positive(users, negatives).any()  # seeded: 10 tries find a negative for each here
+
+
+def test_negative_sampling_draws_as_checking_every_item_each_round():
+    """Only redrawn items are checked again: the same draws, from the same generator state on."""
+    from hashbench.core.graph import UserItemIndex
+
+    def check_all(index, users, rng, tries=10):
+        items = rng.integers(index.n_items, size=len(users))
+        for _ in range(tries):
+            hit = index.is_positive(users, items)
+            if not hit.any():
+                break
+            items[hit] = rng.integers(index.n_items, size=int(hit.sum()))
+        return items
+
+    rng = np.random.default_rng(4)
+    train = np.unique(rng.integers(0, [30, 12], size=(200, 2)), axis=0)  # dense: hits in several rounds
+    index = UserItemIndex(train, 30, 12)
+    for tries in (10, 2):
+        users = rng.integers(0, 30, size=400)
+        ours, theirs = np.random.default_rng(tries), np.random.default_rng(tries)
+        assert np.array_equal(index.sample_negatives(users, ours, tries), check_all(index, users, theirs, tries))
+        assert ours.integers(1 << 30) == theirs.integers(1 << 30)
