@@ -29,8 +29,10 @@ class Cell:
     params: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
     ks: tuple[int, ...] = (50, 100)
     trial: TrialTag | None = None  # a tuning trial (hashbench.tuning): pruned on its validation curve
-    # choose the epochs on validation, then retrain on train + valid for that many (runner)
-    refit: bool = False
+    # True: choose the epochs on validation, then retrain on train + valid for that many (runner);
+    # an int N: train on train + valid for exactly N epochs, nothing chosen (a reference's own
+    # fixed schedule, e.g. LightGCN's 1000 epochs)
+    refit: bool | int = False
 
     def config(self) -> dict[str, Any]:
         config = {
@@ -40,12 +42,17 @@ class Cell:
         if self.trial is not None:  # a pruned trial is not the same result as a full run of its params
             config["tuning"] = self.trial.config()
         if self.refit:  # only when set: every earlier record keeps its hash
-            config["refit"] = True
+            config["refit"] = self.refit
         return config
 
     def selection(self) -> "Cell":
         """The plain run whose best epoch a refit cell retrains for."""
         return replace(self, refit=False)
+
+    @property
+    def fixed_epochs(self) -> int | None:
+        """N for a fixed-schedule cell (refit = N epochs, no selection run), else None."""
+        return self.refit if type(self.refit) is int else None
 
     def config_hash(self) -> str:
         return records.config_hash(self.config())
@@ -86,7 +93,7 @@ def params_for(method: str, overrides: list[tuple[str | None, str, Any]]) -> dic
 
 
 def plan_cells(methods: list[str], datasets: list[str], bits: int, seeds_: list[int], protocol: str,
-               overrides: list, ks: tuple[int, ...], refit: bool = False) -> list[Cell]:
+               overrides: list, ks: tuple[int, ...], refit: bool | int = False) -> list[Cell]:
     for m, key, _ in overrides:
         targets = [m] if m else methods
         if not any(key in method_spec(t).defaults for t in targets if t in methods or m):

@@ -199,7 +199,7 @@ def save_result(results_dir: Path, result: CellResult) -> dict[str, Any]:
     records.append_record(results_dir, record)
     if record.get("status") == "ok":
         shutil.rmtree(checkpoint_dir_for(results_dir, result.cell), ignore_errors=True)
-        if result.cell.refit and not record["extras"]["refit"]["selection_record"]:
+        if result.cell.refit is True and not record["extras"]["refit"]["selection_record"]:
             # the selection run's finished state, trained inside this cell
             shutil.rmtree(checkpoint_dir_for(results_dir, result.cell.selection()), ignore_errors=True)
     return record
@@ -394,6 +394,8 @@ class Runner:
         """A refit's first half: the plain run of the same configuration, from its record when
         there is one, else trained here (checkpointed where the plain run would be; as
         training_class(cls), validated as the cell ranks)."""
+        if cell.fixed_epochs is not None:  # the reference's schedule: nothing to choose
+            return Selection({}, {"best_epoch": cell.fixed_epochs}, [], None, fixed=True)
         plain = cell.selection()
         rec = records.latest_by_cell(self.results_dir).get(plain.config_hash())
         if rec is not None and rec.get("status") == "ok":
@@ -439,6 +441,7 @@ class Selection:
     extras: dict[str, Any]
     curve: list[dict[str, Any]]
     reused: str | None  # the config hash of the plain run's record it came from, or None: trained here
+    fixed: bool = False  # no selection run: a fixed number of epochs (Cell.fixed_epochs)
 
     @property
     def epochs(self) -> int | None:
@@ -453,7 +456,7 @@ class Selection:
             self.extras.get("earlier_cpu_seconds", 0.0) if self.reused is None else 0.0)
         return {**extras, **{k: self.extras[k] for k in SELECTION_EXTRAS if k in self.extras},
                 "earlier_cpu_seconds": earlier,
-                "refit": {"epochs": self.epochs, "epochs_run": extras.get("epochs_run"), "n_train": n_train,
+                "refit": {"epochs": self.epochs, "fixed_schedule": self.fixed, "epochs_run": extras.get("epochs_run"), "n_train": n_train,
                           "train_seconds": extras.get("train_seconds"), "selection_record": self.reused}}
 
 

@@ -79,3 +79,19 @@ def test_the_plan_estimates_a_refit_from_the_epochs_it_will_train(plain_then_ref
     assert plan.to_run == [cell]
     assert plan.seconds == pytest.approx(estimate_seconds(cell, [selected_early], refit_epochs=4))
     assert plan.seconds < estimate_seconds(cell, [selected_early])  # not the 12-epoch budget
+
+
+def test_a_fixed_schedule_trains_exactly_n_epochs_on_train_and_valid_and_chooses_nothing(plain_then_refit, tmp_path):
+    """--refit-epochs N (a reference's own schedule): the same training as a --refit whose
+    selection chose N, without a selection run."""
+    _, plain, refit = plain_then_refit
+    chosen = plain["extras"]["best_epoch"]
+    fixed = run(tmp_path / "results", "--refit-epochs", str(chosen))
+    assert len(fixed) == 1  # no selection run was trained or recorded
+    rec = fixed[0]
+    assert rec["refit"] == chosen and rec["config_hash"] not in (plain["config_hash"], refit["config_hash"])
+    assert rec["metrics"]["valid"] == {} and rec["extras"]["refit"]["fixed_schedule"] is True
+    assert rec["extras"]["refit"]["epochs_run"] == chosen and rec["extras"]["refit"]["selection_record"] is None
+    assert rec["metrics"]["test"] == refit["metrics"]["test"]  # the same model as the refit's
+    bad = CliRunner().invoke(app, [*PLAIN, "--results", str(tmp_path / "r2"), "--refit", "--refit-epochs", "3"])
+    assert bad.exit_code != 0 and "--refit-epochs" in bad.output

@@ -107,6 +107,11 @@ def run_command(
                                         "plain run's record when there is one), then retrain on train + valid "
                                         "for that many epochs and evaluate test once (DaisyRec's practice; "
                                         "recorded as its own cell, marked refit).")] = False,
+    refit_epochs: Annotated[Optional[int], typer.Option(
+        "--refit-epochs", metavar="N", help="Train on train + valid for exactly N epochs and evaluate test "
+                                            "once, choosing nothing on validation: a reference's own fixed "
+                                            "schedule (LightGCN: 1000 epochs). Recorded as its own cell.",
+        show_default=False)] = None,
     results: ResultsDir = Path("results"),
     overwrite: Annotated[str, typer.Option("--overwrite", help="Re-run cells that already have a record: "
                                                                "never, failed, or always.")] = "failed",
@@ -157,6 +162,11 @@ def run_command(
         raise HashbenchError(f"--retries must be at least 0, got {retries}")
     if ray_address and executor != "ray":
         raise HashbenchError("--ray-address needs --executor ray")
+    if refit_epochs is not None:
+        if refit or refit_epochs < 1:
+            raise HashbenchError("--refit-epochs takes a number of epochs >= 1 and replaces --refit (which chooses "
+                                 f"them on validation), got {refit_epochs}{' with --refit' if refit else ''}")
+        refit = refit_epochs
     cells = plan_cells(method_list, dataset_list, bits, list(range(first_seed, first_seed + seeds)), protocol,
                        [parse_param(p) for p in param or []], check_ks(_ints(ks, "--ks"), dataset_list), refit)
     check_results_dir(results)
@@ -261,8 +271,8 @@ def make_plan(cells, results: Path, overwrite: str) -> Plan:
         plan.to_run.append(cell)
         if has_checkpoint(results, cell):
             plan.resumed.append(cell)
-        selection = latest.get(cell.selection().config_hash()) if cell.refit else None
-        refit_epochs = ((selection or {}).get("extras") or {}).get("best_epoch")
+        selection = latest.get(cell.selection().config_hash()) if cell.refit is True else None
+        refit_epochs = cell.fixed_epochs or ((selection or {}).get("extras") or {}).get("best_epoch")
         estimate = estimate_seconds(cell, recorded, refit_epochs)
         if estimate is None:
             plan.unknown.append(cell)
