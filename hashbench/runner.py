@@ -131,10 +131,21 @@ def protocol_evidence(split: Split, rankings: tuple[type, ...] = ()) -> Callable
             return of(method)
         out: dict[str, Any] = of(ranked_as(method, rankings[0]))
         if len(rankings) > 1:
-            out["rankings"] = {cls.name: of(ranked_as(method, cls)) for cls in rankings[1:]}
+            out["rankings"] = {cls.name: _evidence_or_error(of, ranked_as(method, cls)) for cls in rankings[1:]}
         return out
 
     return evidence
+
+
+def _evidence_or_error(of: Callable[[Method], dict], view: Method) -> dict[str, Any]:
+    """A companion ranking's evidence; if that ranking raises, the error (its cell is then
+    recorded failed at its own evaluation) instead of failing the training it rides on."""
+    try:
+        return of(view)
+    except HashbenchError:
+        raise
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def training_class(cls: type) -> type:
@@ -324,9 +335,14 @@ class Runner:
                 cpu_other = time.process_time()
                 companion = CellResult(other, {**other.config(), "config_hash": other.config_hash(), **head,
                                                "hashing": get_method(other.method).hashing, "train_seconds": 0.0})
-                self._evaluate_into(companion, ranked_as(trained, get_method(other.method)), split, None,
-                                    model_of=cell.config_hash())
-                companion.record["peak_rss_mb"] = _peak_rss_mb()
+                try:
+                    self._evaluate_into(companion, ranked_as(trained, get_method(other.method)), split, None,
+                                        model_of=cell.config_hash())
+                    companion.record["peak_rss_mb"] = _peak_rss_mb()
+                except HashbenchError:
+                    raise
+                except Exception as exc:  # its ranking failed, not the training: the base cell stands
+                    _mark_failed(companion, exc)
                 companion.record["cpu_seconds"] = time.process_time() - cpu_other
                 companion.record["finished_at"] = _now()
                 companions.append(companion)
@@ -335,10 +351,7 @@ class Runner:
         except HashbenchError:
             raise  # bad input: stop the sweep with the one-line message
         except Exception as exc:  # a method's failure is recorded; the sweep goes on
-            for key in ("metrics", "codes_file", "per_user_file", "storage_bytes"):
-                record.pop(key, None)
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-            result.codes = result.per_user = None
+            _mark_failed(result, exc)
             companions = []
         # this process's CPU, plus what killed runs of this cell did before it resumed their work
         earlier = (record.get("extras") or {}).get("earlier_cpu_seconds", 0.0)
@@ -418,6 +431,14 @@ class Runner:
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         """compute_cell + save_result, in this process."""
         return save_result(self.results_dir, self.compute_cell(cell))
+
+
+def _mark_failed(result: CellResult, exc: Exception) -> None:
+    """A cell whose method raised: a `failed` record with the traceback, and no result files."""
+    for key in ("metrics", "codes_file", "per_user_file", "storage_bytes"):
+        result.record.pop(key, None)
+    result.record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    result.codes = result.per_user = None
 
 
 def _fit_plain(cell: Cell, cls, split: Split, ctx: FitContext) -> Method:

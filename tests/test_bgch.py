@@ -202,3 +202,19 @@ def test_a_parallel_sweep_holds_bgch_scaled_back_while_its_bgch_cell_trains(spli
     assert [c.cell for c in result.companions] == [variant]
     sweep.finish(result)
     assert sweep.next_cell(block=True) is None and sweep.counts == {"run": 2}
+
+
+def test_a_variant_ranking_that_fails_leaves_its_base_cell_recorded(split, tmp_path, monkeypatch):
+    from hashbench.executors import RunnerSpec
+    from hashbench.runner import Cell
+
+    def broken(self, users):
+        raise RuntimeError("planted: the variant's scoring fails")
+
+    monkeypatch.setattr(bgch.BGCHScaled, "scores", broken)
+    base, variant = (Cell(name, "synthetic", 64, 0, params={**FAST, "epochs": 5}) for name in ("bgch", "bgch-scaled"))
+    result = RunnerSpec.for_cells([base, variant], tmp_path).make_runner().compute_cell(base)
+    assert result.record["status"] == "ok" and result.codes is not None
+    [companion] = result.companions
+    assert companion.record["status"] == "failed" and "planted" in companion.record["error"]
+    assert companion.per_user is None and "metrics" not in companion.record
