@@ -163,3 +163,14 @@ def test_report_write_without_any_curve_skips_that_figure_in_one_line(tmp_path):
     assert (results / "accuracy_efficiency.png").exists()  # bytes per item need no curve; no time panel data
     md = (results / "table1.md").read_text()
     assert "learning_curves.png" not in md and "no speed/retrieval-synthetic.json" in md
+
+
+def test_a_ranking_variant_has_no_line_of_its_own_its_base_has_its_curve():
+    """bgch-scaled is bgch's model (trained and validated as bgch): drawing it would draw bgch's
+    training twice, once mislabelled; a curveless variant is not an untrained reference line."""
+    recs = cells(record("bgch", 0, 0.1, curve((4, 10.0, 0.08), (8, 20.0, 0.1)), "patience", best_epoch=8),
+                 record("bgch-scaled", 0, 0.14, curve((4, 10.0, 0.08), (8, 20.0, 0.1)), "patience", best_epoch=8,
+                        hashing=False),
+                 record("bgch-scaled", 1, 0.14, hashing=False))
+    assert set(learning_curve_series(recs)["synthetic"]) == {"bgch"}
+    assert reference_levels(recs) == {}
