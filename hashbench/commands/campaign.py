@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hashbench.commands.common import CacheDir, Mirror, ResultsDir, command, console
+from hashbench.commands.common import CacheDir, FinishBy, Mirror, ResultsDir, command, console
 from hashbench.commands.run import execute_cells
 from hashbench.errors import HashbenchError
 
@@ -26,6 +26,7 @@ def campaign_command(
                                                 "(default: 1, in this process).", show_default=False)] = None,
     mirror: Mirror = None,
     cache_dir: CacheDir = None,
+    finish_by: FinishBy = None,
 ):
     """Tune every method on validation, run the chosen configurations on every dataset and
     seed, then the bits sweep and the gradient-estimator ablation (campaign.toml).
@@ -34,6 +35,8 @@ def campaign_command(
     cells are skipped and a killed training run resumes from its checkpoint, so re-running
     the same command finishes a campaign. The tuning winner and the two best baselines are
     read back from the records, never stored separately. `hashbench report` tabulates it all.
+    With --finish-by the campaign stops starting cells that would not end in time, so a
+    booked machine or a session can be left with nothing half-trained.
     """
     from hashbench.campaign import STAGES, load_campaign, stage_cells, stage_queue
     from hashbench.records import latest_by_cell
@@ -47,6 +50,11 @@ def campaign_command(
     check_choice(device, DEVICES, "--device")  # every argument checked before any work, dry run or not
     if jobs is not None and jobs < 1:
         raise HashbenchError(f"--jobs must be at least 1, got {jobs}")
+    deadline = None
+    if finish_by is not None:
+        from hashbench.schedule import parse_finish_by
+
+        deadline = parse_finish_by(finish_by)  # once: a duration counts from now, not from each stage
     check_results_dir(results, write=not dry_run)
     campaign = load_campaign(spec, budget_scale)
     failed = 0
@@ -71,9 +79,12 @@ def campaign_command(
             continue
         # tuning: a study's next trial is queued as soon as its previous one is recorded
         first, more = stage_queue(campaign, name, results)
-        counts = execute_cells(first, results, "failed", device, mirror, cache_dir, jobs=jobs, more=more)
+        counts = execute_cells(first, results, "failed", device, mirror, cache_dir, jobs=jobs, more=more,
+                               deadline=deadline)
         if counts["failed"]:  # a failed trial just loses the tuning; later stages say what they lack
             console.print(f"[red]{counts['failed']} cells failed in stage {name}[/] (see their records' error)")
             failed += counts["failed"]
+        if counts["left"]:  # a later stage needs this one's cells: stop here, the next run goes on
+            break
     if failed:
         raise typer.Exit(1)

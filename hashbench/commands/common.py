@@ -32,6 +32,11 @@ Mirror = Annotated[Optional[str], typer.Option(
     "--mirror", envvar="HASHBENCH_MIRROR", help="Directory or URL prefix to download from instead of the "
     "upstream URLs; holds <dataset>/<file> (upstream train.txt/test.txt or the .tsv.gz forms).")]
 ResultsDir = Annotated[Path, typer.Option("--results", help="Results directory (runs.jsonl, codes/).")]
+FinishBy = Annotated[Optional[str], typer.Option(
+    "--finish-by", metavar="HH:MM|DURATION", show_default=False,
+    help="Start only the cells expected to end by then (a time of day, 13:50, or a duration from now, 2h30m; "
+         "estimated from the records); the rest are left for the next run of the same command, and cells in "
+         "flight are never cut off.")]
 
 
 _warned: set[str] = set()

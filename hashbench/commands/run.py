@@ -13,7 +13,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from hashbench.cells import has_checkpoint
-from hashbench.commands.common import CacheDir, Mirror, ResultsDir, command, console
+from hashbench.commands.common import CacheDir, FinishBy, Mirror, ResultsDir, command, console
 from hashbench.errors import HashbenchError
 
 
@@ -128,6 +128,7 @@ def run_command(
                                                        "new local Ray instance.", show_default=False)] = None,
     retries: Annotated[int, typer.Option("--retries", help="Times a cell is re-run when its worker process or "
                                                            "node is lost, before it is recorded as failed.")] = 2,
+    finish_by: FinishBy = None,
 ):
     """Train and evaluate methods on datasets; one JSON line per (method, dataset, seed) cell.
 
@@ -162,6 +163,11 @@ def run_command(
         raise HashbenchError(f"--retries must be at least 0, got {retries}")
     if ray_address and executor != "ray":
         raise HashbenchError("--ray-address needs --executor ray")
+    deadline = None
+    if finish_by is not None:
+        from hashbench.schedule import parse_finish_by
+
+        deadline = parse_finish_by(finish_by)
     if refit_epochs is not None:
         if refit or refit_epochs < 1:
             raise HashbenchError("--refit-epochs takes a number of epochs >= 1 and replaces --refit (which chooses "
@@ -175,37 +181,49 @@ def run_command(
 
         resolve_device(device)  # needs torch: only asked when a GPU is asked for
     ensure_datasets(dataset_list, cache_dir, mirror, explicit=datasets is not None)
-    counts = execute_cells(cells, results, overwrite, device, mirror, cache_dir, executor, jobs, ray_address, retries)
+    counts = execute_cells(cells, results, overwrite, device, mirror, cache_dir, executor, jobs, ray_address, retries,
+                           deadline=deadline)
     if counts["failed"]:
         raise typer.Exit(1)
 
 
 def execute_cells(cells, results: Path, overwrite: str = "failed", device: str = "auto", mirror=None,
                   cache_dir=None, executor: str = "local", jobs=None, ray_address=None, retries: int = 2,
-                  more=None) -> dict:
+                  more=None, deadline=None) -> dict:
     """Print the plan, run cells on an executor with the sweep's progress display; returns the
-    run/skipped/failed counts. `more`: see Sweep (the cells that become runnable as records land)."""
+    run/skipped/failed/left counts. `more`: see Sweep (the cells that become runnable as records
+    land); `deadline` (a datetime, from --finish-by): start only the cells expected to end by then
+    (hashbench.schedule)."""
     from hashbench.executors import RunnerSpec, Sweep, make_executor
     from hashbench.records import RUNS_FILE
     from hashbench.runner import OVERWRITE, resolve_device
 
     if overwrite not in OVERWRITE:
         raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
+    fits = None
+    if deadline is not None:
+        from hashbench.schedule import fits_before
+
+        fits = fits_before(deadline, results)
     runner_executor = make_executor(executor, jobs, ray_address, retries)
     if executor == "local":
         resolve_device(device)  # fail before any work; on Ray each worker resolves its own
     print_plan(make_plan(cells, results, overwrite))
+    if deadline is not None:
+        console.print(f"  finish by {deadline:%Y-%m-%d %H:%M}: a cell expected to end later is left for the "
+                      "next run of this command", highlight=False)
     spec = RunnerSpec.for_cells(cells, results, cache_dir, mirror, device)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console, transient=False) as progress, _stop_signals_interrupt():
         display = SweepDisplay(progress, len(cells), results)
-        sweep = Sweep(cells, spec, overwrite, display, more)
+        sweep = Sweep(cells, spec, overwrite, display, more, fits)
         try:
             counts = sweep.run(runner_executor)
         finally:
             display.close()
-    console.print(f"{counts['run']} run, {counts['skipped']} skipped, {counts['failed']} failed -> "
+    left = f", {counts['left']} left for a later run (not expected to end by {deadline:%H:%M})" if counts["left"] else ""
+    console.print(f"{counts['run']} run, {counts['skipped']} skipped, {counts['failed']} failed{left} -> "
                   f"{results / RUNS_FILE}")
     return counts
 
@@ -355,6 +373,11 @@ class SweepDisplay:
 
     def waiting(self, cell) -> None:
         self.bars.update(self.sweep, status=f"waiting for another sweep to finish {_label(cell)}")
+
+    def left(self, cell) -> None:
+        self.bars.console.print(f"left for a later run: {_label(cell)} (not expected to end by --finish-by)",
+                                highlight=False)
+        self.bars.update(self.sweep, advance=1)
 
     def started(self, cell) -> None:
         if self.results is not None and has_checkpoint(self.results, cell):

@@ -235,6 +235,24 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def checkpoint_epoch(path: Path) -> int | None:
+    """The last epoch a checkpoint holds, read from its header alone (no data read or checked:
+    an estimate of the work left, never a resume); None if the file is not a checkpoint."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MAGIC) + _PREAMBLE.size)
+            if len(head) < len(MAGIC) + _PREAMBLE.size or head[:len(MAGIC)] != MAGIC:
+                return None
+            version, header_len = _PREAMBLE.unpack(head[len(MAGIC):])
+            if version != FORMAT_VERSION or header_len > 1 << 26:
+                return None
+            header = json.loads(f.read(header_len))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    epoch = (header.get("state") or {}).get("epoch") if isinstance(header, dict) else None
+    return epoch if type(epoch) is int else None
+
+
 def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
     """The state saved at `path` by the configuration `fingerprint`, or None (start afresh).
 

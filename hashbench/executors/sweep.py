@@ -29,6 +29,8 @@ class SweepObserver:
 
     def waiting(self, cell: Cell) -> None: ...
 
+    def left(self, cell: Cell) -> None: ...
+
     def started(self, cell: Cell) -> None: ...
 
     def added(self, cells: list[Cell]) -> None: ...
@@ -90,10 +92,14 @@ class Sweep:
     trial, proposed from its recorded ones). It starts as soon as its predecessor is recorded,
     while other cells are still running, instead of waiting for a whole round; each cell is
     queued once per sweep, whatever `more` returns.
+
+    `fits`, if given, says whether a cell would end in time if started now (`--finish-by`,
+    hashbench.schedule): a cell that would not is left for a later run, unclaimed and untouched.
     """
 
     def __init__(self, cells: Iterable[Cell], spec: RunnerSpec, overwrite: str = "failed",
-                 observer: SweepObserver | None = None, more: Callable[[], Iterable[Cell]] | None = None):
+                 observer: SweepObserver | None = None, more: Callable[[], Iterable[Cell]] | None = None,
+                 fits: Callable[[Cell], bool] | None = None):
         if overwrite not in OVERWRITE:
             raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
         self.spec, self.overwrite = spec, overwrite
@@ -106,9 +112,9 @@ class Sweep:
         self.todo: deque[Cell] = deque(sorted(cells, key=lambda cell: method_spec(cell.method).based_on is not None))
         self.deferred: deque[Cell] = deque()  # held by another sweep right now
         self.claims: dict[str, CellLock] = {}
-        self.counts: Counter[str] = Counter()  # run, failed, skipped
+        self.counts: Counter[str] = Counter()  # run, failed, skipped, left (for a later run)
         self.written: list[dict[str, Any]] = []
-        self.more = more
+        self.more, self.fits = more, fits
         self.queued = {cell.config_hash() for cell in self.todo}
         self.more_asked_after: int | None = None  # how many cells had ended when `more` was last asked
 
@@ -161,6 +167,10 @@ class Sweep:
                     continue
                 if self._base_is_running(cell):
                     held_back.append(cell)
+                    continue
+                if self.fits is not None and not self.fits(cell):
+                    self.counts["left"] += 1
+                    self.observer.left(cell)
                     continue
                 if self._claim_or_defer(cell):
                     self.todo.extendleft(reversed(held_back))

@@ -1,0 +1,102 @@
+"""--finish-by: a sweep starts only the cells expected to end in time and leaves the others,
+untouched, for the next run of the same command."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from hashbench import records
+from hashbench.cells import Cell, checkpoint_dir_for
+from hashbench.cli import app
+from hashbench.core.checkpoints import checkpoint_epoch, save_checkpoint
+from hashbench.core.training import CHECKPOINT_NAME
+from hashbench.errors import HashbenchError
+from hashbench.executors import RunnerSpec, SequentialExecutor, Sweep
+from hashbench.runner import plan_cells
+from hashbench.schedule import MARGIN, expected_seconds, parse_finish_by
+
+NOON = datetime(2026, 12, 2, 12, 0)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("13:50", NOON.replace(hour=13, minute=50)),
+    ("11:00", NOON.replace(hour=11) + timedelta(days=1)),  # already past today: the next 11:00
+    ("2h30m", NOON + timedelta(hours=2, minutes=30)),
+    ("90m", NOON + timedelta(minutes=90)),
+    ("3h", NOON + timedelta(hours=3)),
+])
+def test_a_finish_by_time_is_a_clock_time_or_a_duration_from_now(text, expected):
+    assert parse_finish_by(text, now=NOON) == expected
+
+
+@pytest.mark.parametrize("text", ["25:00", "12:61", "soon", "", "90", "2x"])
+def test_a_bad_finish_by_is_a_one_line_error(text):
+    with pytest.raises(HashbenchError, match="--finish-by"):
+        parse_finish_by(text, now=NOON)
+
+
+def _record(method, dataset, epochs_run, busy, train, stopped="patience"):
+    cell = Cell(method, dataset, 64, epochs_run)  # a distinct config hash per planted record
+    return cell.config_hash(), {
+        "config_hash": cell.config_hash(), "method": method, "dataset": dataset, "status": "ok",
+        "split_sizes": {"train": train},
+        "extras": {"epochs_run": epochs_run, "busy_seconds": busy, "stopped": stopped}}
+
+
+def test_the_expected_time_is_the_cost_per_epoch_times_the_epochs_a_run_needed_to_converge(tmp_path):
+    latest = dict([_record("proposed", "gowalla", 10, 100.0, 1000),  # 10 s an epoch here
+                   _record("proposed", "yelp2018", 40, 800.0, 2000),  # converged after 40 epochs there
+                   _record("mostpop", "other", 1, 1.0, 3000)])
+    assert expected_seconds(Cell("proposed", "gowalla", 64, 0), latest, tmp_path) == pytest.approx(10 * 40 * MARGIN)
+    # the epoch budget caps the expectation
+    capped = Cell("proposed", "gowalla", 64, 0, params={"epochs": 20})
+    assert expected_seconds(capped, latest, tmp_path) == pytest.approx(10 * 20 * MARGIN)
+    # never run on this dataset: the cost per training interaction elsewhere, scaled to its size
+    assert expected_seconds(Cell("proposed", "other", 64, 0), latest, tmp_path) == pytest.approx(
+        0.01 * 3000 * 40 * MARGIN)
+    # nothing to go by: not expected to fit anywhere
+    assert expected_seconds(Cell("bgch", "gowalla", 64, 0), latest, tmp_path) is None
+
+
+def test_a_checkpointed_cell_is_expected_to_need_only_the_epochs_it_has_left(tmp_path):
+    latest = dict([_record("proposed", "gowalla", 40, 400.0, 1000)])
+    cell = Cell("proposed", "gowalla", 64, 0)
+    path = checkpoint_dir_for(tmp_path, cell) / CHECKPOINT_NAME
+    path.parent.mkdir(parents=True)
+    save_checkpoint(path, {"fingerprint": cell.config_hash(), "epoch": 30})
+    assert checkpoint_epoch(path) == 30
+    assert expected_seconds(cell, latest, tmp_path) == pytest.approx(10 * 10 * MARGIN)
+    path.write_bytes(b"not a checkpoint")  # a damaged file: the whole run is expected
+    assert checkpoint_epoch(path) is None
+    assert expected_seconds(cell, latest, tmp_path) == pytest.approx(10 * 40 * MARGIN)
+
+
+def test_a_cell_that_does_not_fit_is_left_unclaimed_and_unrecorded_for_the_next_run(tmp_path):
+    cells = plan_cells(["mostpop"], ["synthetic"], 32, [0, 1, 2], "random-8-1-1", [], (50,))
+    spec = RunnerSpec.for_cells(cells, tmp_path)
+    counts = Sweep(cells, spec, "failed", None, fits=lambda cell: cell.seed != 1).run(SequentialExecutor())
+    assert counts == {"run": 2, "left": 1}
+    recorded = records.latest_by_cell(tmp_path)
+    assert cells[1].config_hash() not in recorded and len(recorded) == 2
+    assert not list((tmp_path / "checkpoints").glob("*.lock"))
+    assert Sweep(cells, spec, "failed", None).run(SequentialExecutor()) == {"run": 1, "skipped": 2}
+
+
+def test_run_with_finish_by_starts_what_its_records_say_fits_and_says_what_it_left(tmp_path):
+    cli = CliRunner()
+    base = ["run", "-d", "synthetic", "-b", "32", "--results", str(tmp_path), "-p", "proposed.epochs=2",
+            "-p", "proposed.eval_every=1"]
+    assert cli.invoke(app, [*base, "-m", "mostpop"]).exit_code == 0
+    # mostpop ran here (a fraction of a second): seed 1 fits; proposed never ran: both seeds left
+    out = cli.invoke(app, [*base, "-m", "mostpop,proposed", "--seeds", "2", "--finish-by", "30m"])
+    assert out.exit_code == 0, out.output
+    assert "finish by" in out.output and "left for a later run: proposed" in out.output
+    assert "2 left for a later run" in " ".join(out.output.split())
+    methods = sorted(r["method"] for r in records.latest_by_cell(tmp_path).values())
+    assert methods == ["mostpop", "mostpop"]
+    out = cli.invoke(app, [*base, "-m", "mostpop,proposed", "--seeds", "2"])  # the same command, no deadline
+    assert out.exit_code == 0, out.output
+    assert sorted(r["method"] for r in records.latest_by_cell(tmp_path).values()).count("proposed") == 2
