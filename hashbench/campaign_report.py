@@ -133,10 +133,9 @@ def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:
 
 def _measured_habits(table: Table, method: str, dataset: str) -> str:
     """What the papers' evaluation habits measurably do to this row's R@50 (protocol_effects), or ""."""
-    row = protocol_effects.effects({(method, dataset): table.records.get((method, dataset), []),
-                                    (method + protocol_effects.REAL_VALUED_SUFFIX, dataset):
-                                        table.records.get((method + protocol_effects.REAL_VALUED_SUFFIX, dataset), [])},
-                                   "recall@50").get((method, dataset), {})
+    rows = {(m, d): recs for (m, d), recs in table.records.items()
+            if d == dataset and (m == method or protocol_effects.based_on(m) == method)}
+    row = protocol_effects.effects(rows, "recall@50").get((method, dataset), {})
     changes = [f"{habit} {float(np.mean(row[habit])):+.4f}" for habit in protocol_effects.HABITS
                if habit != "all" and row.get(habit)]
     if not changes:

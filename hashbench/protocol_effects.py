@@ -9,8 +9,10 @@ The habits (methods.md E1–E4), each switched on alone and then all together:
 - **hits IDCG** (NDCG only): IDCG over the hits retrieved instead of min(K, |test|) (BGCH,
   BiGeaR, HashGNN code): `ndcg_retrieved@50` against `ndcg@50`.
 - **real-valued**: real-valued scores at query time instead of pure Hamming (BGCH's α
-  scales): the `<method>-scaled` row against the pure-Hamming row, paired by seed.
-- **all**: every habit at once (the scaled row's unmasked test curve at its best epoch, with
+  scales, HashGNN's continuous re-ranking of Hamming candidates): the method's ranking-variant
+  row (registered `based_on` it: bgch-scaled, hashgnn-rerank) against the pure-Hamming row,
+  paired by seed.
+- **all**: every habit at once (the variant row's unmasked test curve at its best epoch, with
   the hits IDCG for NDCG), beside the paper's published number.
 
 All of it comes from the records' `protocol_evidence`, which training writes and never reads
@@ -25,8 +27,19 @@ from typing import Any
 
 import numpy as np
 
+from hashbench.errors import HashbenchError
+from hashbench.registry import method_spec
+
 METRICS = ("recall@50", "ndcg@50")
-REAL_VALUED_SUFFIX = "-scaled"
+
+
+def based_on(method: str) -> str | None:
+    """The method whose trained model `method` ranks its own way (None: it is no such variant,
+    or no longer registered)."""
+    try:
+        return method_spec(method).based_on
+    except HashbenchError:
+        return None
 
 
 def _curve(rec: dict) -> list[dict]:
@@ -71,10 +84,11 @@ HABITS = ("test-epoch", "unmasked", "hits IDCG", "real-valued", "all")
 def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tuple[str, str], dict[str, Any]]:
     """(method, dataset) -> {"ours": [per seed], habit: [per-seed change]} for the pure rows."""
     out = {}
+    variant_of = {based_on(method): method for method, _ in by_cell if based_on(method)}
     for (method, dataset), recs in by_cell.items():
-        if method.endswith(REAL_VALUED_SUFFIX):
+        if based_on(method):
             continue  # shown as the real-valued habit of its pure-Hamming row
-        scaled_by_seed = {r["seed"]: r for r in by_cell.get((method + REAL_VALUED_SUFFIX, dataset), [])}
+        scaled_by_seed = {r["seed"]: r for r in by_cell.get((variant_of.get(method), dataset), [])}
         row: dict[str, list[float]] = {"ours": []}
         for rec in sorted(recs, key=lambda r: r["seed"]):
             values = habit_values(rec, metric, scaled_by_seed.get(rec["seed"]))

@@ -104,6 +104,13 @@ class Method(abc.ABC):
         """Float scores [len(users), n_items] for a non-hashing reference row."""
         raise NotImplementedError(f"{self.name} gives codes, not float scores")
 
+    def scores_excluding(self, excluded) -> Callable[[np.ndarray], np.ndarray]:
+        """The score function for an evaluation that removes `excluded` (a retrieval.Exclusions:
+        each user's training items, say) from every ranking: `scores` itself, unless a method's
+        scores depend on what can be recommended (a re-ranker whose candidates are drawn from
+        the items left: hashgnn-rerank)."""
+        return self.scores
+
     def extras(self) -> dict[str, Any]:
         """Anything worth recording beside the metrics (best epoch, training curve...)."""
         return {}

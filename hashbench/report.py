@@ -251,7 +251,7 @@ LABELS = {"2": "tab:datasets", "3": "tab:tuning", "4": "tab:ablation", "5": "tab
 PROTOCOL_EFFECTS = ("Table {number}: protocol effects on {metric}: ours (validation-selected epoch, training items "
                     "masked, standard NDCG, pure Hamming) and the change each habit of the papers' code causes on "
                     "the same trained models, mean ± std over seeds: the epoch with the best test score, training "
-                    "items left in the ranking, the hits-based IDCG, real-valued scores (the -scaled row); then all "
+                    "items left in the ranking, the hits-based IDCG, real-valued scores (the method's real-valued ranking row: bgch-scaled, hashgnn-rerank); then all "
                     "together, beside the paper's number; –: not measured for this row")
 
 

@@ -34,7 +34,7 @@ from hashbench import records, seeds
 from hashbench.data import Interactions
 from hashbench.datasets import load_dataset
 from hashbench.errors import HashbenchError
-from hashbench.evaluate import EvalResult, evaluate_split_codes, evaluate_split_scores
+from hashbench.evaluate import EvalResult, evaluate_scores, evaluate_split_codes, held_out
 from hashbench.cells import OVERWRITE, Cell, checkpoint_dir_for, parse_param, plan_cells, should_run  # noqa: F401
 from hashbench.files import atomic_save_npz
 from hashbench.registry import FitContext, Method, TrainData, get_method, method_spec
@@ -105,7 +105,11 @@ def evaluate_method_full(method: Method, split: Split, on: str, ks) -> EvalResul
     if method.hashing:
         user_codes, item_codes = method.codes()
         return evaluate_split_codes(user_codes, item_codes, split, on, ks)
-    return evaluate_split_scores(method.scores, split, on, ks)
+    from hashbench.retrieval import Exclusions
+
+    relevant, exclude = held_out(split, on)
+    score_fn = method.scores_excluding(Exclusions.from_pairs(exclude, split.n_users, split.n_items))
+    return evaluate_scores(score_fn, split.n_users, split.n_items, relevant, exclude, ks)
 
 
 def evaluate_method(method: Method, split: Split, on: str, ks) -> dict[str, float]:

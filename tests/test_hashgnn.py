@@ -183,3 +183,57 @@ def test_foreach_adam_is_adam_bit_for_bit_and_stays_foreach_after_a_checkpoint()
             assert torch.equal(adam.state[a][key], foreach.state[b][key])
     foreach.load_state_dict(adam.state_dict())  # a checkpoint written by the plain Adam
     assert foreach.param_groups[0]["foreach"] is True
+
+
+@pytest.fixture(scope="module")
+def fitted_rerank(split):
+    return fit(split, name="hashgnn-rerank", **FAST)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_hashgnn_rerank_reranks_the_nearest_recommendable_items_by_continuous_scores(fitted_rerank, split,
+                                                                                      monkeypatch, masked):
+    """As the released code: each user's top candidates by Hamming distance of sgn(z) (here
+    drawn from the items the protocol can recommend), ranked by z_u·z_i; the rest after them."""
+    from hashbench.retrieval import Exclusions
+
+    m = fitted_rerank
+    monkeypatch.setattr(hashgnn.HashGNNRerank, "CANDIDATES", 30)  # a fraction of the synthetic catalogue
+    monkeypatch.setattr(m, "_rerank_cache", None)
+    assert not m.hashing
+    excluded = Exclusions.from_pairs(split.train if masked else None, split.n_users, split.n_items)
+    users = np.arange(12)
+    scores = m.scores_excluding(excluded)(users)
+    zu, zi = (z.numpy() for z in m.continuous())
+    signs_u, signs_i = np.where(zu >= 0, 1, -1), np.where(zi >= 0, 1, -1)
+    for row, u in enumerate(users):
+        mask = set(excluded.items[excluded.indptr[u]:excluded.indptr[u + 1]].tolist())
+        distance = (signs_u[u] != signs_i).sum(1)
+        allowed = [i for i in np.lexsort((np.arange(split.n_items), distance)) if i not in mask]
+        candidates = np.array(allowed[:30])
+        assert np.allclose(scores[row, candidates], zi[candidates] @ zu[u], atol=1e-5)
+        others = np.setdiff1d(np.arange(split.n_items), candidates)
+        assert (scores[row, others] == hashgnn.NOT_A_CANDIDATE).all()
+    # the continuous scores reorder the Hamming candidates
+    assert not np.array_equal(np.argsort(-scores, 1, kind="stable")[:, :30], np.argsort(
+        np.where(scores > hashgnn.NOT_A_CANDIDATE, -(signs_u[users] @ signs_i.T), 10**6), 1, kind="stable")[:, :30])
+    extras = m.extras()
+    assert extras["bytes_per_item"] == 8 + 4 * 64 and "real-valued" in extras["row_mark"]
+    assert not any(d.startswith("pure Hamming") for d in extras["deviations"])
+
+
+def test_hashgnn_rerank_is_hashgnn_trained_once_and_ranked_its_own_way(split, tmp_path):
+    """In one sweep the hashgnn cell records the re-ranked row beside its own, from one training."""
+    from hashbench.executors import RunnerSpec
+    from hashbench.registry import method_spec
+    from hashbench.runner import Cell
+
+    assert method_spec("hashgnn-rerank").defaults == method_spec("hashgnn").defaults
+    base, variant = (Cell(name, "synthetic", 64, 0, params=FAST) for name in ("hashgnn", "hashgnn-rerank"))
+    result = RunnerSpec.for_cells([base, variant], tmp_path).make_runner().compute_cell(base)
+    [companion] = result.companions
+    b, v = result.record, companion.record
+    assert b["status"] == v["status"] == "ok" and v["extras"]["model_of"] == b["config_hash"]
+    assert v["extras"]["best_epoch"] == b["extras"]["best_epoch"] and not v["hashing"]
+    assert v["metrics"]["test"] != b["metrics"]["test"]
+    assert [p["epoch"] for p in v["protocol_evidence"]["curve"]] == [p["epoch"] for p in b["protocol_evidence"]["curve"]]

@@ -16,6 +16,7 @@ FAST_PARAMS = {
     "bgch": {"epochs": 15, "batch_size": 1024, "eval_every": 5, "lr": 1e-2},
     "bgch-scaled": {"epochs": 15, "batch_size": 1024, "eval_every": 5, "lr": 1e-2},
     "hashgnn": {"epochs": 4, "batch_size": 1024, "lr": 1e-2},
+    "hashgnn-rerank": {"epochs": 4, "batch_size": 1024, "lr": 1e-2},
     "dcf": {"init_iters": 5, "max_iters": 6, "patience": 3},
     "ccsr": {"batch_size": 4096, "epochs": 6, "eval_every": 3, "lr": 0.01},
     "hashrec": {"batch_size": 3000, "epochs": 12, "eval_every": 3, "lr": 0.01},

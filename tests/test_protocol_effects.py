@@ -55,20 +55,22 @@ def test_best_test_epoch_is_never_below_the_selected_one():
     assert min(row["test-epoch"]) >= 0
 
 
-def test_real_valued_rows_pair_by_seed_and_records_without_evidence_show_a_dash():
-    pure = [record(0, 0.20, unmasked=0.15), record(1, 0.22, unmasked=0.16)]
-    scaled = [record(1, 0.30, method="m-scaled"), record(0, 0.25, method="m-scaled")]
+@pytest.mark.parametrize("pure_name, variant_name", [("hashgnn", "hashgnn-rerank"), ("bgch", "bgch-scaled")])
+def test_real_valued_rows_pair_by_seed_and_records_without_evidence_show_a_dash(pure_name, variant_name):
+    """A ranking variant (registered based_on its method) is that method's real-valued habit."""
+    pure = [record(0, 0.20, unmasked=0.15, method=pure_name), record(1, 0.22, unmasked=0.16, method=pure_name)]
+    scaled = [record(1, 0.30, method=variant_name), record(0, 0.25, method=variant_name)]
     old = [{"method": "old", "dataset": "d", "seed": 0, "metrics": {"test": {"recall@50": 0.1, "ndcg@50": 0.05}}}]
-    by_cell = {("m", "d"): pure, ("m-scaled", "d"): scaled, ("old", "d"): old}
+    by_cell = {(pure_name, "d"): pure, (variant_name, "d"): scaled, ("old", "d"): old}
     table = effects(by_cell, "recall@50")
-    assert set(table) == {("m", "d"), ("old", "d")}  # the scaled row is a habit, not a row
-    assert table[("m", "d")]["real-valued"] == pytest.approx([0.05, 0.08])
-    assert table[("m", "d")]["unmasked"] == pytest.approx([-0.05, -0.06])
-    header, body = effect_rows(by_cell, "recall@50", {"m": {("d", "recall@50"): 0.4}})
+    assert set(table) == {(pure_name, "d"), ("old", "d")}  # the variant row is a habit, not a row
+    assert table[(pure_name, "d")]["real-valued"] == pytest.approx([0.05, 0.08])
+    assert table[(pure_name, "d")]["unmasked"] == pytest.approx([-0.05, -0.06])
+    header, body = effect_rows(by_cell, "recall@50", {pure_name: {("d", "recall@50"): 0.4}})
     old_row = next(r for r in body if r[0] == "old")
     assert old_row[header.index("Δ test-epoch")] == "–" and old_row[-1] == "–"
     assert header[-2:] == ["all", "paper"]
-    assert next(r for r in body if r[0] == "m")[-1] == "0.4000"
+    assert next(r for r in body if r[0] == pure_name)[-1] == "0.4000"
 
 
 def test_masking_only_helps_and_hurts_a_model_that_ranks_training_items_first(split):
