@@ -251,8 +251,9 @@ class Plan:
     to_run: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     resumed: list = field(default_factory=list)  # to run, from a checkpoint
-    seconds: float = 0.0  # estimated time of the cells with an estimate
+    seconds: float = 0.0  # estimated time of the cells with an estimate (an upper bound)
     unknown: list = field(default_factory=list)  # cells to run without an estimate
+    expected: float = 0.0  # their likely time (hashbench.schedule: epochs runs needed to converge)
 
 
 def estimate_seconds(cell, recorded: list[dict], refit_epochs: int | None = None) -> float | None:
@@ -278,6 +279,7 @@ def estimate_seconds(cell, recorded: list[dict], refit_epochs: int | None = None
 def make_plan(cells, results: Path, overwrite: str) -> Plan:
     from hashbench.cells import should_run
     from hashbench.records import latest_by_cell
+    from hashbench.schedule import expected_seconds
 
     latest = latest_by_cell(results) if (Path(results) / "runs.jsonl").exists() else {}
     recorded = list(latest.values())
@@ -296,6 +298,7 @@ def make_plan(cells, results: Path, overwrite: str) -> Plan:
             plan.unknown.append(cell)
         else:
             plan.seconds += estimate
+            plan.expected += min(expected_seconds(cell, latest, results) or estimate, estimate)
     return plan
 
 
@@ -314,8 +317,8 @@ def print_plan(plan: Plan) -> None:
     if not plan.to_run:
         return
     known = len(plan.to_run) - len(plan.unknown)
-    eta = (f"estimated time: up to {duration(plan.seconds)} for {known} of them (epoch budget x recorded seconds "
-           "per epoch; early stopping often ends sooner)"
+    eta = (f"estimated time: about {duration(plan.expected)}, at most {duration(plan.seconds)}, for {known} of them "
+           "(recorded seconds per epoch x the epochs earlier runs needed to converge, at most the epoch budget)"
            if known else "estimated time: unknown")
     if plan.unknown:
         first = sorted({f"{c.method} on {c.dataset}" for c in plan.unknown})
