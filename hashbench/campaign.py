@@ -174,26 +174,52 @@ def chosen_params(c: Campaign, results_dir: Path) -> dict[tuple[str, str], dict[
     return {key: params for key, (params, _) in _choices(c, results_dir).items()}
 
 
+def study_winner(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> Cell | None:
+    """A finished study's winning trial: the best validation metric among its complete (not
+    pruned) trials, the defaults (the first trial) winning ties; None while it runs."""
+    from hashbench.tuning import outcome
+
+    trials = study_trials(c, method, dataset, latest)
+    if len(trials) < c.trials or trials[-1][1] is None:
+        return None
+    scored = []
+    for cell, rec in trials:
+        state, value, _ = outcome(rec, c.monitor)
+        scored.append((value if state == "complete" and value is not None else -np.inf, cell))
+    return max(scored, key=lambda s: s[0])[1]  # max keeps the first of equal values
+
+
+def losing_trial_files(c: Campaign, results_dir: Path) -> list[Path]:
+    """The codes and per-user files of the trials that lost a finished study. No table reads
+    them (Table 3 shows their records' validation metrics; the winner's files are its seed-0
+    final cell's), and at ~0.7 MB a trial they would outgrow results/ (96 trials): the records
+    stay, and the files stay in the git history of the commit that added them."""
+    latest = records.latest_by_cell(results_dir)
+    out = []
+    for d in c.tune_datasets:
+        for m in c.tune_methods:
+            winner = study_winner(c, m, d, latest)
+            if winner is None:
+                continue
+            for cell, rec in study_trials(c, m, d, latest):
+                if cell.config_hash() != winner.config_hash():
+                    out += [Path(results_dir) / rec[k] for k in ("codes_file", "per_user_file")
+                            if rec.get(k) and (Path(results_dir) / rec[k]).is_file()]
+    return out
+
+
 def _choices(c: Campaign, results_dir: Path) -> dict[tuple[str, str], tuple[dict[str, Any], Cell | None]]:
     """(method, dataset) -> (chosen parameters, the winning trial's cell, None if untuned): the
     best validation metric among the complete (not pruned) trials."""
-    from hashbench.tuning import outcome
-
     latest = records.latest_by_cell(results_dir)
     chosen: dict[tuple[str, str], tuple[dict[str, Any], Cell | None]] = {
         (m, d): (c.budget_for(m), None) for m in c.methods for d in {*c.datasets, *c.tune_datasets}
         if m not in c.tune_methods}
     for d in c.tune_datasets:
         for m in c.tune_methods:
-            trials = study_trials(c, m, d, latest)
-            if len(trials) < c.trials or trials[-1][1] is None:
+            winner = study_winner(c, m, d, latest)
+            if winner is None:
                 raise HashbenchError(f"tuning of {m} on {d} is not finished (run `hashbench campaign --stage tune`)")
-            scored = []
-            for cell, rec in trials:
-                state, value, _ = outcome(rec, c.monitor)
-                scored.append((value if state == "complete" and value is not None else -np.inf, cell))
-            # max keeps the first of equal values: the defaults (the first trial) win ties
-            winner = max(scored, key=lambda s: s[0])[1]
             chosen[(m, d)] = (winner.params, winner)
     # a variant row of a tuned method (bgch-scaled: bgch's model, ranked otherwise) is trained
     # with that method's chosen parameters, not its defaults

@@ -298,3 +298,32 @@ def test_a_resumed_campaign_finishes_the_cells_in_flight_before_starting_new_one
     folder.mkdir(parents=True)
     (folder / "train_state.pt").write_bytes(b"a killed run's state")
     assert [cell.method for cell in stage_queue(c, "tune", results)[0]] == ["dcf", "proposed", "hashrec"]
+
+
+def test_prune_trials_deletes_only_the_files_of_trials_that_lost_a_finished_study(tmp_path):
+    from typer.testing import CliRunner
+
+    from hashbench.cli import app
+
+    spec, results = write_spec(tmp_path), tmp_path / "results"
+    c = load_campaign(spec)
+    values = {"proposed": (0.30, 0.35), "hashrec": (0.2, 0.1), "dcf": (0.1, 0.05)}
+    files = {}
+    for number in range(2):
+        for cell in tune_cells(c, results):
+            if cell.trial.number != number or (cell.method == "dcf" and number == 1):
+                continue  # dcf's study stays unfinished
+            rec = fake_record(cell, values[cell.method][number])
+            for key, folder in (("codes_file", "codes"), ("per_user_file", "per_user")):
+                rec[key] = f"{folder}/{cell.method}-trial{number}.npz"
+                (results / folder).mkdir(parents=True, exist_ok=True)
+                (results / rec[key]).write_bytes(b"x" * 10)
+            files[(cell.method, number)] = [results / rec["codes_file"], results / rec["per_user_file"]]
+            records.append_record(results, rec)
+    out = CliRunner().invoke(app, ["campaign", "--spec", str(spec), "--results", str(results), "--prune-trials"])
+    assert out.exit_code == 0, out.output
+    assert "removed 4 files" in out.output
+    gone = {key for key, paths in files.items() if not any(p.exists() for p in paths)}
+    assert gone == {("proposed", 0), ("hashrec", 1)}  # the losers of the two finished studies
+    assert all(p.exists() for key, paths in files.items() if key not in gone for p in paths)
+    assert len(list(records.read_records(results))) == 5  # every record stays

@@ -27,6 +27,9 @@ def campaign_command(
     mirror: Mirror = None,
     cache_dir: CacheDir = None,
     finish_by: FinishBy = None,
+    prune_trials: Annotated[bool, typer.Option(
+        "--prune-trials", help="Delete the codes and per-user files of the tuning trials that lost a finished "
+                               "study (their records stay; no table reads those files), then exit.")] = False,
 ):
     """Tune every method on validation, run the chosen configurations on every dataset and
     seed, then the bits sweep and the gradient-estimator ablation (campaign.toml).
@@ -57,6 +60,16 @@ def campaign_command(
         deadline = parse_finish_by(finish_by)  # once: a duration counts from now, not from each stage
     check_results_dir(results, write=not dry_run)
     campaign = load_campaign(spec, budget_scale)
+    if prune_trials:
+        from hashbench.campaign import losing_trial_files
+
+        files = losing_trial_files(campaign, results)
+        size = sum(f.stat().st_size for f in files)
+        for f in files:
+            f.unlink()
+        console.print(f"removed {len(files)} files of tuning trials that lost a finished study "
+                      f"({size / 1e6:.1f} MB)", highlight=False)
+        return
     failed = 0
     for name in stages:
         try:
