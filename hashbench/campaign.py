@@ -153,10 +153,11 @@ def study_trials(c: Campaign, method: str, dataset: str, latest: dict[str, dict]
                       tag, cell_for, lambda cell: latest.get(cell.config_hash()), c.monitor)
 
 
-def tune_cells(c: Campaign, results_dir: Path | None = None) -> list[Cell]:
+def tune_cells(c: Campaign, results_dir: Path | None = None, latest: dict[str, dict] | None = None) -> list[Cell]:
     """Every study's recorded trials and its next one (a study's trial k is known once its
     trials 0..k-1 are recorded: run the stage again until tuning_finished)."""
-    latest = records.latest_by_cell(results_dir) if results_dir is not None else {}
+    if latest is None:
+        latest = records.latest_by_cell(results_dir) if results_dir is not None else {}
     return [cell for d in c.tune_datasets for m in c.tune_methods for cell, _ in study_trials(c, m, d, latest)]
 
 
@@ -171,7 +172,7 @@ def chosen_params(c: Campaign, results_dir: Path) -> dict[tuple[str, str], dict[
 
     Raises if a tuned method's trials are not all recorded: the final stage must not start
     from a half-finished tuning pass."""
-    return {key: params for key, (params, _) in _choices(c, results_dir).items()}
+    return {key: params for key, (params, _) in _choices(c, records.latest_by_cell(results_dir)).items()}
 
 
 def study_winner(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> Cell | None:
@@ -208,26 +209,32 @@ def losing_trial_files(c: Campaign, results_dir: Path) -> list[Path]:
     return out
 
 
-def _choices(c: Campaign, results_dir: Path) -> dict[tuple[str, str], tuple[dict[str, Any], Cell | None]]:
+def _choices(c: Campaign, latest: dict[str, dict], ready_only: bool = False
+             ) -> dict[tuple[str, str], tuple[dict[str, Any], Cell | None]]:
     """(method, dataset) -> (chosen parameters, the winning trial's cell, None if untuned): the
-    best validation metric among the complete (not pruned) trials."""
-    latest = records.latest_by_cell(results_dir)
+    best validation metric among the complete (not pruned) trials. A study still running raises,
+    unless `ready_only`: then its method (and the variant rows trained like it) is left out on
+    that dataset."""
     chosen: dict[tuple[str, str], tuple[dict[str, Any], Cell | None]] = {
         (m, d): (c.budget_for(m), None) for m in c.methods for d in {*c.datasets, *c.tune_datasets}
         if m not in c.tune_methods}
     for d in c.tune_datasets:
         for m in c.tune_methods:
             winner = study_winner(c, m, d, latest)
-            if winner is None:
+            if winner is not None:
+                chosen[(m, d)] = (winner.params, winner)
+            elif not ready_only:
                 raise HashbenchError(f"tuning of {m} on {d} is not finished (run `hashbench campaign --stage tune`)")
-            chosen[(m, d)] = (winner.params, winner)
     # a variant row of a tuned method (bgch-scaled: bgch's model, ranked otherwise) is trained
     # with that method's chosen parameters, not its defaults
     for m in c.methods:
         base = method_spec(m).based_on
         if m not in c.tune_methods and base in c.tune_methods:
             for d in c.tune_datasets:
-                chosen[(m, d)] = ({**chosen[(base, d)][0], **c.budget_for(m)}, None)
+                if (base, d) in chosen:
+                    chosen[(m, d)] = ({**chosen[(base, d)][0], **c.budget_for(m)}, None)
+                else:
+                    chosen.pop((m, d), None)
     return chosen
 
 
@@ -244,52 +251,89 @@ def _run_of(c: Campaign, choices, method: str, dataset: str, seed: int, bits: in
     return cell
 
 
-def final_cells(c: Campaign, results_dir: Path) -> list[Cell]:
-    choices = _choices(c, results_dir)
-    return [_run_of(c, choices, m, d, s) for d in c.datasets for m in c.methods for s in range(c.seeds)]
+def final_cells(c: Campaign, results_dir: Path, ready_only: bool = False) -> list[Cell]:
+    """Every row on every dataset and seed; `ready_only`: only those whose tuning is finished."""
+    choices = _choices(c, records.latest_by_cell(results_dir), ready_only)
+    return [_run_of(c, choices, m, d, s) for d in c.datasets for m in c.methods if (m, d) in choices
+            for s in range(c.seeds)]
 
 
 def best_baselines(c: Campaign, results_dir: Path) -> list[str]:
-    """The trained hashing baselines with the best mean validation metric on the sweep dataset."""
+    """The trained hashing baselines with the best mean validation metric on the sweep dataset
+    (their final cells there must be recorded; the other datasets' need not be)."""
     latest = records.latest_by_cell(results_dir)
+    choices = _choices(c, latest, ready_only=True)
     means = {}
-    for cell in final_cells(c, results_dir):
-        if cell.dataset != c.sweep_dataset or not method_spec(cell.method).hashing or cell.method in (c.ablation_method, "lsh"):
+    for m in c.methods:
+        if not method_spec(m).hashing or m in (c.ablation_method, "lsh"):
             continue
-        rec = latest.get(cell.config_hash())
-        if rec is None or rec.get("status") != "ok":
-            raise HashbenchError("the final stage is not finished (run `hashbench campaign --stage final`)")
-        means.setdefault(cell.method, []).append(rec["metrics"]["valid"][c.monitor])
+        recs = [latest.get(_run_of(c, choices, m, c.sweep_dataset, s).config_hash()) if (m, c.sweep_dataset) in choices
+                else None for s in range(c.seeds)]
+        if not all(rec is not None and rec.get("status") == "ok" for rec in recs):
+            raise HashbenchError(f"the final stage is not finished on {c.sweep_dataset} "
+                                 "(run `hashbench campaign --stage final`)")
+        means[m] = [rec["metrics"]["valid"][c.monitor] for rec in recs]
     ranked = sorted(means, key=lambda m: -float(np.mean(means[m])))
     return ranked[:c.sweep_baselines]
 
 
-def sweep_cells(c: Campaign, results_dir: Path) -> list[Cell]:
-    choices = _choices(c, results_dir)
-    methods = [c.ablation_method, *best_baselines(c, results_dir)]
+def sweep_cells(c: Campaign, results_dir: Path, ready_only: bool = False) -> list[Cell]:
+    """Proposed and the best baselines at every code length; `ready_only`: Proposed's once its
+    tuning is finished, the baselines' once the sweep dataset's final cells are recorded."""
+    choices = _choices(c, records.latest_by_cell(results_dir), ready_only)
+    methods = [c.ablation_method] if (c.ablation_method, c.sweep_dataset) in choices else []
+    try:
+        methods += best_baselines(c, results_dir)
+    except HashbenchError:
+        if not ready_only:
+            raise
     return [_run_of(c, choices, m, c.sweep_dataset, 0, bits) for m in methods for bits in c.sweep_bits]
 
 
-def ablation_cells(c: Campaign, results_dir: Path) -> list[tuple[str, Cell]]:
-    choices = _choices(c, results_dir)
+def ablation_cells(c: Campaign, results_dir: Path, ready_only: bool = False) -> list[tuple[str, Cell]]:
+    """(variant name, cell) of every estimator variant; `ready_only`: none until the ablated
+    method's tuning on the ablation dataset is finished."""
+    choices = _choices(c, records.latest_by_cell(results_dir), ready_only)
+    if (c.ablation_method, c.ablation_dataset) not in choices:
+        return []
     return [(name, _run_of(c, choices, c.ablation_method, c.ablation_dataset, 0, extra=variant))
             for name, variant in c.variants.items()]
 
 
-def stage_cells(c: Campaign, stage: str, results_dir: Path) -> list[Cell]:
+def stage_cells(c: Campaign, stage: str, results_dir: Path, ready_only: bool = False) -> list[Cell]:
+    """The stage's cells. A later stage needs the earlier ones' records: it raises while they are
+    missing, unless `ready_only`, which gives the cells whose inputs are recorded (see ready_cells)."""
     if stage == "tune":
         return tune_cells(c, results_dir)
     if stage == "final":
-        return final_cells(c, results_dir)
+        return final_cells(c, results_dir, ready_only)
     if stage == "sweep":
-        return sweep_cells(c, results_dir)
+        return sweep_cells(c, results_dir, ready_only)
     if stage == "ablation":
-        return [cell for _, cell in ablation_cells(c, results_dir)]
+        return [cell for _, cell in ablation_cells(c, results_dir, ready_only)]
     raise HashbenchError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
 
 
+def ready_cells(c: Campaign, results_dir: Path) -> list[Cell]:
+    """Every cell of every stage whose inputs are recorded, in stage order, each once.
+
+    What a cell needs is narrower than its stage: a row's final cells need only its own study
+    on that dataset (the float reference, LSH and popularity need none), the ablation only the
+    ablated method's study, the sweep Proposed's study and, for the baselines, the sweep
+    dataset's final cells. So the whole campaign can run as one queue in which every cell
+    starts as soon as what it needs is recorded: while one long study (HashGNN's trials,
+    one after another) is all that tuning has left, the other workers train final, sweep
+    and ablation cells instead of waiting for the stage to end."""
+    cells = {}
+    for stage in STAGES:
+        for cell in stage_cells(c, stage, results_dir, ready_only=True):
+            cells.setdefault(cell.config_hash(), cell)
+    return list(cells.values())
+
+
 def stage_queue(c: Campaign, stage: str, results_dir: Path) -> tuple[list[Cell], Callable[[], list[Cell]] | None]:
-    """The stage's cells to start with and, for tuning, what gives the trials runnable now.
+    """The stage's cells to start with and, for tuning and the whole campaign ("all"), what
+    gives the cells runnable now.
 
     A study's next trial is proposed from its recorded trials, so it becomes runnable as soon
     as its previous one is recorded, whatever the other studies are doing: the sweep asks
@@ -297,11 +341,22 @@ def stage_queue(c: Campaign, stage: str, results_dir: Path) -> tuple[list[Cell],
     of another study (HashGNN's) finishes a round. The trials are the same in any order of
     finishing: each study's sampler is seeded per study and reads that study's records only.
     A finished tuning starts from all its cells: the sweep skips them (and re-runs failed ones).
+    "all" queues every stage's cells the same way, as their inputs are recorded (ready_cells);
+    a failed final, sweep or ablation cell is run again, a failed trial is not (the study has
+    moved on from it).
     Cells that a killed run left a checkpoint for go first: work in flight is finished before
     new work starts (a long trial resumed last would otherwise wait behind every other study).
     """
     def in_flight_first(cells: list[Cell]) -> list[Cell]:
         return sorted(cells, key=lambda cell: not has_checkpoint(results_dir, cell))
+
+    if stage == "all":
+        def pending() -> list[Cell]:
+            latest = records.latest_by_cell(results_dir)
+            return [cell for cell in ready_cells(c, results_dir) if (rec := latest.get(cell.config_hash())) is None
+                    or (rec.get("status") != "ok" and cell.trial is None)]
+
+        return in_flight_first(pending()), pending
 
     if stage != "tune":
         return in_flight_first(stage_cells(c, stage, results_dir)), None
@@ -311,6 +366,33 @@ def stage_queue(c: Campaign, stage: str, results_dir: Path) -> tuple[list[Cell],
         return [cell for cell in tune_cells(c, results_dir) if cell.config_hash() not in latest]
 
     return in_flight_first(runnable() or tune_cells(c, results_dir)), runnable
+
+
+def longest_chain_first(c: Campaign, results_dir: Path) -> Callable[[list[Cell]], list[Cell]]:
+    """The campaign's queue order: cells in flight (a checkpoint left by a killed run) first, then
+    the longest chains of work first.
+
+    A study's trials run one after another, so a study with many long trials left (HashGNN on
+    Yelp2018: ~8 × 2 hours here) takes as long as its chain, however many workers there are;
+    started late, or taking turns with the short studies, it would finish alone at the end while
+    the other workers idle. So a trial counts as its expected time × the trials its study has
+    left (itself included), any other cell as its own expected time (hashbench.schedule), and
+    the longest go first; with --finish-by the long cells are then the ones started early in a
+    session, and the short ones fill its end. Cells without an estimate go last."""
+    from hashbench.schedule import expected_seconds
+
+    def order(cells: list[Cell]) -> list[Cell]:
+        latest = records.latest_by_cell(results_dir) if results_dir is not None else {}
+
+        def key(cell: Cell) -> tuple[bool, float]:
+            seconds = expected_seconds(cell, latest, results_dir) or 0.0
+            if cell.trial is not None:
+                seconds *= c.trials - cell.trial.number
+            return (not has_checkpoint(results_dir, cell), -seconds)
+
+        return sorted(cells, key=key)
+
+    return order
 
 
 def describe(params: dict[str, Any], budget: dict[str, Any]) -> str:

@@ -148,7 +148,9 @@ def _measured_habits(table: Table, method: str, dataset: str) -> str:
 
 def sweep_rows(c: Campaign, results_dir: Path) -> tuple[Rows, dict[str, list[tuple[int, float]]]]:
     latest = records.latest_by_cell(results_dir)
-    cells = sweep_cells(c, results_dir)
+    cells = sweep_cells(c, results_dir, ready_only=True)  # Proposed's rows before the baselines are chosen
+    if not cells:
+        raise HashbenchError(f"the sweep needs {c.ablation_method}'s tuning on {c.sweep_dataset}")
     curves: dict[str, list[tuple[int, float]]] = {}
     body = []
     for cell, rec in zip(cells, _records_for(cells, latest)):
@@ -186,8 +188,11 @@ def plot_sweep(curves: dict[str, list[tuple[int, float]]], dataset: str, path: P
 
 def ablation_rows(c: Campaign, results_dir: Path) -> Rows:
     latest = records.latest_by_cell(results_dir)
+    cells = ablation_cells(c, results_dir, ready_only=True)
+    if not cells:
+        raise HashbenchError(f"the ablation needs {c.ablation_method}'s tuning on {c.ablation_dataset}")
     body = []
-    for name, cell in ablation_cells(c, results_dir):
+    for name, cell in cells:
         rec = latest.get(cell.config_hash())
         if not _ok(rec):
             body.append([name, "not run" if rec is None else rec["status"], "", "", "", ""])
@@ -236,7 +241,7 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
 
     for name in STAGES:
         try:
-            cells = stage_cells(c, name, results_dir)
+            cells = stage_cells(c, name, results_dir, ready_only=True)  # `campaign` runs cells as they are ready
         except HashbenchError:
             continue
         recs = [rec for cell in cells if (rec := latest.get(cell.config_hash())) is not None

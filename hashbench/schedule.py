@@ -91,7 +91,10 @@ def expected_seconds(cell: Cell, latest: dict[str, dict], results_dir: Path) -> 
     def unit(r: dict) -> float:  # seconds per epoch, or per run for a method not trained in epochs
         return _cost(r) / _epochs_run(r) if epochs is not None else _cost(r)
 
-    # runs that measured busy time (all since the converged campaign) describe today's code best
+    # runs under the cell's protocol (another trains on other data, often at other settings:
+    # LightGCN's own protocol at its batch of 2,048 costs ~70x an epoch here), and among them
+    # runs that measured busy time (all since the converged campaign), describe it best
+    runs = [r for r in runs if r.get("protocol", "random-8-1-1") == cell.protocol] or runs
     runs = [r for r in runs if (r.get("extras") or {}).get("busy_seconds")] or runs
     here = [r for r in runs if r.get("dataset") == cell.dataset][-RECENT:]  # the records file is in time order
     if here:

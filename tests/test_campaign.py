@@ -116,6 +116,72 @@ def test_the_best_complete_trial_is_chosen_and_final_waits_for_tuning(tmp_path):
                for cell in cells if cell.seed == 1 and cell.method in winners)
 
 
+def test_each_cell_is_ready_once_what_it_needs_is_recorded(tmp_path):
+    """The whole campaign is one queue: a row's final cells need its own study only, the
+    ablation and Proposed's sweep cells Proposed's study, the baselines' sweep cells the sweep
+    dataset's final cells; the stage-by-stage commands still refuse to start early."""
+    from hashbench.campaign import ablation_cells, ready_cells, stage_cells, sweep_cells
+
+    c = load_campaign(write_spec(tmp_path))
+    results = tmp_path / "results"
+
+    def ready():
+        return {(cell.method, cell.bits, cell.seed, cell.trial is not None) for cell in ready_cells(c, results)}
+
+    # nothing recorded: every study's first trial, and the rows that are not tuned
+    assert ready() == {("proposed", 32, 0, True), ("hashrec", 32, 0, True), ("dcf", 32, 0, True),
+                       ("mostpop", 32, 0, False), ("mostpop", 32, 1, False)}
+    for number in range(2):  # Proposed's study finishes; the baselines' have one trial each
+        for cell in tune_cells(c, results):
+            if cell.trial.number == number and (cell.method == "proposed" or number == 0):
+                records.append_record(results, fake_record(cell, 0.1 + number))
+    cells = ready()
+    assert {("proposed", 32, 1, False), ("proposed", 16, 0, False)} <= cells  # final seed 1, the sweep
+    assert len(ablation_cells(c, results, ready_only=True)) == 2
+    assert not any(m in ("hashrec", "dcf") and not trial for m, _, _, trial in cells)  # their studies run
+    assert [cell.method for cell in sweep_cells(c, results, ready_only=True)] == ["proposed", "proposed"]
+    with pytest.raises(HashbenchError, match="not finished"):
+        stage_cells(c, "final", results)
+    for cell in tune_cells(c, results):  # every study finished: every final cell; the baselines'
+        if cell.config_hash() not in records.latest_by_cell(results):  # sweep waits for them
+            records.append_record(results, fake_record(cell, 0.05))
+    assert len(final_cells(c, results, ready_only=True)) == len(final_cells(c, results)) == 8
+    assert {cell.method for cell in sweep_cells(c, results, ready_only=True)} == {"proposed"}
+    for cell in final_cells(c, results):
+        if cell.config_hash() not in records.latest_by_cell(results):
+            records.append_record(results, fake_record(cell, 0.2 if cell.method == "dcf" else 0.05))
+    assert [(cell.method, cell.bits) for cell in sweep_cells(c, results, ready_only=True)] == [
+        ("proposed", 16), ("proposed", 32), ("dcf", 16), ("dcf", 32)]
+
+
+def test_the_queue_starts_the_longest_chains_of_work_first(tmp_path):
+    """A study's trial weighs its expected time × the trials its study has left, another cell its
+    own time; cells in flight (a checkpoint) go before everything."""
+    from hashbench.campaign import longest_chain_first
+    from hashbench.cells import Cell, checkpoint_dir_for
+    from hashbench.tuning import TrialTag
+
+    c = load_campaign(write_spec(tmp_path))  # 2 trials per study
+    results = tmp_path / "results"
+    for method, seconds_per_epoch in (("proposed", 10.0), ("hashrec", 30.0), ("mostpop", 1.0)):
+        earlier = Cell(method, "synthetic", 32, 100)  # a run that converged in 10 epochs
+        records.append_record(results, {
+            "config_hash": earlier.config_hash(), "method": method, "dataset": "synthetic", "status": "ok",
+            "protocol": "random-8-1-1", "split_sizes": {"train": 1000},
+            "extras": {"epochs_run": 10, "busy_seconds": 10 * seconds_per_epoch, "stopped": "patience"}})
+    proposed_first = Cell("proposed", "synthetic", 32, 0, trial=TrialTag("proposed/synthetic", 0))  # 2 x 100 s
+    hashrec_last = Cell("hashrec", "synthetic", 32, 0, trial=TrialTag("hashrec/synthetic", 1))  # 1 x 300 s
+    proposed_final = Cell("proposed", "synthetic", 32, 1)  # 100 s
+    popularity = Cell("mostpop", "synthetic", 32, 1)  # seconds
+    order = longest_chain_first(c, results)
+    cells = [popularity, proposed_final, proposed_first, hashrec_last]
+    assert order(cells) == [hashrec_last, proposed_first, proposed_final, popularity]
+    checkpoint = checkpoint_dir_for(results, popularity)
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "train_state.pt").write_bytes(b"state")
+    assert order(cells)[0] == popularity
+
+
 def test_a_variant_row_is_trained_with_its_base_methods_tuned_parameters(tmp_path):
     """bgch-scaled (based_on bgch, not tuned itself) gets bgch's winning parameters, not its defaults."""
     spec = (SPEC.replace('methods = ["proposed", "hashrec", "dcf", "mostpop"]',
@@ -166,9 +232,12 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     # nothing is trained twice: no two records of the same method, data, bits, seed and parameters
     runs = [json.dumps([r["method"], r["dataset"], r["bits"], r["seed"], r["params"]], sort_keys=True) for r in recs]
     assert len(runs) == len(set(runs))
+    # one queue: final cells whose inputs were recorded (mostpop's: none) ran before tuning ended
+    order = [r["method"] if "tuning" not in r else "trial" for r in recs]
+    assert order.index("mostpop") < len(order) - 1 - order[::-1].index("trial")
     # re-running the finished campaign runs nothing
     again = runner.invoke(app, ["campaign", "--results", "results"])
-    assert again.exit_code == 0 and again.output.count("0 run,") == 4
+    assert again.exit_code == 0 and again.output.count("0 run,") == 1
     assert len((tmp_path / "results" / "runs.jsonl").read_text().splitlines()) == len(recs)
 
     result = runner.invoke(app, ["report", "--results", "results", "--bits", "32", "--write"])

@@ -61,6 +61,17 @@ def test_the_expected_time_is_the_cost_per_epoch_times_the_epochs_a_run_needed_t
     assert expected_seconds(Cell("bgch", "gowalla", 64, 0), latest, tmp_path) is None
 
 
+def test_the_cost_per_epoch_comes_from_runs_under_the_cells_protocol(tmp_path):
+    ours, reference = _record("lightgcn", "gowalla", 300, 3000.0, 1000), _record("lightgcn", "gowalla", 5, 3500.0, 1000)
+    ours[1]["extras"].pop("busy_seconds")  # an older run, before busy time was measured
+    ours[1]["train_seconds"], ours[1]["eval_seconds"] = 2900.0, 100.0
+    reference[1]["protocol"] = "lightgcn"  # its own split and batch size: 700 s an epoch
+    latest = dict([ours, reference])
+    assert expected_seconds(Cell("lightgcn", "gowalla", 64, 0), latest, tmp_path) == pytest.approx(10 * 300 * MARGIN)
+    assert expected_seconds(Cell("lightgcn", "gowalla", 64, 0, protocol="lightgcn"), latest, tmp_path) == \
+        pytest.approx(700 * 300 * MARGIN)
+
+
 def test_a_checkpointed_cell_is_expected_to_need_only_the_epochs_it_has_left(tmp_path):
     latest = dict([_record("proposed", "gowalla", 40, 400.0, 1000)])
     cell = Cell("proposed", "gowalla", 64, 0)

@@ -12,8 +12,9 @@ from hashbench.errors import HashbenchError
 
 @command("campaign")
 def campaign_command(
-    stage: Annotated[str, typer.Option("--stage", "-s", help="tune, final, sweep, ablation, or all (in that "
-                                                             "order; each later stage needs the earlier ones).")] = "all",
+    stage: Annotated[str, typer.Option("--stage", "-s", help="tune, final, sweep or ablation (each needs the "
+                                                             "earlier ones recorded), or all: one queue in which "
+                                                             "every cell starts once what it needs is recorded.")] = "all",
     spec: Annotated[Optional[Path], typer.Option("--spec", help="The campaign spec (default: $HASHBENCH_CAMPAIGN, "
                                                  "else ./campaign.toml, else the checkout's).", show_default=False)] = None,
     budget_scale: Annotated[float, typer.Option("--budget-scale", help="Multiply every method's epoch budget "
@@ -34,6 +35,10 @@ def campaign_command(
     """Tune every method on validation, run the chosen configurations on every dataset and
     seed, then the bits sweep and the gradient-estimator ablation (campaign.toml).
 
+    The whole campaign (the default) runs as one queue: a study's next trial starts once its
+    previous one is recorded, a row's final cells once its study is finished, the ablation
+    once Proposed's, the sweep's baselines once the sweep dataset's final cells are in.
+
     Every cell is an ordinary `hashbench run` cell recorded in RESULTS/runs.jsonl; recorded
     cells are skipped and a killed training run resumes from its checkpoint, so re-running
     the same command finishes a campaign. The tuning winner and the two best baselines are
@@ -41,7 +46,7 @@ def campaign_command(
     With --finish-by the campaign stops starting cells that would not end in time, so a
     booked machine or a session can be left with nothing half-trained.
     """
-    from hashbench.campaign import STAGES, load_campaign, stage_cells, stage_queue
+    from hashbench.campaign import STAGES, load_campaign, longest_chain_first, stage_cells, stage_queue
     from hashbench.records import latest_by_cell
 
     from hashbench.checks import check_results_dir
@@ -70,10 +75,21 @@ def campaign_command(
         console.print(f"removed {len(files)} files of tuning trials that lost a finished study "
                       f"({size / 1e6:.1f} MB)", highlight=False)
         return
+    if stage == "all" and not dry_run:
+        # one queue for the whole campaign: a final, sweep or ablation cell starts as soon as
+        # the tuning it needs is recorded, instead of after the last study's last trial
+        first, more = stage_queue(campaign, "all", results)
+        counts = execute_cells(first, results, "failed", device, mirror, cache_dir, jobs=jobs, more=more,
+                               deadline=deadline, order=longest_chain_first(campaign, results))
+        if counts["failed"]:
+            console.print(f"[red]{counts['failed']} cells failed[/] (see their records' error)")
+            raise typer.Exit(1)
+        return
     failed = 0
     for name in stages:
         try:
-            cells = stage_cells(campaign, name, results)
+            # the whole campaign's dry run lists each stage's cells whose inputs are recorded
+            cells = stage_cells(campaign, name, results, ready_only=stage == "all")
         except HashbenchError as exc:
             if not dry_run:
                 raise
@@ -82,6 +98,8 @@ def campaign_command(
             console.print(f"  not planned yet: {exc}", highlight=False)
             continue
         console.rule(f"campaign stage: {name} ({len(cells)} cells)")
+        if dry_run and stage == "all" and name != "tune":
+            console.print("  the cells whose inputs are recorded; the others are listed once they are", highlight=False)
         if dry_run:
             done = latest_by_cell(results)
             for cell in cells:
@@ -93,7 +111,7 @@ def campaign_command(
         # tuning: a study's next trial is queued as soon as its previous one is recorded
         first, more = stage_queue(campaign, name, results)
         counts = execute_cells(first, results, "failed", device, mirror, cache_dir, jobs=jobs, more=more,
-                               deadline=deadline)
+                               deadline=deadline, order=longest_chain_first(campaign, results))
         if counts["failed"]:  # a failed trial just loses the tuning; later stages say what they lack
             console.print(f"[red]{counts['failed']} cells failed in stage {name}[/] (see their records' error)")
             failed += counts["failed"]

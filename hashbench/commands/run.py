@@ -189,11 +189,11 @@ def run_command(
 
 def execute_cells(cells, results: Path, overwrite: str = "failed", device: str = "auto", mirror=None,
                   cache_dir=None, executor: str = "local", jobs=None, ray_address=None, retries: int = 2,
-                  more=None, deadline=None) -> dict:
+                  more=None, deadline=None, order=None) -> dict:
     """Print the plan, run cells on an executor with the sweep's progress display; returns the
-    run/skipped/failed/left counts. `more`: see Sweep (the cells that become runnable as records
-    land); `deadline` (a datetime, from --finish-by): start only the cells expected to end by then
-    (hashbench.schedule)."""
+    run/skipped/failed/left counts. `more`, `order`: see Sweep (the cells that become runnable as
+    records land, and how the queue is arranged); `deadline` (a datetime, from --finish-by): start
+    only the cells expected to end by then (hashbench.schedule)."""
     from hashbench.executors import RunnerSpec, Sweep, make_executor
     from hashbench.records import RUNS_FILE
     from hashbench.runner import OVERWRITE, resolve_device
@@ -208,6 +208,8 @@ def execute_cells(cells, results: Path, overwrite: str = "failed", device: str =
     runner_executor = make_executor(executor, jobs, ray_address, retries)
     if executor == "local":
         resolve_device(device)  # fail before any work; on Ray each worker resolves its own
+    if order is not None:
+        cells = order(list(cells))  # the plan lists them in the order they start
     print_plan(make_plan(cells, results, overwrite))
     if deadline is not None:
         console.print(f"  finish by {deadline:%Y-%m-%d %H:%M}: a cell expected to end later is left for the "
@@ -217,7 +219,7 @@ def execute_cells(cells, results: Path, overwrite: str = "failed", device: str =
                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console, transient=False) as progress, _stop_signals_interrupt():
         display = SweepDisplay(progress, len(cells), results)
-        sweep = Sweep(cells, spec, overwrite, display, more, fits)
+        sweep = Sweep(cells, spec, overwrite, display, more, fits, order)
         try:
             counts = sweep.run(runner_executor)
         finally:

@@ -95,11 +95,14 @@ class Sweep:
 
     `fits`, if given, says whether a cell would end in time if started now (`--finish-by`,
     hashbench.schedule): a cell that would not is left for a later run, unclaimed and untouched.
+
+    `order`, if given, arranges the queue (the cells first, then each time `more` adds some):
+    the campaign puts the longest chains of dependent cells first (campaign.longest_chain_first).
     """
 
     def __init__(self, cells: Iterable[Cell], spec: RunnerSpec, overwrite: str = "failed",
                  observer: SweepObserver | None = None, more: Callable[[], Iterable[Cell]] | None = None,
-                 fits: Callable[[Cell], bool] | None = None):
+                 fits: Callable[[Cell], bool] | None = None, order: Callable[[list[Cell]], list[Cell]] | None = None):
         if overwrite not in OVERWRITE:
             raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
         self.spec, self.overwrite = spec, overwrite
@@ -107,9 +110,8 @@ class Sweep:
         self.observer = observer or SweepObserver()
         self.log = records.RecordLog(self.results_dir)
         self.initial = dict(self.log.latest)  # what existed when the sweep began
-        # a ranking variant's cell (bgch-scaled) after every other: its base cell computes it beside
-        # its own training, so by the time it comes up it is usually recorded and skipped
-        self.todo: deque[Cell] = deque(sorted(cells, key=lambda cell: method_spec(cell.method).based_on is not None))
+        self.order = order
+        self.todo: deque[Cell] = self._arranged(cells)
         self.deferred: deque[Cell] = deque()  # held by another sweep right now
         self.claims: dict[str, CellLock] = {}
         self.counts: Counter[str] = Counter()  # run, failed, skipped, left (for a later run)
@@ -117,6 +119,12 @@ class Sweep:
         self.more, self.fits = more, fits
         self.queued = {cell.config_hash() for cell in self.todo}
         self.more_asked_after: int | None = None  # how many cells had ended when `more` was last asked
+
+    def _arranged(self, cells: Iterable[Cell]) -> deque[Cell]:
+        cells = self.order(list(cells)) if self.order is not None else list(cells)
+        # a ranking variant's cell (bgch-scaled) after every other: its base cell computes it beside
+        # its own training, so by the time it comes up it is usually recorded and skipped
+        return deque(sorted(cells, key=lambda cell: method_spec(cell.method).based_on is not None))
 
     # claims ------------------------------------------------------------------------------
     def _claim_or_defer(self, cell) -> bool:
@@ -210,6 +218,8 @@ class Sweep:
         new = [cell for cell in self.more() if cell.config_hash() not in self.queued]
         self.queued.update(cell.config_hash() for cell in new)
         self.todo.extend(new)
+        if new and self.order is not None:
+            self.todo = self._arranged(self.todo)
         if new:
             self.observer.added(new)
         return bool(new)
