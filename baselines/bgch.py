@@ -260,7 +260,7 @@ class BGCHScaled(BGCH):
     """BGCH ranked as its released code ranks: by ⟨c_u, c_i⟩ of the α-scaled codes.
 
     The same model as `bgch`: trained, and its epoch selected on validation, as `bgch` is
-    (runner.training_class), then ranked by scores that add per-node real scales α⁽ˡ⁾ (one float
+    (method_eval.training_class), then ranked by scores that add per-node real scales α⁽ˡ⁾ (one float
     per layer per user and item, which correlate with item popularity). So the two rows differ
     only in how the one trained model ranks (protocol-effects' "real-valued scoring" habit,
     measured on the same model), and a sweep that runs both computes this row beside bgch's

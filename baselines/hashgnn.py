@@ -407,7 +407,7 @@ class HashGNNRerank(HashGNN):
     (σ is monotone: by z_uᵀz_i); items outside the 500 come after them, unordered (the
     reference's list ends at 500; hashbench's cut-offs are at most 100).
 
-    The same model as `hashgnn`, trained and selected as `hashgnn` (runner.training_class),
+    The same model as `hashgnn`, trained and selected as `hashgnn` (method_eval.training_class),
     so the two rows differ only in how one trained model ranks: protocol-effects' "real-valued
     scoring" habit for HashGNN (methods.md E4), computed beside hashgnn's training when a sweep
     runs both. Two deviations from the released code, as in every hashbench row: the candidates

@@ -192,7 +192,7 @@ def child(args) -> dict:
     from hashbench import seeds
     from hashbench.datasets import load_dataset
     from hashbench.registry import FitContext, TrainData, available_methods
-    from hashbench.runner import evaluate_method
+    from hashbench.method_eval import evaluate_method
     from hashbench.splits import make_split
 
     data_set = load_dataset(args.dataset, cache_dir=args.cache_dir, mirror=str(args.mirror))

@@ -16,7 +16,7 @@ The habits (methods.md E1–E4), each switched on alone and then all together:
   the hits IDCG for NDCG), beside the paper's published number.
 
 All of it comes from the records' `protocol_evidence`, which training writes and never reads
-(runner.protocol_evidence); records made before it existed show "–". Differences are
+(method_eval.protocol_evidence); records made before it existed show "–". Differences are
 per seed, then mean ± std over the seeds.
 """
 

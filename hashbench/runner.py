@@ -12,164 +12,29 @@ the single writer of the results directory (hashbench/executors/).
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
-import hashbench
 from hashbench import records, seeds
 from hashbench.data import Interactions
 from hashbench.datasets import load_dataset
 from hashbench.errors import HashbenchError
-from hashbench.evaluate import EvalResult, evaluate_scores, evaluate_split_codes, held_out
-from hashbench.cells import OVERWRITE, Cell, checkpoint_dir_for, parse_param, plan_cells, should_run  # noqa: F401
+from hashbench.environment import environment, peak_rss_mb, reset_peak_rss, resolve_device
+from hashbench.method_eval import evaluate_method, evaluate_method_full, protocol_evidence, ranked_as, training_class
+from hashbench.cells import OVERWRITE, Cell, checkpoint_dir_for, should_run
 from hashbench.files import atomic_save_npz
 from hashbench.registry import FitContext, Method, TrainData, get_method, method_spec
 from hashbench.splits import Split, make_split
 from hashbench.tuning import pruner_for
-
-def environment() -> dict[str, Any]:
-    def pkg(name):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent)
-        sha = rev.stdout.strip() if rev.returncode == 0 and len(rev.stdout.strip()) == 40 else None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        sha, dirty = None, None
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "hashbench": hashbench.__version__, "git_sha": sha, "git_dirty": dirty,
-        "python": platform.python_version(),
-        "packages": {n: pkg(n) for n in ("torch", "numpy", "scipy", "numba", "pandas")},
-        "hardware": {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                     "platform": platform.platform()},
-    }
-
-
-def _reset_peak_rss() -> None:
-    try:  # Linux: writing 5 to clear_refs resets VmHWM, so each cell reports its own peak
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-
-
-def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM")) / 1024
-    except (OSError, StopIteration):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise HashbenchError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return device
-
-
-def evaluate_method_full(method: Method, split: Split, on: str, ks) -> EvalResult:
-    if method.hashing:
-        user_codes, item_codes = method.codes()
-        return evaluate_split_codes(user_codes, item_codes, split, on, ks)
-    from hashbench.retrieval import Exclusions
-
-    relevant, exclude = held_out(split, on)
-    score_fn = method.scores_excluding(Exclusions.from_pairs(exclude, split.n_users, split.n_items))
-    return evaluate_scores(score_fn, split.n_users, split.n_items, relevant, exclude, ks)
-
-
-def evaluate_method(method: Method, split: Split, on: str, ks) -> dict[str, float]:
-    return evaluate_method_full(method, split, on, ks).metrics
-
-
-def protocol_evidence(split: Split, rankings: tuple[type, ...] = ()) -> Callable[[Method], dict[str, Any]]:
-    """What the papers' evaluation habits would have seen of a model (issue: protocol effects):
-    test Recall/NDCG@50 under our protocol and with training and validation items left in the
-    ranking. Recorded in a record's `protocol_evidence`, apart from everything that selects or
-    reports a model: the report's protocol-effect table is its only reader.
-
-    `rankings`: the classes whose rankings of the trained model the cell records, its own first
-    (a ranking variant's, such as bgch-scaled's α-scaled scores, when it is trained as its base);
-    the others' evidence goes under "rankings", by name."""
-
-    def of(method: Method) -> dict[str, dict[str, float]]:
-        return {"test": evaluate_method(method, split, "test", (50,)),
-                "test_unmasked": evaluate_method(method, split, "test-unmasked", (50,))}
-
-    def evidence(method: Method) -> dict[str, Any]:
-        if not rankings:
-            return of(method)
-        out: dict[str, Any] = of(ranked_as(method, rankings[0]))
-        if len(rankings) > 1:
-            out["rankings"] = {cls.name: _evidence_or_error(of, ranked_as(method, cls)) for cls in rankings[1:]}
-        return out
-
-    return evidence
-
-
-def _evidence_or_error(of: Callable[[Method], dict], view: Method) -> dict[str, Any]:
-    """A companion ranking's evidence; if that ranking raises, the error (its cell is then
-    recorded failed at its own evaluation) instead of failing the training it rides on."""
-    try:
-        return of(view)
-    except HashbenchError:
-        raise
-    except Exception as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
-
-
-def training_class(cls: type) -> type:
-    """The class that trains `cls`'s model: a ranking variant (registered `based_on` its base,
-    overriding only how it scores) is trained, and selected on validation, as its base is."""
-    base = method_spec(cls.name).based_on
-    return get_method(base) if base else cls
-
-
-def ranked_as(method: Method, cls: type) -> Method:
-    """`method`'s trained model, ranked as `cls` ranks: the same object for its own class, else
-    a shallow copy of a base method's instance re-classed as its ranking variant (which adds
-    no state of its own: the model, its parameters and its training result are shared)."""
-    if type(method) is cls:
-        return method
-    if not issubclass(cls, type(method)):
-        raise TypeError(f"{cls.name} is not a ranking of {type(method).name}'s model")
-    view = copy.copy(method)
-    view.__class__ = cls
-    return view
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -312,7 +177,7 @@ class Runner:
             head.update(dataset_hash=split.dataset_hash, split_hash=split.hash, split_sizes=split.sizes(),
                         dataset_stats=data.stats())
             record.update(head)
-            _reset_peak_rss()
+            reset_peak_rss()
 
             def validate(m: Method) -> dict[str, float]:
                 return evaluate_method(m, split, "valid", (50,))
@@ -333,7 +198,7 @@ class Runner:
                 selection = None
             record["train_seconds"] = time.perf_counter() - started
             self._evaluate_into(result, ranked_as(trained, cls), split, selection)
-            record["peak_rss_mb"] = _peak_rss_mb()
+            record["peak_rss_mb"] = peak_rss_mb()
             for other in companion_cells:
                 # the same model ranked as a variant: its own record, billed its evaluation only
                 cpu_other = time.process_time()
@@ -342,7 +207,7 @@ class Runner:
                 try:
                     self._evaluate_into(companion, ranked_as(trained, get_method(other.method)), split, None,
                                         model_of=cell.config_hash())
-                    companion.record["peak_rss_mb"] = _peak_rss_mb()
+                    companion.record["peak_rss_mb"] = peak_rss_mb()
                 except HashbenchError:
                     raise
                 except Exception as exc:  # its ranking failed, not the training: the base cell stands

@@ -336,7 +336,7 @@ def time_retriever(r: Retriever, case: Case, k: int, warmup: int, repeats: int, 
 
 
 def environment_block(threads: dict) -> dict:
-    from hashbench.runner import environment
+    from hashbench.environment import environment
 
     env = environment()
     faiss = load_faiss()

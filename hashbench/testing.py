@@ -56,7 +56,7 @@ def fit(name: str, split: Split, bits: int, params: dict[str, Any], checkpoint_d
     """Fit method `name` as the runner does; returns it and the number of progress calls.
     `interrupt_at`: raise Interrupt from the n-th progress call."""
     from hashbench.registry import get_method
-    from hashbench.runner import evaluate_method
+    from hashbench.method_eval import evaluate_method
 
     calls = [0]
 
@@ -126,7 +126,7 @@ class MethodContract:
             assert np.array_equal(a, b), "same seed, different output (not deterministic, or fit read test data)"
 
     def test_beats_popularity_on_planted_clusters(self, fitted, split):
-        from hashbench.runner import evaluate_method
+        from hashbench.method_eval import evaluate_method
 
         if self.method == "mostpop":
             pytest.skip("the floor itself")

@@ -5,7 +5,7 @@ import numpy as np
 from hashbench import seeds
 from hashbench.evaluate import evaluate_split_codes
 from hashbench.registry import FitContext, TrainData, get_method
-from hashbench.runner import evaluate_method
+from hashbench.method_eval import evaluate_method
 
 
 def fit_method(name, split, bits=64, checkpoint_dir=None, progress=None, **params):

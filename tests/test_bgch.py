@@ -11,7 +11,7 @@ from baselines import bgch
 from hashbench import seeds
 from hashbench.core.estimators import get_estimator
 from hashbench.registry import FitContext, TrainData, get_method
-from hashbench.runner import evaluate_method
+from hashbench.method_eval import evaluate_method
 
 FAST = {"epochs": 15, "batch_size": 1024, "eval_every": 5, "lr": 1e-2}
 
@@ -163,7 +163,8 @@ def test_a_sweep_of_bgch_and_bgch_scaled_trains_one_model_and_ranks_it_both_ways
     that same model."""
     from hashbench import records
     from hashbench.executors import RunnerSpec, SequentialExecutor, Sweep
-    from hashbench.runner import Cell, Runner
+    from hashbench.cells import Cell
+    from hashbench.runner import Runner
 
     fit(split, epochs=1, batch_size=4096)  # see `fitted`: the first BGCH fit of a process differs in last bits
     base, variant = (Cell(name, "synthetic", 64, 0, params=FAST) for name in ("bgch", "bgch-scaled"))
@@ -192,7 +193,7 @@ def test_a_parallel_sweep_holds_bgch_scaled_back_while_its_bgch_cell_trains(spli
     """With a free worker, the variant cell is not handed out while its base trains (that
     training computes it): one training, two records."""
     from hashbench.executors import RunnerSpec, Sweep
-    from hashbench.runner import Cell
+    from hashbench.cells import Cell
 
     base, variant = (Cell(name, "synthetic", 64, 0, params={**FAST, "epochs": 5}) for name in ("bgch", "bgch-scaled"))
     sweep = Sweep([base, variant], RunnerSpec.for_cells([base, variant], tmp_path))
@@ -206,7 +207,7 @@ def test_a_parallel_sweep_holds_bgch_scaled_back_while_its_bgch_cell_trains(spli
 
 def test_a_variant_ranking_that_fails_leaves_its_base_cell_recorded(split, tmp_path, monkeypatch):
     from hashbench.executors import RunnerSpec
-    from hashbench.runner import Cell
+    from hashbench.cells import Cell
 
     def broken(self, users):
         raise RuntimeError("planted: the variant's scoring fails")

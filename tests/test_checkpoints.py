@@ -16,7 +16,7 @@ import torch
 from hashbench import records
 from hashbench.core.checkpoints import MAGIC, load_checkpoint, read_checkpoint, save_checkpoint
 from hashbench.errors import HashbenchWarning
-from hashbench.runner import checkpoint_dir_for, plan_cells
+from hashbench.cells import checkpoint_dir_for, plan_cells
 from helpers import fit_method
 
 CLI = [sys.executable, "-c", "from hashbench.cli import main; main()"]

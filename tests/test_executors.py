@@ -20,7 +20,7 @@ from hashbench.errors import HashbenchError
 from hashbench.executors import (LocalPoolExecutor, RayExecutor, RunnerSpec, SequentialExecutor, Sweep,
                                  cell_resources, make_executor, ray_cluster)
 from hashbench.registry import get_method
-from hashbench.runner import Cell, plan_cells
+from hashbench.cells import Cell, plan_cells
 
 TESTS_DIR = str(Path(__file__).parent)
 # small settings: the point is where cells run, not how well they do

@@ -26,7 +26,7 @@ import faulty_methods
 from hashbench import records
 from hashbench.cli import app
 from hashbench.executors import RunnerSpec, SequentialExecutor, Sweep
-from hashbench.runner import plan_cells
+from hashbench.cells import plan_cells
 
 CLI = [sys.executable, "-c", "from hashbench.cli import main; main()"]
 METHODS = ["mostpop", "lsh", "proposed"]

@@ -6,7 +6,7 @@ import pytest
 from hashbench import seeds
 from hashbench.core.graph import normalized_adjacency, propagate
 from hashbench.registry import FitContext, TrainData, get_method
-from hashbench.runner import evaluate_method
+from hashbench.method_eval import evaluate_method
 
 FAST = {
     "proposed": {"epochs": 10, "eval_every": 5, "batch_users": 128, "sampled_items": 400},

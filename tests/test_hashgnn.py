@@ -10,7 +10,7 @@ from hashbench import seeds
 from hashbench.core.autograd import GatherRows
 from hashbench.core.estimators import StraightThroughEstimator, mix, mix_straight_through
 from hashbench.registry import FitContext, TrainData, get_method
-from hashbench.runner import evaluate_method
+from hashbench.method_eval import evaluate_method
 
 FAST = {"epochs": 4, "batch_size": 1024, "lr": 1e-2}
 
@@ -226,7 +226,7 @@ def test_hashgnn_rerank_is_hashgnn_trained_once_and_ranked_its_own_way(split, tm
     """In one sweep the hashgnn cell records the re-ranked row beside its own, from one training."""
     from hashbench.executors import RunnerSpec
     from hashbench.registry import method_spec
-    from hashbench.runner import Cell
+    from hashbench.cells import Cell
 
     assert method_spec("hashgnn-rerank").defaults == method_spec("hashgnn").defaults
     base, variant = (Cell(name, "synthetic", 64, 0, params=FAST) for name in ("hashgnn", "hashgnn-rerank"))

@@ -10,7 +10,7 @@ from hashbench import seeds
 from hashbench.evaluate import evaluate_split_codes
 from hashbench.protocol_effects import effect_rows, effects
 from hashbench.registry import FitContext, TrainData, get_method
-from hashbench.runner import evaluate_method, protocol_evidence
+from hashbench.method_eval import evaluate_method, protocol_evidence
 
 SMALL = {"epochs": 9, "eval_every": 3, "patience": 10, "batch_users": 128}
 

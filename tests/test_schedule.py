@@ -15,7 +15,7 @@ from hashbench.core.checkpoints import checkpoint_epoch, save_checkpoint
 from hashbench.core.training import CHECKPOINT_NAME
 from hashbench.errors import HashbenchError
 from hashbench.executors import RunnerSpec, SequentialExecutor, Sweep
-from hashbench.runner import plan_cells
+from hashbench.cells import plan_cells
 from hashbench.schedule import MARGIN, expected_seconds, parse_finish_by
 
 NOON = datetime(2026, 12, 2, 12, 0)

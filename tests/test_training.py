@@ -6,7 +6,7 @@ import pytest
 from hashbench import seeds
 from hashbench.evaluate import evaluate_split_codes
 from hashbench.registry import FitContext, TrainData, get_method
-from hashbench.runner import evaluate_method
+from hashbench.method_eval import evaluate_method
 from helpers import CountingTrainer
 
 SMALL = {"proposed": {"epochs": 12, "eval_every": 3, "patience": 10, "batch_users": 128, "sampled_items": 200},

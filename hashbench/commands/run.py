@@ -177,7 +177,7 @@ def run_command(
                        [parse_param(p) for p in param or []], check_ks(_ints(ks, "--ks"), dataset_list), refit)
     check_results_dir(results)
     if device == "cuda" and executor == "local":
-        from hashbench.runner import resolve_device
+        from hashbench.environment import resolve_device
 
         resolve_device(device)  # needs torch: only asked when a GPU is asked for
     ensure_datasets(dataset_list, cache_dir, mirror, explicit=datasets is not None)
@@ -196,7 +196,8 @@ def execute_cells(cells, results: Path, overwrite: str = "failed", device: str =
     only the cells expected to end by then (hashbench.schedule)."""
     from hashbench.executors import RunnerSpec, Sweep, make_executor
     from hashbench.records import RUNS_FILE
-    from hashbench.runner import OVERWRITE, resolve_device
+    from hashbench.cells import OVERWRITE
+    from hashbench.environment import resolve_device
 
     if overwrite not in OVERWRITE:
         raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
