@@ -329,7 +329,7 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
 
 def _sweep(cr, campaign, results_dir: Path, plot: Path | None):
     rows, curves = cr.sweep_rows(campaign, results_dir)
-    if plot is not None and curves:
+    if plot is not None and any(len(points) > 1 for points in curves.values()):  # a line, not a lone point
         cr.plot_sweep(curves, campaign.sweep_dataset, plot)
     return rows
 
