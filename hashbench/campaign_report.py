@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from hashbench import protocol_effects, records
-from hashbench.campaign import STAGES, Campaign, ablation_cells, chosen_params, describe, stage_cells, sweep_cells
+from hashbench.campaign import STAGES, Campaign, ablation_cells, chosen_params, stage_cells, sweep_cells
 from hashbench.errors import HashbenchError
 from hashbench.files import save_figure
 from hashbench.registry import method_spec
-from hashbench.tables import Table, load_published, short
-from hashbench.significance import ALPHA
+from hashbench.tables import Table, load_published, short, stopped_on_cap
 
 Rows = tuple[list[str], list[list[str]]]  # header, body
 
@@ -122,6 +121,10 @@ def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:
                     gaps.append(f"{short(ours_metric)} {cell.mean:.4f} vs {paper:.4f} ({rel:+.0%})")
             if gaps:
                 causes = methods.get(method, {}).get("causes", [])
+                runs = table.records.get((method, d), [])
+                capped = sum(stopped_on_cap(r) for r in runs)
+                if capped:  # the first campaign's ~100-s budget stopped most; a converged row has none
+                    causes = [spec["measured"]["capped"].format(capped=capped, runs=len(runs)), *causes]
                 measured = _measured_habits(table, method, d)
                 lines.append(f"- **{method}, {d}**: " + "; ".join(gaps) + "." + measured
                              + ((" Other likely causes: " if measured else " Likely causes: ") + "; ".join(causes)

@@ -24,7 +24,7 @@ import numpy as np
 
 from hashbench.errors import HashbenchError
 from hashbench.registry import method_spec
-from hashbench.report import CAP_MARK, CAP_STOPS
+from hashbench.tables import CAP_MARK, CAP_STOPS
 
 MONITOR = "recall@50"
 FLOAT32_BYTES = 4

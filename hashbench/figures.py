@@ -24,7 +24,7 @@ import numpy as np
 from hashbench.figure_data import (MONITOR, EfficiencyPoint, SeedCurve, efficiency_points, learning_curve_series,
                                    load_rank_timings, reference_levels, stop_label)
 from hashbench.files import save_figure
-from hashbench.report import CAP_MARK
+from hashbench.tables import CAP_MARK
 from hashbench.tables import Table, short
 
 CURVES_FILE, EFFICIENCY_FILE = "learning_curves.png", "accuracy_efficiency.png"

@@ -15,13 +15,12 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
 from tabulate import tabulate
 
 from hashbench import protocol_effects, records
 from hashbench.errors import HashbenchError
-from hashbench.tables import (MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Table, fits_a_column, latex_table,
-                              latex_text, load_published, short, strip_number, text_columns)
+from hashbench.tables import (CAP_NOTE, MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Table, cap_marker,
+                              fits_a_column, latex_table, latex_text, load_published, short, strip_number, text_columns)
 
 FORMATS = ("markdown", "latex", "csv")
 
@@ -32,23 +31,6 @@ def paper_dataset(name: str) -> bool:
 
     spec = load_registry().get(name)
     return spec is None or not spec.builtin
-
-
-# why a trained cell stopped (records' extras.stopped): these are safety-net caps, not convergence
-CAP_STOPS = ("epochs", "time", "max_iters")
-CAP_MARK = "†"
-CAP_NOTE = (f"{CAP_MARK}: at least one seed stopped on its epoch or time cap, not by patience "
-            "(its validation score may still have been improving).")
-
-
-def stopped_on_cap(record: dict) -> bool:
-    """True when a trained cell's training ended on an epoch/time cap instead of patience."""
-    return (record.get("extras") or {}).get("stopped") in CAP_STOPS
-
-
-def cap_marker(records_: list[dict]) -> str:
-    """CAP_MARK when any of a cell's seeds stopped on a cap, else ''."""
-    return CAP_MARK if any(stopped_on_cap(r) for r in records_) else ""
 
 
 def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[str] | None = None) -> list[dict]:

@@ -134,3 +134,20 @@ def text_columns(header: list[str], body: list[list[str]]) -> str:
         return max(map(len, cells), default=0) > LONG_TEXT_CHARS and any(" " in c for c in cells)
 
     return "".join(r"p{0.35\textwidth}" if long_text(i) else "l" for i in range(len(header)))
+
+
+# why a trained cell stopped (records' extras.stopped): these are safety-net caps, not convergence
+CAP_STOPS = ("epochs", "time", "max_iters")
+CAP_MARK = "†"
+CAP_NOTE = (f"{CAP_MARK}: at least one seed stopped on its epoch or time cap, not by patience "
+            "(its validation score may still have been improving).")
+
+
+def stopped_on_cap(record: dict) -> bool:
+    """True when a trained cell's training ended on an epoch/time cap instead of patience."""
+    return (record.get("extras") or {}).get("stopped") in CAP_STOPS
+
+
+def cap_marker(records_: list[dict]) -> str:
+    """CAP_MARK when any of a cell's seeds stopped on a cap, else ''."""
+    return CAP_MARK if any(stopped_on_cap(r) for r in records_) else ""

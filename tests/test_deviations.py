@@ -24,7 +24,24 @@ def test_large_gaps_are_named_with_causes_and_small_ones_are_not():
     assert len(lines) == 2  # bgch, then the causes every row shares
     assert lines[0].startswith("- **bgch, gowalla**: R@50") and "(-50%)" in lines[0]
     assert "768 bits" in lines[0]  # its own cause, from deviations.toml
-    assert lines[1].startswith("- **Every row**") and "budget" in lines[1]
+    assert lines[1].startswith("- **Every row**") and "E3" in lines[1]
+    assert "cap" not in lines[0]  # no record of the row stopped on a cap
+
+
+METRICS = {"test": {"recall@50": 0.1}, "valid": {"recall@50": 0.1}}
+
+
+def test_a_row_whose_runs_stopped_on_a_cap_is_told_so_and_a_converged_one_is_not():
+    _, published = load_published()
+    far = {("gowalla", "recall@50"): Cell([published["bgch"]["gowalla"]["recall@50"] * 0.5])}
+    main = table({"bgch": far}, ("recall@50",))
+    main.records[("bgch", "gowalla")] = [{"seed": seed, "extras": {"stopped": stopped}, "metrics": METRICS}
+                                         for seed, stopped in enumerate(("epochs", "patience", "time"))]
+    line = deviation_lines(main)[0]
+    assert "2 of its 3 runs stopped on an epoch or time cap" in line
+    main.records[("bgch", "gowalla")] = [{"seed": seed, "extras": {"stopped": "patience"}, "metrics": METRICS}
+                                         for seed in range(3)]
+    assert "cap" not in deviation_lines(main)[0]
 
 
 def test_no_gap_no_section():

@@ -2,7 +2,8 @@
 one that stopped by patience is not."""
 
 from hashbench import records
-from hashbench.report import CAP_MARK, build_table, cap_marker, render_report, stopped_on_cap
+from hashbench.report import build_table, render_report
+from hashbench.tables import CAP_MARK, cap_marker, stopped_on_cap
 
 
 def record(method, seed, stopped, recall):
