@@ -78,8 +78,10 @@ def _expected_epochs(cell: Cell, runs: list[dict], latest: dict[str, dict]) -> i
     return epochs
 
 
-def expected_seconds(cell: Cell, latest: dict[str, dict], results_dir: Path) -> float | None:
-    """The cell's expected busy seconds from now (see the module doc); None: no record to go by."""
+def expected_seconds(cell: Cell, latest: dict[str, dict], results_dir: Path, device: str | None = None) -> float | None:
+    """The cell's expected busy seconds from now (see the module doc); None: no record to go by.
+    `device` ("cpu", "cuda"): where it will run; that device's runs are preferred (results merged
+    from a GPU machine would make a CPU's estimates ~50x too short)."""
     from hashbench.core.checkpoints import checkpoint_epoch
     from hashbench.core.training import CHECKPOINT_NAME
 
@@ -95,6 +97,7 @@ def expected_seconds(cell: Cell, latest: dict[str, dict], results_dir: Path) -> 
     # LightGCN's own protocol at its batch of 2,048 costs ~70x an epoch here), and among them
     # runs that measured busy time (all since the converged campaign), describe it best
     runs = [r for r in runs if r.get("protocol", "random-8-1-1") == cell.protocol] or runs
+    runs = [r for r in runs if device is None or r.get("device", "cpu") == device] or runs
     runs = [r for r in runs if (r.get("extras") or {}).get("busy_seconds")] or runs
     here = [r for r in runs if r.get("dataset") == cell.dataset][-RECENT:]  # the records file is in time order
     if here:
@@ -111,12 +114,12 @@ def expected_seconds(cell: Cell, latest: dict[str, dict], results_dir: Path) -> 
     return per_unit * max(epochs - done, 1) * MARGIN
 
 
-def fits_before(deadline: datetime, results_dir: Path) -> Callable[[Cell], bool]:
-    """fits(cell): whether the cell is expected to end before `deadline` if started now
-    (the records are re-read at each call: every finished cell sharpens the estimates)."""
+def fits_before(deadline: datetime, results_dir: Path, device: str | None = None) -> Callable[[Cell], bool]:
+    """fits(cell): whether the cell is expected to end before `deadline` if started now on
+    `device` (the records are re-read at each call: every finished cell sharpens the estimates)."""
     def fits(cell: Cell) -> bool:
         latest = records.latest_by_cell(results_dir) if (Path(results_dir) / records.RUNS_FILE).exists() else {}
-        expected = expected_seconds(cell, latest, results_dir)
+        expected = expected_seconds(cell, latest, results_dir, device)
         return expected is not None and time.time() + expected <= deadline.timestamp()
 
     return fits

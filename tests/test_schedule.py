@@ -72,6 +72,15 @@ def test_the_cost_per_epoch_comes_from_runs_under_the_cells_protocol(tmp_path):
         pytest.approx(700 * 300 * MARGIN)
 
 
+def test_the_cost_per_epoch_comes_from_runs_on_the_same_device(tmp_path):
+    cpu, gpu = _record("hashgnn", "gowalla", 30, 3000.0, 1000), _record("hashgnn", "gowalla", 31, 62.0, 1000)
+    gpu[1]["device"] = "cuda"  # merged from a GPU machine, after the CPU run: 2 s an epoch
+    latest = dict([cpu, gpu])
+    cell = Cell("hashgnn", "gowalla", 64, 0)
+    assert expected_seconds(cell, latest, tmp_path, "cpu") == pytest.approx(100 * 31 * MARGIN)
+    assert expected_seconds(cell, latest, tmp_path, "cuda") == pytest.approx(2 * 31 * MARGIN)
+
+
 def test_a_checkpointed_cell_is_expected_to_need_only_the_epochs_it_has_left(tmp_path):
     latest = dict([_record("proposed", "gowalla", 40, 400.0, 1000)])
     cell = Cell("proposed", "gowalla", 64, 0)

@@ -201,14 +201,15 @@ def execute_cells(cells, results: Path, overwrite: str = "failed", device: str =
 
     if overwrite not in OVERWRITE:
         raise HashbenchError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
+    runner_executor = make_executor(executor, jobs, ray_address, retries)
+    where = None  # the device the cells will run on, where known (estimates prefer its records)
+    if executor == "local":
+        where = resolve_device(device)  # fail before any work; on Ray each worker resolves its own
     fits = None
     if deadline is not None:
         from hashbench.schedule import fits_before
 
-        fits = fits_before(deadline, results)
-    runner_executor = make_executor(executor, jobs, ray_address, retries)
-    if executor == "local":
-        resolve_device(device)  # fail before any work; on Ray each worker resolves its own
+        fits = fits_before(deadline, results, where)
     if order is not None:
         cells = order(list(cells))  # the plan lists them in the order they start
     print_plan(make_plan(cells, results, overwrite))
