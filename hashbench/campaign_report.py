@@ -18,7 +18,7 @@ from hashbench.campaign import STAGES, Campaign, ablation_cells, chosen_params, 
 from hashbench.errors import HashbenchError
 from hashbench.files import save_figure
 from hashbench.registry import method_spec
-from hashbench.tables import Table, load_published, short, stopped_on_cap
+from hashbench.tables import Table, load_published, select_records, short, stopped_on_cap
 
 Rows = tuple[list[str], list[list[str]]]  # header, body
 
@@ -267,3 +267,29 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
                  str(total["gpu"])])
     return (["stage", "method", "cells recorded", "CPU hours", "cell hours (train + eval, summed)",
              "elapsed hours (first start to last finish)", "cells on GPU"], body)
+
+
+def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
+    """The codes and per-user files that no table reads, which `campaign --prune` deletes: those
+    of the trials that lost a finished study (Table 3 shows their records' validation metrics;
+    the winner's files are its seed-0 final cell's), and, at the campaign's code length on its
+    datasets and split, those of runs that are neither in Table 1 (it shows, per row, the
+    configuration with most seeds: a row's first-campaign seeds drop out once its converged
+    configuration has as many) nor a campaign cell. Records always stay, and every file stays in
+    the git history of the commit that added it: results/ must stay small enough to travel (a
+    borrowed GPU takes a working tree of at most 64 MiB)."""
+    from hashbench.campaign import losing_trial_files, ready_cells
+
+    cells = ready_cells(c, results_dir)
+    protocols = {cell.protocol for cell in cells}
+    keep = {r["config_hash"] for protocol in protocols
+            for r in select_records(results_dir, c.bits, protocol, list(c.datasets))}
+    keep |= {cell.config_hash() for cell in cells}
+    out = set(losing_trial_files(c, results_dir))
+    for config_hash, rec in records.latest_by_cell(results_dir).items():
+        if config_hash in keep or rec.get("bits") != c.bits or rec.get("protocol") not in protocols \
+                or rec.get("dataset") not in c.datasets:
+            continue
+        out.update(Path(results_dir) / rec[k] for k in ("codes_file", "per_user_file")
+                   if rec.get(k) and (Path(results_dir) / rec[k]).is_file())
+    return sorted(out)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 from pathlib import Path
@@ -20,36 +19,10 @@ from tabulate import tabulate
 from hashbench import protocol_effects, records
 from hashbench.errors import HashbenchError
 from hashbench.tables import (CAP_NOTE, MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Table, cap_marker,
-                              fits_a_column, latex_table, latex_text, load_published, short, strip_number, text_columns)
+                              fits_a_column, latex_table, latex_text, load_published, select_records, short,
+                              strip_number, text_columns)
 
 FORMATS = ("markdown", "latex", "csv")
-
-
-def paper_dataset(name: str) -> bool:
-    """A real dataset: built-in generated ones (synthetic) stay out of the tables unless asked for."""
-    from hashbench.specs import load_registry
-
-    spec = load_registry().get(name)
-    return spec is None or not spec.builtin
-
-
-def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[str] | None = None) -> list[dict]:
-    """The ok records of each (method, dataset): of its configurations, the one with most seeds.
-
-    `datasets`: which to tabulate; by default every real one (never the synthetic dataset)."""
-    groups: dict[tuple, dict[str, list[dict]]] = {}
-    for rec in records.latest_by_cell(results_dir).values():
-        if rec.get("status") != "ok" or rec["bits"] != bits or rec["protocol"] != protocol:
-            continue
-        if not (rec["dataset"] in datasets if datasets is not None else paper_dataset(rec["dataset"])):
-            continue
-        config = json.dumps({k: rec.get(k) for k in ("params", "ks", "refit")}, sort_keys=True)
-        groups.setdefault((rec["method"], rec["dataset"]), {}).setdefault(config, []).append(rec)
-    chosen = []
-    for configs in groups.values():
-        best = max(configs.values(), key=lambda rs: (len(rs), max(r["finished_at"] for r in rs)))
-        chosen.extend(best)
-    return chosen
 
 
 def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1",

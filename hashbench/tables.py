@@ -1,10 +1,11 @@
-"""What every table of the report is made of: a Table of per-seed values, metric short
-names and the paper's published numbers. The report (report.py) and the campaign's sections
+"""What every table of the report is made of: a Table of per-seed values, which records it
+shows (select_records), metric short names and the paper's published numbers. The report (report.py) and the campaign's sections
 (campaign_report.py) both build on it, so neither imports the other back.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from hashbench import records
 
 MAIN_METRICS = ("recall@50", "recall@100", "ndcg@50", "ndcg@100")
 RETRIEVED_METRICS = ("ndcg_retrieved@50", "ndcg_retrieved@100")
@@ -151,3 +154,30 @@ def stopped_on_cap(record: dict) -> bool:
 def cap_marker(records_: list[dict]) -> str:
     """CAP_MARK when any of a cell's seeds stopped on a cap, else ''."""
     return CAP_MARK if any(stopped_on_cap(r) for r in records_) else ""
+
+
+def paper_dataset(name: str) -> bool:
+    """A real dataset: built-in generated ones (synthetic) stay out of the tables unless asked for."""
+    from hashbench.specs import load_registry
+
+    spec = load_registry().get(name)
+    return spec is None or not spec.builtin
+
+
+def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[str] | None = None) -> list[dict]:
+    """The ok records of each (method, dataset): of its configurations, the one with most seeds.
+
+    `datasets`: which to tabulate; by default every real one (never the synthetic dataset)."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for rec in records.latest_by_cell(results_dir).values():
+        if rec.get("status") != "ok" or rec.get("bits") != bits or rec.get("protocol") != protocol:
+            continue
+        if not (rec["dataset"] in datasets if datasets is not None else paper_dataset(rec["dataset"])):
+            continue
+        config = json.dumps({k: rec.get(k) for k in ("params", "ks", "refit")}, sort_keys=True)
+        groups.setdefault((rec["method"], rec["dataset"]), {}).setdefault(config, []).append(rec)
+    chosen = []
+    for configs in groups.values():
+        best = max(configs.values(), key=lambda rs: (len(rs), max(r["finished_at"] for r in rs)))
+        chosen.extend(best)
+    return chosen

@@ -369,7 +369,7 @@ def test_a_resumed_campaign_finishes_the_cells_in_flight_before_starting_new_one
     assert [cell.method for cell in stage_queue(c, "tune", results)[0]] == ["dcf", "proposed", "hashrec"]
 
 
-def test_prune_trials_deletes_only_the_files_of_trials_that_lost_a_finished_study(tmp_path):
+def test_prune_deletes_only_the_files_of_trials_that_lost_a_finished_study(tmp_path):
     from typer.testing import CliRunner
 
     from hashbench.cli import app
@@ -389,10 +389,41 @@ def test_prune_trials_deletes_only_the_files_of_trials_that_lost_a_finished_stud
                 (results / rec[key]).write_bytes(b"x" * 10)
             files[(cell.method, number)] = [results / rec["codes_file"], results / rec["per_user_file"]]
             records.append_record(results, rec)
-    out = CliRunner().invoke(app, ["campaign", "--spec", str(spec), "--results", str(results), "--prune-trials"])
+    out = CliRunner().invoke(app, ["campaign", "--spec", str(spec), "--results", str(results), "--prune"])
     assert out.exit_code == 0, out.output
     assert "removed 4 files" in out.output
     gone = {key for key, paths in files.items() if not any(p.exists() for p in paths)}
     assert gone == {("proposed", 0), ("hashrec", 1)}  # the losers of the two finished studies
     assert all(p.exists() for key, paths in files.items() if key not in gone for p in paths)
     assert len(list(records.read_records(results))) == 5  # every record stays
+
+
+def test_prune_deletes_the_files_of_seeds_table_1_no_longer_shows(tmp_path):
+    """A row's first-campaign seeds drop out of Table 1 once its campaign configuration has as
+    many seeds: their files go; other code lengths and protocols, and every record, stay."""
+    from hashbench.campaign_report import unshown_files
+    from hashbench.cells import Cell
+
+    spec, results = write_spec(tmp_path), tmp_path / "results"
+    c = load_campaign(spec)
+
+    def plant(config_hash, seed, finished_at, bits=32, protocol="random-8-1-1", params=None):
+        rec = {"config_hash": config_hash, "status": "ok", "method": "mostpop", "dataset": "synthetic",
+               "bits": bits, "protocol": protocol, "seed": seed, "params": params or {}, "ks": [50, 100],
+               "finished_at": finished_at, "per_user_file": f"per_user/{config_hash}.npz"}
+        (results / "per_user").mkdir(parents=True, exist_ok=True)
+        (results / rec["per_user_file"]).write_bytes(b"x")
+        records.append_record(results, rec)
+        return results / rec["per_user_file"]
+
+    first = [plant(f"first-{seed}", seed, "2026-11-22T00:00:00", params={"budget": 1}) for seed in range(2)]
+    others = [plant("sixteen-bits", 0, "2026-11-22T00:00:00", bits=16, params={"budget": 1}),
+              plant("own-split", 0, "2026-11-22T00:00:00", protocol="lightgcn", params={"budget": 1})]
+    assert unshown_files(c, results) == []  # the first campaign's row is Table 1's
+    converged = [plant(Cell("mostpop", "synthetic", 32, seed).config_hash(), seed, "2026-12-02T00:00:00")
+                 for seed in range(2)]
+    assert unshown_files(c, results) == sorted(first)
+    for path in unshown_files(c, results):
+        path.unlink()
+    assert all(p.exists() for p in others + converged) and len(list(records.read_records(results))) == 6
+

@@ -28,9 +28,11 @@ def campaign_command(
     mirror: Mirror = None,
     cache_dir: CacheDir = None,
     finish_by: FinishBy = None,
-    prune_trials: Annotated[bool, typer.Option(
-        "--prune-trials", help="Delete the codes and per-user files of the tuning trials that lost a finished "
-                               "study (their records stay; no table reads those files), then exit.")] = False,
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="Delete the codes and per-user files no table reads, then exit: the tuning trials that "
+                        "lost a finished study, and runs at the campaign's code length that are neither shown "
+                        "in Table 1 nor a campaign cell (a row's earlier seeds, once its converged "
+                        "configuration has as many). Records stay.")] = False,
 ):
     """Tune every method on validation, run the chosen configurations on every dataset and
     seed, then the bits sweep and the gradient-estimator ablation (campaign.toml).
@@ -65,15 +67,15 @@ def campaign_command(
         deadline = parse_finish_by(finish_by)  # once: a duration counts from now, not from each stage
     check_results_dir(results, write=not dry_run)
     campaign = load_campaign(spec, budget_scale)
-    if prune_trials:
-        from hashbench.campaign import losing_trial_files
+    if prune:
+        from hashbench.campaign_report import unshown_files
 
-        files = losing_trial_files(campaign, results)
+        files = unshown_files(campaign, results)
         size = sum(f.stat().st_size for f in files)
         for f in files:
             f.unlink()
-        console.print(f"removed {len(files)} files of tuning trials that lost a finished study "
-                      f"({size / 1e6:.1f} MB)", highlight=False)
+        console.print(f"removed {len(files)} files that no table reads ({size / 1e6:.1f} MB); their records stay",
+                      highlight=False)
         return
     if stage == "all" and not dry_run:
         # one queue for the whole campaign: a final, sweep or ablation cell starts as soon as
