@@ -191,10 +191,11 @@ def study_winner(c: Campaign, method: str, dataset: str, latest: dict[str, dict]
 
 
 def losing_trial_files(c: Campaign, results_dir: Path) -> list[Path]:
-    """The codes and per-user files of the trials that lost a finished study. No table reads
-    them (Table 3 shows their records' validation metrics; the winner's files are its seed-0
-    final cell's), and at ~0.7 MB a trial they would outgrow results/ (96 trials): the records
-    stay, and the files stay in the git history of the commit that added them."""
+    """The codes and per-user files of the trials that lost a finished study, and of their
+    ranking variants' records (bgch-scaled's of a bgch trial). No table reads them (Table 3
+    shows their records' validation metrics; the winner's files are its seed-0 final cell's),
+    and at ~0.7 MB a trial they would outgrow results/ (96 trials): the records stay, and the
+    files stay in the git history of the commit that added them."""
     latest = records.latest_by_cell(results_dir)
     out = []
     for d in c.tune_datasets:
@@ -202,8 +203,11 @@ def losing_trial_files(c: Campaign, results_dir: Path) -> list[Path]:
             winner = study_winner(c, m, d, latest)
             if winner is None:
                 continue
-            for cell, rec in study_trials(c, m, d, latest):
-                if cell.config_hash() != winner.config_hash():
+            variants = [v for v in c.methods if method_spec(v).based_on == m]
+            for cell, _ in study_trials(c, m, d, latest):
+                if cell.config_hash() == winner.config_hash():
+                    continue
+                for rec in filter(None, (latest.get(replace(cell, method=name).config_hash()) for name in [m, *variants])):
                     out += [Path(results_dir) / rec[k] for k in ("codes_file", "per_user_file")
                             if rec.get(k) and (Path(results_dir) / rec[k]).is_file()]
     return out
@@ -226,13 +230,15 @@ def _choices(c: Campaign, latest: dict[str, dict], ready_only: bool = False
             elif not ready_only:
                 raise HashbenchError(f"tuning of {m} on {d} is not finished (run `hashbench campaign --stage tune`)")
     # a variant row of a tuned method (bgch-scaled: bgch's model, ranked otherwise) is trained
-    # with that method's chosen parameters, not its defaults
+    # with that method's chosen parameters, not its defaults; its seed-0 run is the winning
+    # trial's model ranked its way (a trial computes its variants beside its own ranking: Runner.companions)
     for m in c.methods:
         base = method_spec(m).based_on
         if m not in c.tune_methods and base in c.tune_methods:
             for d in c.tune_datasets:
                 if (base, d) in chosen:
-                    chosen[(m, d)] = ({**chosen[(base, d)][0], **c.budget_for(m)}, None)
+                    params, winner = chosen[(base, d)]
+                    chosen[(m, d)] = ({**params, **c.budget_for(m)}, replace(winner, method=m))
                 else:
                     chosen.pop((m, d), None)
     return chosen
@@ -342,8 +348,8 @@ def stage_queue(c: Campaign, stage: str, results_dir: Path) -> tuple[list[Cell],
     finishing: each study's sampler is seeded per study and reads that study's records only.
     A finished tuning starts from all its cells: the sweep skips them (and re-runs failed ones).
     "all" queues every stage's cells the same way, as their inputs are recorded (ready_cells);
-    a failed final, sweep or ablation cell is run again, a failed trial is not (the study has
-    moved on from it).
+    a failed final, sweep or ablation cell is run again, a failed trial of a study is not (the
+    study has moved on from it).
     Cells that a killed run left a checkpoint for go first: work in flight is finished before
     new work starts (a long trial resumed last would otherwise wait behind every other study).
     """
@@ -354,7 +360,7 @@ def stage_queue(c: Campaign, stage: str, results_dir: Path) -> tuple[list[Cell],
         def pending() -> list[Cell]:
             latest = records.latest_by_cell(results_dir)
             return [cell for cell in ready_cells(c, results_dir) if (rec := latest.get(cell.config_hash())) is None
-                    or (rec.get("status") != "ok" and cell.trial is None)]
+                    or (rec.get("status") != "ok" and (cell.trial is None or cell.method not in c.tune_methods))]
 
         return in_flight_first(pending()), pending
 

@@ -145,8 +145,10 @@ class Runner:
     def companions(self, cell: Cell) -> list[Cell]:
         """The cells of the same configuration that rank `cell`'s model another way (its method's
         ranking variants: bgch-scaled for bgch) and that this runner's sweep also runs: computed
-        from the model `cell` trains instead of training it again. Not for tuning trials or refits."""
-        if not self.methods or cell.refit or cell.trial is not None:
+        from the model `cell` trains instead of training it again. Not for refits. A tuning trial's
+        are trials too (the same tag): the campaign's seed-0 cell of a variant row is its base's
+        winning trial ranked its way, so no trial's model has to be trained again for it."""
+        if not self.methods or cell.refit:
             return []
         defaults = method_spec(cell.method).defaults
         wanted = [replace(cell, method=name) for name in sorted(self.methods)
@@ -199,6 +201,8 @@ class Runner:
             record["train_seconds"] = time.perf_counter() - started
             self._evaluate_into(result, ranked_as(trained, cls), split, selection)
             record["peak_rss_mb"] = peak_rss_mb()
+            if (record.get("extras") or {}).get("stopped") == "pruned":
+                companion_cells = []  # a cut-short model is no run of its configuration, ranked any way
             for other in companion_cells:
                 # the same model ranked as a variant: its own record, billed its evaluation only
                 cpu_other = time.process_time()
@@ -243,9 +247,11 @@ class Runner:
         if selection:
             curve = selection.curve
         else:
-            curve = [{"epoch": p["epoch"], **((p.get("rankings") or {}).get(cell.method) if model_of else
-                                              {k: v for k, v in p.items() if k not in ("epoch", "rankings")})}
-                     for p in method.evidence_curve()]
+            # a variant's points are those its base's training recorded for it (none before a
+            # resumption that added it: a checkpoint from a sweep without the variant)
+            curve = [{"epoch": p["epoch"], **point} for p in method.evidence_curve()
+                     if (point := ((p.get("rankings") or {}).get(cell.method) if model_of else
+                                   {k: v for k, v in p.items() if k not in ("epoch", "rankings")})) is not None]
         record["protocol_evidence"] = {"curve": curve, "final": protocol_evidence(split)(method)}
         # users are the evaluated ones (>= 1 test item), ascending; fill the rest with NaN
         per_user = {}

@@ -219,3 +219,59 @@ def test_a_variant_ranking_that_fails_leaves_its_base_cell_recorded(split, tmp_p
     [companion] = result.companions
     assert companion.record["status"] == "failed" and "planted" in companion.record["error"]
     assert companion.per_user is None and "metrics" not in companion.record
+
+
+def test_a_tuning_trial_ranks_its_model_as_bgch_scaled_too_unless_it_was_pruned(split, tmp_path):
+    """The campaign's bgch-scaled seed-0 cell is the winning bgch trial's model, α-scaled: every
+    complete trial records that ranking beside its own (same trial tag); a pruned one does not,
+    since its cut-short model is no run of its configuration."""
+    from dataclasses import replace
+
+    from hashbench.cells import Cell
+    from hashbench.executors import RunnerSpec
+    from hashbench.tuning import TrialTag
+
+    params = {**FAST, "epochs": 10}
+    trial = Cell("bgch", "synthetic", 64, 0, params=params, trial=TrialTag("bgch/synthetic", 0))
+    runner = RunnerSpec.for_cells([trial], tmp_path, methods=["bgch-scaled"]).make_runner()
+    result = runner.compute_cell(trial)
+    [companion] = result.companions
+    assert companion.cell == replace(trial, method="bgch-scaled") and companion.cell.trial == trial.trial
+    assert companion.record["status"] == "ok" and companion.record["tuning"] == result.record["tuning"]
+    # five earlier trials far above it at every validation: the median pruner cuts this one
+    high = tuple(("complete", 0.99, ((5, 0.99), (10, 0.99))) for _ in range(5))
+    hopeless = replace(trial, trial=TrialTag("bgch/synthetic", 5, history=high))
+    pruned = runner.compute_cell(hopeless)
+    assert pruned.record["extras"]["stopped"] == "pruned" and pruned.companions == []
+
+
+def test_a_variant_added_when_its_base_resumes_has_the_evidence_from_then_on(split, tmp_path, monkeypatch):
+    """A checkpoint from a sweep without bgch-scaled, resumed by one with it: the variant is
+    recorded, its evidence curve holding the validation points after the resumption."""
+    from hashbench.cells import Cell
+    from hashbench.executors import RunnerSpec
+    from hashbench.runner import Runner
+
+    cell = Cell("bgch", "synthetic", 64, 0, params={**FAST, "epochs": 15})
+    original = Runner._checked_progress
+
+    def dying(self, c):
+        progress = original(self, c)
+
+        def wrapped(description, completed, total=None, **fields):
+            progress(description, completed, total, **fields)
+            if completed == 10 and not fields.get("resumed"):
+                raise KeyboardInterrupt
+
+        return wrapped
+
+    monkeypatch.setattr(Runner, "_checked_progress", dying)
+    with pytest.raises(KeyboardInterrupt):
+        RunnerSpec.for_cells([cell], tmp_path).make_runner().compute_cell(cell)
+    monkeypatch.setattr(Runner, "_checked_progress", original)
+    result = RunnerSpec.for_cells([cell], tmp_path, methods=["bgch-scaled"]).make_runner().compute_cell(cell)
+    [companion] = result.companions
+    resumed = result.record["extras"]["resumed_from_epoch"]
+    assert companion.record["status"] == "ok" and resumed > 0
+    base = [p["epoch"] for p in result.record["protocol_evidence"]["curve"]]
+    assert [p["epoch"] for p in companion.record["protocol_evidence"]["curve"]] == [e for e in base if e > resumed]

@@ -2,6 +2,7 @@
 records, the stages end to end on the synthetic dataset, and the report they regenerate."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
@@ -200,7 +201,11 @@ def test_a_variant_row_is_trained_with_its_base_methods_tuned_parameters(tmp_pat
     assert chosen[("bgch", "synthetic")] == bgch_winner
     assert chosen[("bgch-scaled", "synthetic")] == bgch_winner  # the same budget, so the same parameters
     scaled = [cell for cell in final_cells(c, results) if cell.method == "bgch-scaled"]
-    assert len(scaled) == 2 and all(cell.params == bgch_winner and cell.trial is None for cell in scaled)
+    assert len(scaled) == 2 and all(cell.params == bgch_winner for cell in scaled)
+    # seed 0 is the winning trial's model ranked α-scaled (its companion record), not a new training
+    winner = [cell for cell in tune_cells(c, results) if cell.method == "bgch"][1]
+    assert scaled[0].trial == winner.trial and scaled[0].config_hash() == replace(winner, method="bgch-scaled").config_hash()
+    assert scaled[1].trial is None and scaled[1].seed == 1
 
 
 def test_the_sampler_proposes_the_same_trials_when_rebuilt(tmp_path):
@@ -426,4 +431,28 @@ def test_prune_deletes_the_files_of_seeds_table_1_no_longer_shows(tmp_path):
     for path in unshown_files(c, results):
         path.unlink()
     assert all(p.exists() for p in others + converged) and len(list(records.read_records(results))) == 6
+
+
+def test_prune_deletes_the_variant_rankings_of_lost_trials_too(tmp_path):
+    from hashbench.campaign import losing_trial_files
+
+    spec = (SPEC.replace('methods = ["proposed", "hashrec", "dcf", "mostpop"]',
+                         'methods = ["bgch", "bgch-scaled", "mostpop"]')
+            .replace('methods = ["proposed", "hashrec", "dcf"]', 'methods = ["bgch"]')
+            .replace("hashrec = { epochs = 3, eval_every = 1 }", "bgch = { epochs = 3, eval_every = 1 }"))
+    c = load_campaign(write_spec(tmp_path, spec))
+    results = tmp_path / "results"
+    files = {}
+    for number, value in enumerate((0.1, 0.2)):  # trial 1 wins
+        for cell in tune_cells(c, results):
+            if cell.trial.number != number:
+                continue
+            for variant in (cell, replace(cell, method="bgch-scaled")):
+                rec = fake_record(variant, value)
+                rec["per_user_file"] = f"per_user/{variant.method}-{number}.npz"
+                (results / "per_user").mkdir(parents=True, exist_ok=True)
+                (results / rec["per_user_file"]).write_bytes(b"x")
+                files[(variant.method, number)] = results / rec["per_user_file"]
+                records.append_record(results, rec)
+    assert sorted(losing_trial_files(c, results)) == sorted([files[("bgch", 0)], files[("bgch-scaled", 0)]])
 

@@ -82,7 +82,8 @@ def campaign_command(
         # the tuning it needs is recorded, instead of after the last study's last trial
         first, more = stage_queue(campaign, "all", results)
         counts = execute_cells(first, results, "failed", device, mirror, cache_dir, jobs=jobs, more=more,
-                               deadline=deadline, order=longest_chain_first(campaign, results))
+                               deadline=deadline, order=longest_chain_first(campaign, results),
+                               methods=(*campaign.methods, *campaign.tune_methods))
         if counts["failed"]:
             console.print(f"[red]{counts['failed']} cells failed[/] (see their records' error)")
             raise typer.Exit(1)
@@ -113,7 +114,8 @@ def campaign_command(
         # tuning: a study's next trial is queued as soon as its previous one is recorded
         first, more = stage_queue(campaign, name, results)
         counts = execute_cells(first, results, "failed", device, mirror, cache_dir, jobs=jobs, more=more,
-                               deadline=deadline, order=longest_chain_first(campaign, results))
+                               deadline=deadline, order=longest_chain_first(campaign, results),
+                               methods=(*campaign.methods, *campaign.tune_methods))
         if counts["failed"]:  # a failed trial just loses the tuning; later stages say what they lack
             console.print(f"[red]{counts['failed']} cells failed in stage {name}[/] (see their records' error)")
             failed += counts["failed"]

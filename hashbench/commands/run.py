@@ -189,10 +189,10 @@ def run_command(
 
 def execute_cells(cells, results: Path, overwrite: str = "failed", device: str = "auto", mirror=None,
                   cache_dir=None, executor: str = "local", jobs=None, ray_address=None, retries: int = 2,
-                  more=None, deadline=None, order=None) -> dict:
+                  more=None, deadline=None, order=None, methods=()) -> dict:
     """Print the plan, run cells on an executor with the sweep's progress display; returns the
     run/skipped/failed/left counts. `more`, `order`: see Sweep (the cells that become runnable as
-    records land, and how the queue is arranged); `deadline` (a datetime, from --finish-by): start
+    records land, and how the queue is arranged); `methods`: see RunnerSpec.for_cells; `deadline` (a datetime, from --finish-by): start
     only the cells expected to end by then (hashbench.schedule)."""
     from hashbench.executors import RunnerSpec, Sweep, make_executor
     from hashbench.records import RUNS_FILE
@@ -216,7 +216,7 @@ def execute_cells(cells, results: Path, overwrite: str = "failed", device: str =
     if deadline is not None:
         console.print(f"  finish by {deadline:%Y-%m-%d %H:%M}: a cell expected to end later is left for the "
                       "next run of this command", highlight=False)
-    spec = RunnerSpec.for_cells(cells, results, cache_dir, mirror, device)
+    spec = RunnerSpec.for_cells(cells, results, cache_dir, mirror, device, methods=methods)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console, transient=False) as progress, _stop_signals_interrupt():

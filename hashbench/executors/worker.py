@@ -32,9 +32,12 @@ class RunnerSpec:
 
     @classmethod
     def for_cells(cls, cells: Iterable[Cell], results_dir: Path, cache_dir: Path | None = None,
-                  mirror: str | None = None, device: str = "auto", command: str | None = None) -> "RunnerSpec":
+                  mirror: str | None = None, device: str = "auto", command: str | None = None,
+                  methods: Iterable[str] = ()) -> "RunnerSpec":
+        """`methods`: others the sweep may run besides the cells' (cells it adds as records land,
+        such as a campaign's ranking-variant rows: their base cells then compute them)."""
         imports = {}
-        for name in sorted({c.method for c in cells}):
+        for name in sorted({c.method for c in cells} | set(methods)):
             method = get_method(name)
             imports[name] = f"{method.__module__}:{method.__qualname__}"
         return cls(
