@@ -282,8 +282,9 @@ def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
 
     cells = ready_cells(c, results_dir)
     protocols = {cell.protocol for cell in cells}
+    exclude = tuning_only(c, results_dir)
     keep = {r["config_hash"] for protocol in protocols
-            for r in select_records(results_dir, c.bits, protocol, list(c.datasets))}
+            for r in select_records(results_dir, c.bits, protocol, list(c.datasets), exclude)}
     keep |= {cell.config_hash() for cell in cells}
     out = set(losing_trial_files(c, results_dir))
     for config_hash, rec in records.latest_by_cell(results_dir).items():
@@ -293,3 +294,13 @@ def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
         out.update(Path(results_dir) / rec[k] for k in ("codes_file", "per_user_file")
                    if rec.get(k) and (Path(results_dir) / rec[k]).is_file())
     return sorted(out)
+
+
+def tuning_only(c: Campaign, results_dir: Path) -> frozenset[str]:
+    """The recorded tuning trials (a variant's rankings of them included) that are no final cell:
+    every trial but each finished study's winner."""
+    from hashbench.campaign import final_cells
+
+    finals = {cell.config_hash() for cell in final_cells(c, results_dir, ready_only=True)}
+    return frozenset(h for h, rec in records.latest_by_cell(results_dir).items() if "tuning" in rec and h not in finals)
+

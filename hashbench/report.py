@@ -26,8 +26,10 @@ FORMATS = ("markdown", "latex", "csv")
 
 
 def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1",
-                metrics: tuple[str, ...] = MAIN_METRICS, split: str = "test", datasets: list[str] | None = None) -> Table:
-    recs = select_records(results_dir, bits, protocol, datasets)
+                metrics: tuple[str, ...] = MAIN_METRICS, split: str = "test", datasets: list[str] | None = None,
+                exclude: frozenset[str] = frozenset()) -> Table:
+    """Table 1's rows from the records (select_records; `exclude`: see table_exclusions)."""
+    recs = select_records(results_dir, bits, protocol, datasets, exclude)
     if not recs:
         hint = ("; synthetic results are left out of the paper's tables: add --datasets synthetic to see them"
                 if datasets is None and select_records(results_dir, bits, protocol, ["synthetic"]) else
@@ -296,13 +298,25 @@ def figure_links(figures) -> str:
                          for i, f in enumerate((f for f in figures if f.path is not None), 1))
 
 
+def table_exclusions(results_dir: Path, campaign=None) -> frozenset[str]:
+    """What Table 1 leaves out: a campaign's tuning trials that are no final cell. A trial is a
+    run of one configuration among several being tried; only the winner's is a result (it is
+    the seed-0 run of its row), and a ranking variant's row must not show a losing trial."""
+    if campaign is None:
+        return frozenset()
+    from hashbench import campaign_report
+
+    return campaign_report.tuning_only(campaign, results_dir)
+
+
 def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, protocol: str = "random-8-1-1",
                   campaign=None, plot: Path | None = None, datasets: list[str] | None = None,
                   figures=()) -> str:
     """The report in `fmt`; `figures` (markdown only): figures.Figure drawn beside it, linked under Table 1."""
     if fmt not in FORMATS:
         raise HashbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    main = build_table(results_dir, bits, protocol, datasets=datasets)
+    exclude = table_exclusions(results_dir, campaign)
+    main = build_table(results_dir, bits, protocol, datasets=datasets, exclude=exclude)
     if fmt == "csv":
         return render_csv(main)
     add_significance(main, results_dir)
@@ -311,7 +325,7 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
                "significantly different from the best (Table 1c). " + CAP_NOTE)
     stats_header = ["dataset", "users", "items", "interactions", "density"]
     stats = dataset_rows(results_dir, main.datasets)
-    alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS, datasets=datasets)
+    alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS, datasets=datasets, exclude=exclude)
     alt_caption = ("Table 1b: NDCG with the hits-based IDCG of the BGCH/HashGNN code (non-standard, N*), "
                    "the variant the paper's N columns most likely use.")
     extra = campaign_sections(results_dir, main, alt, fmt, campaign, plot)

@@ -164,13 +164,16 @@ def paper_dataset(name: str) -> bool:
     return spec is None or not spec.builtin
 
 
-def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[str] | None = None) -> list[dict]:
+def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[str] | None = None,
+                   exclude: frozenset[str] = frozenset()) -> list[dict]:
     """The ok records of each (method, dataset): of its configurations, the one with most seeds.
 
-    `datasets`: which to tabulate; by default every real one (never the synthetic dataset)."""
+    `datasets`: which to tabulate; by default every real one (never the synthetic dataset).
+    `exclude`: config hashes left out (a campaign's tuning trials that are no final cell)."""
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for rec in records.latest_by_cell(results_dir).values():
-        if rec.get("status") != "ok" or rec.get("bits") != bits or rec.get("protocol") != protocol:
+        if rec.get("status") != "ok" or rec.get("bits") != bits or rec.get("protocol") != protocol \
+                or rec["config_hash"] in exclude:
             continue
         if not (rec["dataset"] in datasets if datasets is not None else paper_dataset(rec["dataset"])):
             continue

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from hashbench import records
 from hashbench.campaign import chosen_params, final_cells, load_campaign, tune_cells
+from hashbench.cells import Cell
 from hashbench.cli import app
 from hashbench.errors import HashbenchError
 
@@ -455,4 +456,34 @@ def test_prune_deletes_the_variant_rankings_of_lost_trials_too(tmp_path):
                 files[(variant.method, number)] = results / rec["per_user_file"]
                 records.append_record(results, rec)
     assert sorted(losing_trial_files(c, results)) == sorted([files[("bgch", 0)], files[("bgch-scaled", 0)]])
+
+
+def test_table_1_shows_a_tuning_trial_only_as_the_winner_of_a_finished_study(tmp_path):
+    """A trial is one configuration among several being tried: Table 1 (and the variant rows
+    ranked from trials) must not show a trial until its study has chosen it."""
+    from hashbench.report import build_table, table_exclusions
+
+    c = load_campaign(write_spec(tmp_path))
+    results = tmp_path / "results"
+
+    def record(cell, value):
+        rec = fake_record(cell, value)
+        rec.update({**cell.config(), "hashing": True, "finished_at": f"2026-12-02T00:00:0{cell.trial.number}",
+                    "metrics": {"valid": {"recall@50": value}, "test": {"recall@50": value}}})
+        records.append_record(results, rec)
+
+    def rows():
+        table = build_table(results, 32, datasets=["synthetic"], metrics=("recall@50",),
+                            exclude=table_exclusions(results, c))
+        return {m: row[("synthetic", "recall@50")].values for m, row in table.rows.items()}
+
+    first = {cell.method: cell for cell in tune_cells(c, results)}
+    record(first["dcf"], 0.3)
+    records.append_record(results, {**fake_record(Cell("mostpop", "synthetic", 32, 0), 0.1),
+                                    **Cell("mostpop", "synthetic", 32, 0).config(), "hashing": False,
+                                    "finished_at": "2026-12-02T00:00:00", "metrics": {"test": {"recall@50": 0.1}}})
+    assert rows() == {"mostpop": [0.1]}  # dcf's study is still trying
+    second = next(cell for cell in tune_cells(c, results) if cell.method == "dcf" and cell.trial.number == 1)
+    record(second, 0.2)  # dcf's study ends: trial 0 wins
+    assert rows() == {"dcf": [0.3], "mostpop": [0.1]}
 

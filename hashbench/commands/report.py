@@ -73,7 +73,10 @@ def report_command(
         from hashbench.figures import write_figures
         from hashbench.report import build_table
 
-        figures = write_figures(build_table(results, bits, protocol, datasets=names), results)
+        from hashbench.report import table_exclusions
+
+        table = build_table(results, bits, protocol, datasets=names, exclude=table_exclusions(results, campaign))
+        figures = write_figures(table, results)
         for figure in figures:
             console.print(f"wrote {figure.path}" if figure.path else f"{figure.title}: skipped, {figure.caption}")
         plot = results / "bits_sweep.png"
