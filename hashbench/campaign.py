@@ -392,7 +392,7 @@ def longest_chain_first(c: Campaign, results_dir: Path) -> Callable[[list[Cell]]
 
         def key(cell: Cell) -> tuple[bool, float]:
             seconds = expected_seconds(cell, latest, results_dir) or 0.0
-            if cell.trial is not None:
+            if cell.trial is not None and cell.method in c.tune_methods:  # not a variant's ranking of one
                 seconds *= c.trials - cell.trial.number
             return (not has_checkpoint(results_dir, cell), -seconds)
 
