@@ -153,11 +153,10 @@ def study_trials(c: Campaign, method: str, dataset: str, latest: dict[str, dict]
                       tag, cell_for, lambda cell: latest.get(cell.config_hash()), c.monitor)
 
 
-def tune_cells(c: Campaign, results_dir: Path | None = None, latest: dict[str, dict] | None = None) -> list[Cell]:
+def tune_cells(c: Campaign, results_dir: Path | None = None) -> list[Cell]:
     """Every study's recorded trials and its next one (a study's trial k is known once its
     trials 0..k-1 are recorded: run the stage again until tuning_finished)."""
-    if latest is None:
-        latest = records.latest_by_cell(results_dir) if results_dir is not None else {}
+    latest = records.latest_by_cell(results_dir) if results_dir is not None else {}
     return [cell for d in c.tune_datasets for m in c.tune_methods for cell, _ in study_trials(c, m, d, latest)]
 
 
