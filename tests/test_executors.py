@@ -157,6 +157,34 @@ def test_a_cell_made_runnable_by_a_record_starts_while_other_cells_still_run(tmp
     assert sweep.counts == {"run": 3} and asked == [0, 1, 3]
 
 
+def test_ranking_variants_a_trial_computes_beside_it_are_counted_before_they_are_reported(tmp_path):
+    """A tuning trial of BGCH records bgch-scaled's ranking beside its own, a cell no one queued:
+    the sweep announces it before reporting it finished, so the progress bar's total covers every
+    cell it reports ended (it showed 37/36)."""
+    from dataclasses import replace
+
+    from hashbench.tuning import TrialTag
+
+    trial = Cell("bgch", "synthetic", 64, 0, params={"epochs": 2, "eval_every": 1, "batch_size": 1024},
+                 trial=TrialTag("bgch/synthetic", 0))
+
+    class Tally(executors.SweepObserver):
+        def __init__(self):
+            self.counted, self.ended = {trial.config_hash()}, []
+
+        def computed_beside(self, cells):
+            self.counted.update(cell.config_hash() for cell in cells)
+
+        def finished(self, cell, record):
+            assert cell.config_hash() in self.counted, f"{cell.method} reported ended before it was counted"
+            self.ended.append(cell)
+
+    tally = Tally()
+    sweep = Sweep([trial], RunnerSpec.for_cells([trial], tmp_path, methods=["bgch-scaled"]), "failed", tally)
+    sweep.run(SequentialExecutor())
+    assert tally.ended == [replace(trial, method="bgch-scaled"), trial] and len(tally.counted) == 2
+
+
 def test_the_record_log_reads_only_new_complete_lines(tmp_path):
     """What a sweep re-reads before each claim: appended lines, never a line still being written."""
     log = records.RecordLog(tmp_path)

@@ -378,6 +378,10 @@ class SweepDisplay:
             trial = f" (trial {cell.trial.number} of {cell.trial.study})" if cell.trial is not None else ""
             self.bars.console.print(f"queued {_label(cell)}{trial}", highlight=False)
 
+    def computed_beside(self, cells) -> None:
+        total = next(task.total for task in self.bars.tasks if task.id == self.sweep)
+        self.bars.update(self.sweep, total=(total or 0) + len(cells))
+
     def waiting(self, cell) -> None:
         self.bars.update(self.sweep, status=f"waiting for another sweep to finish {_label(cell)}")
 

@@ -35,6 +35,10 @@ class SweepObserver:
 
     def added(self, cells: list[Cell]) -> None: ...
 
+    def computed_beside(self, cells: list[Cell]) -> None:
+        """Cells no one queued that a queued cell computed beside its training (a tuning
+        trial's ranking variants); each is then `finished` like a queued one."""
+
     def progress(self, cell: Cell, description: str, completed: int, total: int | None = None,
                  **fields: Any) -> None: ...
 
@@ -239,6 +243,10 @@ class Sweep:
         record = save_result(self.results_dir, result)
         self._release(result.cell)
         done = {companion.cell.config_hash() for companion in result.companions}
+        unplanned = [c.cell for c in result.companions if c.cell.config_hash() not in self.queued]
+        if unplanned:  # counted from now on, so progress never shows more cells ended than planned
+            self.queued.update(cell.config_hash() for cell in unplanned)
+            self.observer.computed_beside(unplanned)
         if done:  # computed beside their base cell's training: nothing left to run for them
             self.todo = deque(cell for cell in self.todo if cell.config_hash() not in done)
             self.deferred = deque(cell for cell in self.deferred if cell.config_hash() not in done)
