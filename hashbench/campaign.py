@@ -162,8 +162,7 @@ def tune_cells(c: Campaign, results_dir: Path | None = None) -> list[Cell]:
 
 def tuning_finished(c: Campaign, results_dir: Path) -> bool:
     latest = records.latest_by_cell(results_dir)
-    return all(len(trials) == c.trials and trials[-1][1] is not None
-               for d in c.tune_datasets for m in c.tune_methods for trials in [study_trials(c, m, d, latest)])
+    return all(study_finished(c, m, d, latest) for d in c.tune_datasets for m in c.tune_methods)
 
 
 def chosen_params(c: Campaign, results_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -174,19 +173,27 @@ def chosen_params(c: Campaign, results_dir: Path) -> dict[tuple[str, str], dict[
     return {key: params for key, (params, _) in _choices(c, records.latest_by_cell(results_dir)).items()}
 
 
-def study_winner(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> Cell | None:
-    """A finished study's winning trial: the best validation metric among its complete (not
-    pruned) trials, the defaults (the first trial) winning ties; None while it runs."""
+def study_leader(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> Cell | None:
+    """The best recorded trial of a study so far: the best validation metric among its complete
+    (not pruned) trials, the earlier trial (the defaults first) winning ties; None before any."""
     from hashbench.tuning import outcome
 
-    trials = study_trials(c, method, dataset, latest)
-    if len(trials) < c.trials or trials[-1][1] is None:
-        return None
     scored = []
-    for cell, rec in trials:
+    for cell, rec in study_trials(c, method, dataset, latest):
         state, value, _ = outcome(rec, c.monitor)
-        scored.append((value if state == "complete" and value is not None else -np.inf, cell))
-    return max(scored, key=lambda s: s[0])[1]  # max keeps the first of equal values
+        if rec is not None and state == "complete" and value is not None:
+            scored.append((value, cell))
+    return max(scored, key=lambda s: s[0])[1] if scored else None  # max keeps the first of equal values
+
+
+def study_finished(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> bool:
+    trials = study_trials(c, method, dataset, latest)
+    return len(trials) == c.trials and trials[-1][1] is not None
+
+
+def study_winner(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> Cell | None:
+    """A finished study's winning trial (its leader once every trial is recorded); None while it runs."""
+    return study_leader(c, method, dataset, latest) if study_finished(c, method, dataset, latest) else None
 
 
 def losing_trial_files(c: Campaign, results_dir: Path) -> list[Path]:

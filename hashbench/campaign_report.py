@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hashbench import protocol_effects, records
-from hashbench.campaign import STAGES, Campaign, ablation_cells, chosen_params, stage_cells, sweep_cells
+from hashbench.campaign import STAGES, Campaign, ablation_cells, stage_cells, sweep_cells
 from hashbench.errors import HashbenchError
 from hashbench.files import save_figure
 from hashbench.registry import method_spec
@@ -50,26 +50,25 @@ def tuning_spaces(c: Campaign) -> str:
 
 def tuning_rows(c: Campaign, results_dir: Path) -> Rows:
     """Every study (method/dataset): each recorded trial with its validation score and how it
-    ended (patience / a cap / pruned at epoch e / failed), the winner marked, and how many of
-    its trials are still to run. The search spaces are in the caption (tuning_spaces)."""
-    from hashbench.campaign import study_trials
+    ended (patience / a cap / pruned at epoch e / failed), the winner of a finished study marked
+    ✓ and the best trial so far of a running one "leads", and how many of its trials are still
+    to run. The search spaces are in the caption (tuning_spaces)."""
+    from hashbench.campaign import study_finished, study_leader, study_trials
     from hashbench.tuning import outcome
 
     latest = records.latest_by_cell(results_dir)
-    try:
-        chosen = chosen_params(c, results_dir)
-    except HashbenchError:
-        chosen = {}
     body = []
     for d in c.tune_datasets:
         for m in c.tune_methods:
             name = f"{m}/{d}"
             done = [(cell, rec) for cell, rec in study_trials(c, m, d, latest) if rec is not None]
+            leader = study_leader(c, m, d, latest)
+            lead_mark = "✓" if study_finished(c, m, d, latest) else "leads"
             for number, (cell, rec) in enumerate(done):
                 state, value, curve = outcome(rec, c.monitor)
                 ended = (f"pruned at {curve[-1][0]}" if state == "pruned" and curve else
                          state if state != "complete" else (rec.get("extras") or {}).get("stopped") or "complete")
-                mark = "✓" if chosen.get((m, d)) == cell.params else ""
+                mark = lead_mark if leader is not None and cell.config_hash() == leader.config_hash() else ""
                 body.append([name, str(number), _short_params(cell.params, c.budget_for(m)), _f(value), ended, mark])
             if len(done) < c.trials:
                 body.append([name, f"{len(done)}–{c.trials - 1}" if done else f"0–{c.trials - 1}", "not run",

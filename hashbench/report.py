@@ -265,7 +265,8 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
                           f"seed {campaign.tune_seed}: {campaign.trials} trials per method and dataset, Optuna "
                           f"{campaign.sampler.upper()} sampler (defaults first) with a {campaign.pruner} pruner, over "
                           "the search space declared beside each method (campaign.toml, method TOML files): "
-                          + cr.tuning_spaces(campaign),
+                          + cr.tuning_spaces(campaign) + ". Chosen: ✓ the winner of a finished study (its "
+                          "configuration is its row's final cells'); leads: the best complete trial of a study still running",
                           cr.tuning_rows(campaign, results_dir), fmt, LABELS["3"], refs))
     for number, title, make in (
             ("4", f"Table 4: gradient-estimator ablation, {campaign.ablation_method} on {campaign.ablation_dataset}, "

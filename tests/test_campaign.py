@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from hashbench import records
 from hashbench.campaign import chosen_params, final_cells, load_campaign, tune_cells
+from hashbench.campaign_report import tuning_rows
 from hashbench.cells import Cell
 from hashbench.cli import app
 from hashbench.errors import HashbenchError
@@ -97,10 +98,15 @@ def test_the_best_complete_trial_is_chosen_and_final_waits_for_tuning(tmp_path):
             if cell.trial.number == number:
                 v = values[cell.method]
                 records.append_record(results, fake_record(cell, v[number], v[2] if number else "patience"))
+        if number == 0:  # every study still running: the report marks its best trial so far
+            assert {row[-1] for row in tuning_rows(c, results)[1] if row[1] == "0"} == {"leads"}
     trials = {cell.method: [] for cell in tune_cells(c, results)}
     for cell in tune_cells(c, results):
         trials[cell.method].append(cell.params)
     assert all(len(t) == 2 for t in trials.values())
+    marks = {(row[0], row[1]): row[-1] for row in tuning_rows(c, results)[1]}  # Table 3's chosen column
+    assert marks[("proposed/synthetic", "1")] == marks[("hashrec/synthetic", "0")] == "✓"
+    assert marks[("proposed/synthetic", "0")] == marks[("hashrec/synthetic", "1")] == ""
     chosen = chosen_params(c, results)
     assert chosen[("proposed", "synthetic")] == trials["proposed"][1]  # the better trial
     assert chosen[("hashrec", "synthetic")] == trials["hashrec"][0]  # a pruned trial never wins
