@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hashbench import protocol_effects, records
-from hashbench.campaign import STAGES, Campaign, ablation_cells, stage_cells, sweep_cells
+from hashbench.campaign import STAGES, Campaign, ablation_cells, describe, stage_cells, sweep_cells
 from hashbench.errors import HashbenchError
 from hashbench.files import save_figure
 from hashbench.registry import method_spec
@@ -33,12 +33,6 @@ def _ok(rec: dict | None) -> bool:
 
 def _f(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
-
-
-def _short_params(params: dict, budget: dict) -> str:
-    """A trial's own parameters (not the budget), numbers to 3 significant digits."""
-    own = {k: v for k, v in params.items() if budget.get(k) != v}
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in own.items()) or "defaults"
 
 
 def tuning_spaces(c: Campaign) -> str:
@@ -69,7 +63,7 @@ def tuning_rows(c: Campaign, results_dir: Path) -> Rows:
                 ended = (f"pruned at {curve[-1][0]}" if state == "pruned" and curve else
                          state if state != "complete" else (rec.get("extras") or {}).get("stopped") or "complete")
                 mark = lead_mark if leader is not None and cell.config_hash() == leader.config_hash() else ""
-                body.append([name, str(number), _short_params(cell.params, c.budget_for(m)), _f(value), ended, mark])
+                body.append([name, str(number), describe(cell.params, c.budget_for(m)), _f(value), ended, mark])
             if len(done) < c.trials:
                 body.append([name, f"{len(done)}–{c.trials - 1}" if done else f"0–{c.trials - 1}", "not run",
                              "", "", ""])

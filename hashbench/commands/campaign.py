@@ -48,7 +48,8 @@ def campaign_command(
     With --finish-by the campaign stops starting cells that would not end in time, so a
     booked machine or a session can be left with nothing half-trained.
     """
-    from hashbench.campaign import STAGES, load_campaign, longest_chain_first, stage_cells, stage_queue
+    from hashbench.campaign import (STAGES, describe, describe_progress, load_campaign, longest_chain_first,
+                                    stage_cells, stage_queue)
     from hashbench.records import latest_by_cell
 
     from hashbench.checks import check_results_dir
@@ -77,6 +78,7 @@ def campaign_command(
         console.print(f"removed {len(files)} files that no table reads ({size / 1e6:.1f} MB); their records stay",
                       highlight=False)
         return
+    console.print(describe_progress(campaign, results), highlight=False)
     if stage == "all" and not dry_run:
         # one queue for the whole campaign: a final, sweep or ablation cell starts as soon as
         # the tuning it needs is recorded, instead of after the last study's last trial
@@ -108,8 +110,9 @@ def campaign_command(
             for cell in cells:
                 rec = done.get(cell.config_hash())
                 state = rec.get("status", "?") if rec else "to run"
-                console.print(f"  {state:7} {cell.method:9} {cell.dataset:9} {cell.bits:4}b seed {cell.seed}  "
-                              f"{cell.params}")
+                trial = f"trial {cell.trial.number}  " if cell.trial is not None else ""
+                console.print(f"  {state:7} {cell.method:14} {cell.dataset:9} {cell.bits:4}b seed {cell.seed}  {trial}"
+                              f"{describe(cell.params, campaign.budget_for(cell.method))}", highlight=False)
             continue
         # tuning: a study's next trial is queued as soon as its previous one is recorded
         first, more = stage_queue(campaign, name, results)
