@@ -8,6 +8,7 @@ belong to which stage is recomputed from campaign.toml, as `hashbench campaign` 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import tomllib
 from pathlib import Path
 
@@ -279,6 +280,10 @@ def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
     keep = {r["config_hash"] for protocol in protocols
             for r in select_records(results_dir, c.bits, protocol, list(c.datasets), exclude)}
     keep |= {cell.config_hash() for cell in cells}
+    # a running study's trials carry their ranking variants' records (bgch-scaled's of a bgch
+    # trial): the one of the trial that wins becomes the variant row's seed-0 cell
+    keep |= {replace(cell, method=v).config_hash() for cell in cells if cell.trial is not None
+             for v in c.methods if method_spec(v).based_on == cell.method}
     out = set(losing_trial_files(c, results_dir))
     for config_hash, rec in records.latest_by_cell(results_dir).items():
         if config_hash in keep or rec.get("bits") != c.bits or rec.get("protocol") not in protocols \

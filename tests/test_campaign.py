@@ -446,7 +446,10 @@ def test_prune_deletes_the_files_of_seeds_table_1_no_longer_shows(tmp_path):
 
 
 def test_prune_deletes_the_variant_rankings_of_lost_trials_too(tmp_path):
+    """...and keeps those of a study still running (it deleted the leading HashGNN trial's
+    hashgnn-rerank per-user file while the study had trials to go)."""
     from hashbench.campaign import losing_trial_files
+    from hashbench.campaign_report import unshown_files
 
     spec = (SPEC.replace('methods = ["proposed", "hashrec", "dcf", "mostpop"]',
                          'methods = ["bgch", "bgch-scaled", "mostpop"]')
@@ -461,12 +464,18 @@ def test_prune_deletes_the_variant_rankings_of_lost_trials_too(tmp_path):
                 continue
             for variant in (cell, replace(cell, method="bgch-scaled")):
                 rec = fake_record(variant, value)
+                rec.update(method=variant.method, dataset=variant.dataset, bits=variant.bits, seed=variant.seed,
+                           protocol=variant.protocol, tuning=variant.trial.config(),
+                           finished_at=f"2026-12-02T0{number}:00:00")
                 rec["per_user_file"] = f"per_user/{variant.method}-{number}.npz"
                 (results / "per_user").mkdir(parents=True, exist_ok=True)
                 (results / rec["per_user_file"]).write_bytes(b"x")
                 files[(variant.method, number)] = results / rec["per_user_file"]
                 records.append_record(results, rec)
+        if number == 0:  # the study still runs: trial 0 may win, its bgch-scaled ranking with it
+            assert unshown_files(c, results) == []
     assert sorted(losing_trial_files(c, results)) == sorted([files[("bgch", 0)], files[("bgch-scaled", 0)]])
+    assert sorted(unshown_files(c, results)) == sorted([files[("bgch", 0)], files[("bgch-scaled", 0)]])
 
 
 def test_table_1_shows_a_tuning_trial_only_as_the_winner_of_a_finished_study(tmp_path):
