@@ -196,8 +196,10 @@ def study_winner(c: Campaign, method: str, dataset: str, latest: dict[str, dict]
 
 
 def losing_trial_files(c: Campaign, results_dir: Path) -> list[Path]:
-    """The codes and per-user files of the trials that lost a finished study, and of their
-    ranking variants' records (bgch-scaled's of a bgch trial). No table reads them (Table 3
+    """The codes and per-user files of every tuning trial but each study's leader, and of their
+    ranking variants' records (bgch-scaled's of a bgch trial). A trial that is not the leader
+    now never wins: the winner is the best complete trial, and a later trial can only displace
+    the leader (so the files of a study still running go too). No table reads them (Table 3
     shows their records' validation metrics; the winner's files are its seed-0 final cell's),
     and at ~0.7 MB a trial they would outgrow results/ (96 trials): the records stay, and the
     files stay in the git history of the commit that added them."""
@@ -205,12 +207,10 @@ def losing_trial_files(c: Campaign, results_dir: Path) -> list[Path]:
     out = []
     for d in c.tune_datasets:
         for m in c.tune_methods:
-            winner = study_winner(c, m, d, latest)
-            if winner is None:
-                continue
+            leader = study_leader(c, m, d, latest)
             variants = [v for v in c.methods if method_spec(v).based_on == m]
             for cell, _ in study_trials(c, m, d, latest):
-                if cell.config_hash() == winner.config_hash():
+                if leader is not None and cell.config_hash() == leader.config_hash():
                     continue
                 for rec in filter(None, (latest.get(replace(cell, method=name).config_hash()) for name in [m, *variants])):
                     out += [Path(results_dir) / rec[k] for k in ("codes_file", "per_user_file")

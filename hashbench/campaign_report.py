@@ -265,8 +265,8 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
 
 def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
     """The codes and per-user files that no table reads, which `campaign --prune` deletes: those
-    of the trials that lost a finished study (Table 3 shows their records' validation metrics;
-    the winner's files are its seed-0 final cell's), and, at the campaign's code length on its
+    of the tuning trials that are not their study's leader, finished or not (losing_trial_files;
+    Table 3 shows their records' validation metrics), and, at the campaign's code length on its
     datasets and split, those of runs that are neither in Table 1 (it shows, per row, the
     configuration with most seeds: a row's first-campaign seeds drop out once its converged
     configuration has as many) nor a campaign cell. Records always stay, and every file stays in
@@ -280,8 +280,8 @@ def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
     keep = {r["config_hash"] for protocol in protocols
             for r in select_records(results_dir, c.bits, protocol, list(c.datasets), exclude)}
     keep |= {cell.config_hash() for cell in cells}
-    # a running study's trials carry their ranking variants' records (bgch-scaled's of a bgch
-    # trial): the one of the trial that wins becomes the variant row's seed-0 cell
+    # a trial carries its ranking variants' records (bgch-scaled's of a bgch trial): the leader's
+    # become the variant row's seed-0 cell if it wins (the others' go with losing_trial_files)
     keep |= {replace(cell, method=v).config_hash() for cell in cells if cell.trial is not None
              for v in c.methods if method_spec(v).based_on == cell.method}
     out = set(losing_trial_files(c, results_dir))

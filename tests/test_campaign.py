@@ -386,12 +386,14 @@ def test_a_resumed_campaign_finishes_the_cells_in_flight_before_starting_new_one
     assert [cell.method for cell in stage_queue(c, "tune", results)[0]] == ["dcf", "proposed", "hashrec"]
 
 
-def test_prune_deletes_only_the_files_of_trials_that_lost_a_finished_study(tmp_path):
+def test_prune_deletes_the_files_of_every_trial_but_its_studys_leader(tmp_path):
+    """Even while the studies run (3 trials each, 2 recorded): a trial that is not the best
+    complete one so far never wins, since a later trial can only displace the leader."""
     from typer.testing import CliRunner
 
     from hashbench.cli import app
 
-    spec, results = write_spec(tmp_path), tmp_path / "results"
+    spec, results = write_spec(tmp_path, SPEC.replace("trials = 2", "trials = 3")), tmp_path / "results"
     c = load_campaign(spec)
     values = {"proposed": (0.30, 0.35), "hashrec": (0.2, 0.1), "dcf": (0.1, 0.05)}
     files = {}
@@ -410,7 +412,7 @@ def test_prune_deletes_only_the_files_of_trials_that_lost_a_finished_study(tmp_p
     assert out.exit_code == 0, out.output
     assert "removed 4 files" in out.output
     gone = {key for key, paths in files.items() if not any(p.exists() for p in paths)}
-    assert gone == {("proposed", 0), ("hashrec", 1)}  # the losers of the two finished studies
+    assert gone == {("proposed", 0), ("hashrec", 1)}  # every trial but its study's leader
     assert all(p.exists() for key, paths in files.items() if key not in gone for p in paths)
     assert len(list(records.read_records(results))) == 5  # every record stays
 

@@ -30,7 +30,7 @@ def campaign_command(
     finish_by: FinishBy = None,
     prune: Annotated[bool, typer.Option(
         "--prune", help="Delete the codes and per-user files no table reads, then exit: the tuning trials that "
-                        "lost a finished study, and runs at the campaign's code length that are neither shown "
+                        "are not their study's leader (one that is not now never wins), and runs at the campaign's code length that are neither shown "
                         "in Table 1 nor a campaign cell (a row's earlier seeds, once its converged "
                         "configuration has as many). Records stay.")] = False,
 ):
