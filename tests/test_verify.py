@@ -1,0 +1,99 @@
+"""`hashbench verify`: every hashing record's metrics come back from its exported codes and the
+data alone, and a record or a codes file that was altered is caught and named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hashbench.cli import app
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Two seeds of LSH (codes), MostPop (a float row: no codes) and a briefly trained Proposed
+    (codes from a trained model, validation and test metrics from its selected epoch)."""
+    path = tmp_path_factory.mktemp("results")
+    result = invoke("run", "--methods", "mostpop,lsh,proposed", "--datasets", "synthetic", "--bits", 32,
+                    "--seeds", 2, "-p", "proposed.epochs=2", "-p", "proposed.eval_every=1", "--results", path)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def copy_of(results, tmp_path):
+    target = tmp_path / "results"
+    shutil.copytree(results, target)
+    return target
+
+
+def test_faithful_records_are_all_re_checked_and_match(results):
+    out = invoke("verify", "--results", results)
+    assert out.exit_code == 0, out.output
+    assert "4 records re-checked from their codes match, 0 do not" in out.output
+    assert "2 float or real-valued rows without codes" in out.output
+
+
+def test_an_altered_metric_is_caught_and_named(results, tmp_path):
+    results = copy_of(results, tmp_path)
+    lines = (results / "runs.jsonl").read_text().splitlines()
+    recs = [json.loads(line) for line in lines]
+    k = next(i for i, r in enumerate(recs) if r["method"] == "proposed" and r["seed"] == 1)
+    recs[k]["metrics"]["test"]["recall@50"] += 0.01
+    (results / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = invoke("verify", "--results", results)
+    assert out.exit_code == 1
+    assert "MISMATCH proposed · synthetic · 32b · seed 1" in out.output and "test recall@50" in out.output
+    assert "3 records re-checked from their codes match, 1 do not" in out.output
+
+
+def test_altered_codes_are_caught_and_a_pruned_file_is_only_counted(results, tmp_path):
+    results = copy_of(results, tmp_path)
+    recs = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    lsh = [r for r in recs if r["method"] == "lsh"]
+    path = results / lsh[0]["codes_file"]
+    with np.load(path) as z:
+        arrays = {name: z[name] for name in z.files}
+    arrays["item_codes"] = arrays["item_codes"][::-1].copy()  # the same codes, given to other items
+    np.savez(path, **arrays)
+    (results / lsh[1]["codes_file"]).unlink()  # pruned: the record stays, git history has the file
+    out = invoke("verify", "--results", results, "--methods", "lsh")
+    assert out.exit_code == 1
+    assert f"MISMATCH lsh · synthetic · 32b · seed {lsh[0]['seed']}" in out.output
+    assert "0 records re-checked from their codes match, 1 do not; 1 with pruned codes" in out.output
+
+
+def test_codes_of_another_split_are_refused(results, tmp_path):
+    results = copy_of(results, tmp_path)
+    recs = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    a, b = [r for r in recs if r["method"] == "lsh"]
+    shutil.copy(results / b["codes_file"], results / a["codes_file"])  # seed 1's codes under seed 0's record
+    out = invoke("verify", "--results", results, "--methods", "lsh")
+    assert out.exit_code == 1 and "split: the codes say" in out.output
+
+
+def test_a_directory_without_records_is_a_one_line_error(tmp_path):
+    out = invoke("verify", "--results", tmp_path)
+    assert out.exit_code == 1 and "nothing to verify" in out.output
+
+
+def test_an_altered_per_user_value_is_caught(results, tmp_path):
+    """The significance tests read the per-user files: one user's value changed is a mismatch."""
+    results = copy_of(results, tmp_path)
+    rec = next(json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()
+               if '"proposed"' in line)
+    path = results / rec["per_user_file"]
+    with np.load(path) as z:
+        arrays = {name: z[name] for name in z.files}
+    user = int(np.flatnonzero(~np.isnan(arrays["recall_at_50"]))[0])
+    arrays["recall_at_50"][user] = 1.0 - arrays["recall_at_50"][user]
+    np.savez_compressed(path, **arrays)
+    out = invoke("verify", "--results", results, "--methods", "proposed")
+    assert out.exit_code == 1 and "per-user recall@50: 1 users differ" in out.output
