@@ -327,7 +327,7 @@ def test_a_tuning_stage_runs_per_dataset_and_resumes_after_a_kill(tmp_path, monk
     assert studies == {f"{m}/{d}" for m in ("proposed", "hashrec") for d in ("synthetic", "synthetic-b")}
     assert sorted(whole) == sorted((s, k) for s in studies for k in range(3))  # the same trials everywhere
     # one sweep for the whole stage: each study's next trial is queued as its previous one lands
-    assert "queued proposed · synthetic-b · 32b · seed 0 (trial 2 of proposed/synthetic-b)" in " ".join(done.output.split())
+    assert "queued proposed · synthetic-b · 32b · seed 0 · trial 2" in " ".join(done.output.split())
 
     # killed inside the second trial of proposed/synthetic-b, after its first evaluation
     original = runner_module.Runner._checked_progress

@@ -337,7 +337,10 @@ def print_plan(plan: Plan) -> None:
 
 
 def _label(cell) -> str:
-    return f"{cell.method} · {cell.dataset} · {cell.bits}b · seed {cell.seed}"
+    """How a cell is named in progress lines; a tuning trial by its number too (a study's trials
+    differ only in parameters)."""
+    trial = f" · trial {cell.trial.number}" if cell.trial is not None else ""
+    return f"{cell.method} · {cell.dataset} · {cell.bits}b · seed {cell.seed}{trial}"
 
 
 def _value(v) -> str:
@@ -375,8 +378,7 @@ class SweepDisplay:
         total = next(task.total for task in self.bars.tasks if task.id == self.sweep)
         self.bars.update(self.sweep, total=(total or 0) + len(cells))
         for cell in cells:
-            trial = f" (trial {cell.trial.number} of {cell.trial.study})" if cell.trial is not None else ""
-            self.bars.console.print(f"queued {_label(cell)}{trial}", highlight=False)
+            self.bars.console.print(f"queued {_label(cell)}", highlight=False)
 
     def computed_beside(self, cells) -> None:
         total = next(task.total for task in self.bars.tasks if task.id == self.sweep)
