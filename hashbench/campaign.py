@@ -161,7 +161,7 @@ def tune_cells(c: Campaign, results_dir: Path | None = None) -> list[Cell]:
 
 def tuning_finished(c: Campaign, results_dir: Path) -> bool:
     latest = records.latest_by_cell(results_dir)
-    return all(study_finished(c, m, d, latest) for d in c.tune_datasets for m in c.tune_methods)
+    return all(all_trials_recorded(c, study_trials(c, m, d, latest)) for d in c.tune_datasets for m in c.tune_methods)
 
 
 def chosen_params(c: Campaign, results_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -172,27 +172,29 @@ def chosen_params(c: Campaign, results_dir: Path) -> dict[tuple[str, str], dict[
     return {key: params for key, (params, _) in _choices(c, records.latest_by_cell(results_dir)).items()}
 
 
-def study_leader(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> Cell | None:
-    """The best recorded trial of a study so far: the best validation metric among its complete
-    (not pruned) trials, the earlier trial (the defaults first) winning ties; None before any."""
+def best_trial(trials: list[tuple[Cell, dict | None]], monitor: str) -> Cell | None:
+    """A study's leader among `trials` (study_trials' list): the best validation metric among its
+    complete (not pruned) trials, the earlier trial (the defaults first) winning ties; None
+    before any is complete."""
     from hashbench.tuning import outcome
 
     scored = []
-    for cell, rec in study_trials(c, method, dataset, latest):
-        state, value, _ = outcome(rec, c.monitor)
-        if rec is not None and state == "complete" and value is not None:
+    for cell, rec in trials:
+        state, value, _ = outcome(rec, monitor)
+        if state == "complete" and value is not None:
             scored.append((value, cell))
     return max(scored, key=lambda s: s[0])[1] if scored else None  # max keeps the first of equal values
 
 
-def study_finished(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> bool:
-    trials = study_trials(c, method, dataset, latest)
+def all_trials_recorded(c: Campaign, trials: list[tuple[Cell, dict | None]]) -> bool:
+    """Whether the study of `trials` (study_trials' list) is finished."""
     return len(trials) == c.trials and trials[-1][1] is not None
 
 
 def study_winner(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> Cell | None:
     """A finished study's winning trial (its leader once every trial is recorded); None while it runs."""
-    return study_leader(c, method, dataset, latest) if study_finished(c, method, dataset, latest) else None
+    trials = study_trials(c, method, dataset, latest)
+    return best_trial(trials, c.monitor) if all_trials_recorded(c, trials) else None
 
 
 def losing_trial_files(c: Campaign, results_dir: Path) -> list[Path]:
@@ -207,9 +209,10 @@ def losing_trial_files(c: Campaign, results_dir: Path) -> list[Path]:
     out = []
     for d in c.tune_datasets:
         for m in c.tune_methods:
-            leader = study_leader(c, m, d, latest)
+            trials = study_trials(c, m, d, latest)
+            leader = best_trial(trials, c.monitor)
             variants = [v for v in c.methods if method_spec(v).based_on == m]
-            for cell, _ in study_trials(c, m, d, latest):
+            for cell, _ in trials:
                 if leader is not None and cell.config_hash() == leader.config_hash():
                     continue
                 for rec in filter(None, (latest.get(replace(cell, method=name).config_hash()) for name in [m, *variants])):

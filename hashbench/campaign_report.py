@@ -48,7 +48,7 @@ def tuning_rows(c: Campaign, results_dir: Path) -> Rows:
     ended (patience / a cap / pruned at epoch e / failed), the winner of a finished study marked
     ✓ and the best trial so far of a running one "leads", and how many of its trials are still
     to run. The search spaces are in the caption (tuning_spaces)."""
-    from hashbench.campaign import study_finished, study_leader, study_trials
+    from hashbench.campaign import all_trials_recorded, best_trial, study_trials
     from hashbench.tuning import outcome
 
     latest = records.latest_by_cell(results_dir)
@@ -56,9 +56,10 @@ def tuning_rows(c: Campaign, results_dir: Path) -> Rows:
     for d in c.tune_datasets:
         for m in c.tune_methods:
             name = f"{m}/{d}"
-            done = [(cell, rec) for cell, rec in study_trials(c, m, d, latest) if rec is not None]
-            leader = study_leader(c, m, d, latest)
-            lead_mark = "✓" if study_finished(c, m, d, latest) else "leads"
+            trials = study_trials(c, m, d, latest)
+            done = [(cell, rec) for cell, rec in trials if rec is not None]
+            leader = best_trial(trials, c.monitor)
+            lead_mark = "✓" if all_trials_recorded(c, trials) else "leads"
             for number, (cell, rec) in enumerate(done):
                 state, value, curve = outcome(rec, c.monitor)
                 ended = (f"pruned at {curve[-1][0]}" if state == "pruned" and curve else

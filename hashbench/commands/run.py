@@ -374,15 +374,17 @@ class SweepDisplay:
     def skipped(self, cell, reason: str) -> None:
         self.bars.update(self.sweep, advance=1, status=f"skipped {_label(cell)} ({reason})")
 
-    def added(self, cells) -> None:
+    def _count_more(self, cells) -> None:
         total = next(task.total for task in self.bars.tasks if task.id == self.sweep)
         self.bars.update(self.sweep, total=(total or 0) + len(cells))
+
+    def added(self, cells) -> None:
+        self._count_more(cells)
         for cell in cells:
             self.bars.console.print(f"queued {_label(cell)}", highlight=False)
 
     def computed_beside(self, cells) -> None:
-        total = next(task.total for task in self.bars.tasks if task.id == self.sweep)
-        self.bars.update(self.sweep, total=(total or 0) + len(cells))
+        self._count_more(cells)
 
     def waiting(self, cell) -> None:
         self.bars.update(self.sweep, status=f"waiting for another sweep to finish {_label(cell)}")

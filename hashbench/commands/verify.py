@@ -42,9 +42,13 @@ def verify_command(
     def keep(rec: dict) -> bool:
         return (wanted_d is None or rec.get("dataset") in wanted_d) and (wanted_m is None or rec.get("method") in wanted_m)
 
+    loaded: dict[str, object] = {}  # each dataset parsed once, whatever its protocols and seeds
+
     def load_split(dataset: str, protocol: str, seed: int):
         console.print(f"split {dataset} · {protocol} · seed {seed}", highlight=False)
-        return make_split(load_dataset(dataset, cache_dir, mirror), protocol, seed)
+        if dataset not in loaded:
+            loaded[dataset] = load_dataset(dataset, cache_dir, mirror)
+        return make_split(loaded[dataset], protocol, seed)
 
     def report(check) -> None:
         if check.outcome == "match":
