@@ -101,3 +101,15 @@ def test_negative_sampling_draws_as_checking_every_item_each_round():
         ours, theirs = np.random.default_rng(tries), np.random.default_rng(tries)
         assert np.array_equal(index.sample_negatives(users, ours, tries), check_all(index, users, theirs, tries))
         assert ours.integers(1 << 30) == theirs.integers(1 << 30)
+
+
+def test_lightgcn_record_states_the_schedule_it_actually_ran(split):
+    """A refit trains for its fixed number of epochs and may anneal the learning rate: the
+    deviations from LightGCN's reference settings must say so, not repeat the defaults."""
+    ctx = FitContext(seed=seeds.seed_sequence(0, "method"), epochs=3)
+    m = get_method("lightgcn")(64, ctx, epochs=10, batch_size=4096, lr=1e-2, lr_decay=0.99)
+    m.fit(TrainData("synthetic", split.n_users, split.n_items, split.train, split.valid[:0]))
+    deviations = m.extras()["deviations"]
+    assert deviations["epochs"] == {"reference": 1000, "here": 3}
+    assert deviations["lr_decay"] == {"reference": 1.0, "here": 0.99}
+    assert m.extras()["epochs_run"] == 3

@@ -58,7 +58,8 @@ def sample_users_uniformly(index: UserItemIndex, n: int, rng: np.random.Generato
     return users, index.items[index.indptr[users] + offset]
 
 
-REFERENCE_DEFAULTS = {"batch_size": 2048, "lr": 1e-3, "l2": 1e-4, "layers": 3, "dim": 64, "epochs": 1000}
+# lr_decay 1.0: LightGCN-PyTorch keeps its learning rate constant
+REFERENCE_DEFAULTS = {"batch_size": 2048, "lr": 1e-3, "lr_decay": 1.0, "l2": 1e-4, "layers": 3, "dim": 64, "epochs": 1000}
 
 
 @register
@@ -110,6 +111,8 @@ class LightGCN(TorchMethod):
 
     def method_extras(self) -> dict:
         here = {k: self.params.get(k) or self.bits for k in REFERENCE_DEFAULTS}
+        if getattr(self.ctx, "epochs", None) is not None:  # a refit trains for its fixed number of epochs
+            here["epochs"] = self.ctx.epochs
         return {
             "deviations": {k: {"reference": v, "here": here[k]} for k, v in REFERENCE_DEFAULTS.items() if here[k] != v},
             "sampling": SAMPLING[self.params["sampling"]],
