@@ -148,8 +148,15 @@ def study_trials(c: Campaign, method: str, dataset: str, latest: dict[str, dict]
     def cell_for(params: dict[str, Any], trial: TrialTag) -> Cell:
         return Cell(method, dataset, c.bits, c.tune_seed, params={**c.budget_for(method), **params}, trial=trial)
 
+    tagged: dict[int, list[dict[str, Any]]] = {}  # trial number -> the parameters of the records tagged with it
+    for rec in latest.values():
+        tuning = rec.get("tuning") or {}
+        if tuning.get("study") == name and rec.get("method") == method and rec.get("dataset") == dataset:
+            tagged.setdefault(int(tuning["trial"]), []).append(rec.get("params") or {})
+
     return plan_study(method_spec(method), name, c.trials, study_seed(c, method, dataset), c.startup_trials,
-                      tag, cell_for, lambda cell: latest.get(cell.config_hash()), c.monitor)
+                      tag, cell_for, lambda cell: latest.get(cell.config_hash()), c.monitor,
+                      recorded_params=lambda number: tagged.get(number, []))
 
 
 def tune_cells(c: Campaign, results_dir: Path | None = None) -> list[Cell]:

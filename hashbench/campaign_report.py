@@ -295,6 +295,29 @@ def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
     return sorted(out)
 
 
+def in_git_history(files: list[Path], results_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(files committed as they are now, the others): prune's promise that a deleted file stays
+    in the git history holds only for the first. A file not committed yet (a cell recorded this
+    session) or changed since, or any file outside a git work tree, is not safe to delete."""
+    import subprocess
+
+    def git(*args: str) -> set[Path] | None:
+        try:
+            out = subprocess.run(["git", "-C", str(results_dir), *args, "-z"], capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if out.returncode != 0:
+            return None
+        return {(Path(results_dir) / name).resolve() for name in out.stdout.decode().split("\0") if name}
+
+    tracked = git("ls-files")
+    changed = git("diff", "--name-only", "--relative", "HEAD")
+    if tracked is None or changed is None:  # not a git work tree, or no commit yet
+        return [], list(files)
+    safe = tracked - changed
+    return [f for f in files if f.resolve() in safe], [f for f in files if f.resolve() not in safe]
+
+
 def tuning_only(c: Campaign, results_dir: Path) -> frozenset[str]:
     """The recorded tuning trials (a variant's rankings of them included) that are no final cell:
     every trial but each finished study's winner."""

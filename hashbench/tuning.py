@@ -6,7 +6,10 @@ Trials are ordinary cells. Nothing is stored besides the records: a study is reb
 results/runs.jsonl every time (the same seeded sampler, told the same finished trials in the
 same order, proposes the same next trial), so a killed tuning stage re-run with the same
 command proposes the same trials, skips the recorded ones and resumes the interrupted one
-from its checkpoint. Trial k depends on trials 0..k-1, so a study runs its trials one after
+from its checkpoint. A recorded trial is replayed with the parameters its record holds, not
+the ones the sampler proposes again: TPE's arithmetic differs in the last bits between CPUs
+(an AMD-recorded study proposed lr 0.0013662272860142008 there and a hair off it on an Intel
+machine), which changed the trial's hash and would have retrained it. Trial k depends on trials 0..k-1, so a study runs its trials one after
 another; different (method, dataset) studies run side by side.
 
 Pruning happens inside a trial's training: after every validation the driver asks
@@ -150,19 +153,39 @@ def _tell(study, trial, state: str, value: float | None, curve: Curve) -> None:
 
 def plan_study(spec: MethodSpec, study_name: str, trials: int, seed: int, startup_trials: int,
                tag: Callable[[int, tuple], TrialTag], cell_for: Callable[[dict[str, Any], TrialTag], Any],
-               record_for: Callable[[Any], dict | None], monitor: str) -> list[tuple[Any, dict | None]]:
+               record_for: Callable[[Any], dict | None], monitor: str,
+               recorded_params: Callable[[int], list[dict[str, Any]]] = lambda number: [],
+               ) -> list[tuple[Any, dict | None]]:
     """The study's trials as (cell, record or None): every recorded trial and the next one to
-    run (whose parameters depend on the recorded ones); later trials are not known yet."""
+    run (whose parameters depend on the recorded ones); later trials are not known yet.
+
+    `recorded_params(k)`: the parameters of the records tagged as trial k of this study (any
+    configuration); the one whose cell is recorded is replayed as it was run."""
     optuna = _optuna()
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
     study = _study(study_name, sampler, optuna.pruners.NopPruner())
     dists = distributions(spec)
-    study.enqueue_trial({k: spec.defaults[k] for k in dists})
     history: list[tuple[str, float | None, Curve]] = []
     known: dict[str, tuple[str, float | None, Curve]] = {}  # the parameters of each recorded trial -> its outcome
+
+    def as_recorded(number: int) -> dict[str, Any] | None:
+        for params in recorded_params(number):
+            params = {k: params[k] for k in dists if k in params}
+            if len(params) == len(dists) and record_for(cell_for(params, tag(number, tuple(history)))) is not None:
+                return params
+        return None
+
     planned = []
     asks = 0
+    queued_for = -1  # the trial number whose parameters are enqueued
     while len(planned) < trials:
+        if queued_for != len(planned):
+            queued_for = len(planned)
+            fixed = as_recorded(queued_for)
+            if fixed is None and queued_for == 0:
+                fixed = {k: spec.defaults[k] for k in dists}  # the defaults are the first trial
+            if fixed is not None:
+                study.enqueue_trial(fixed)
         trial = study.ask(dists)
         asks += 1
         params = json.dumps(trial.params, sort_keys=True)

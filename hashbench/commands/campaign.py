@@ -69,14 +69,19 @@ def campaign_command(
     check_results_dir(results, write=not dry_run)
     campaign = load_campaign(spec, budget_scale)
     if prune:
-        from hashbench.campaign_report import unshown_files
+        from hashbench.campaign_report import in_git_history, unshown_files
 
-        files = unshown_files(campaign, results)
+        # only files the git history keeps: a file recorded since the last commit, deleted here,
+        # would be lost for good (it happened: a study replayed wrongly made two final cells look unread)
+        files, kept = in_git_history(unshown_files(campaign, results), results)
         size = sum(f.stat().st_size for f in files)
         for f in files:
             f.unlink()
         console.print(f"removed {len(files)} files that no table reads ({size / 1e6:.1f} MB); their records stay",
                       highlight=False)
+        if kept:
+            console.print(f"kept {len(kept)} more that are not committed as they are (commit them, then prune again): "
+                          + ", ".join(str(f) for f in kept[:3]) + (" …" if len(kept) > 3 else ""), highlight=False)
         return
     console.print(describe_progress(campaign, results), highlight=False)
     if stage == "all" and not dry_run:
