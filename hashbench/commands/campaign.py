@@ -32,7 +32,8 @@ def campaign_command(
         "--prune", help="Delete the codes and per-user files no table reads, then exit: the tuning trials that "
                         "are not their study's leader (one that is not now never wins), and runs at the campaign's code length that are neither shown "
                         "in Table 1 nor a campaign cell (a row's earlier seeds, once its converged "
-                        "configuration has as many). Records stay.")] = False,
+                        "configuration has as many). Records stay, and only files committed to git as they are "
+                        "go (the history keeps them): commit new results first.")] = False,
 ):
     """Tune every method on validation, run the chosen configurations on every dataset and
     seed, then the bits sweep and the gradient-estimator ablation (campaign.toml).
