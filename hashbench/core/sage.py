@@ -12,10 +12,11 @@ On CPU float32 (`_SageInput`) the forward is the same torch products (S x by tor
 product, the gather by index_select, the cat), with S built alone (Sᵀ was built every step for
 the backward); the backward is one compiled pass over the batch rows that takes the gradient
 to both tables: no Sᵀ, no contiguous copy of the gradient's halves, no element-wise
-accumulate-put. Bitwise the same gradients (tests/test_sage.py): a table row's gradient is
+accumulate-put. The same gradients (tests/test_sage.py): a table row's gradient is
 0 + g₁ + g₂ + … (own half) and 0 + w₁g₁ + w₂g₂ + … (neighbour half, w = S's entry) over output
 rows in ascending order, every product and sum rounded (no fused multiply-add), as the
-accumulate-put and torch's product with the counting-transposed Sᵀ compute them on the CPU.
+accumulate-put computes them and, on an AMD EPYC, torch's product with the counting-transposed
+Sᵀ did to the bit (on an Intel Xeon MKL's product fuses multiply-add: the last bits differ).
 (A compiled forward too, the gather and the mean in one pass, gave the same values but was
 slower than torch's CSR product: 35–65 against 15–46 ms for a batch's 45,056 item rows.)
 """
