@@ -9,8 +9,9 @@ command proposes the same trials, skips the recorded ones and resumes the interr
 from its checkpoint. A recorded trial is replayed with the parameters its record holds, not
 the ones the sampler proposes again: TPE's arithmetic differs in the last bits between CPUs
 (an AMD-recorded study proposed lr 0.0013662272860142008 there and a hair off it on an Intel
-machine), which changed the trial's hash and would have retrained it. Trial k depends on trials 0..k-1, so a study runs its trials one after
-another; different (method, dataset) studies run side by side.
+machine), which changed the trial's hash and would have retrained it. Trial k depends on
+trials 0..k-1, so a study runs its trials one after another; different (method, dataset)
+studies run side by side.
 
 Pruning happens inside a trial's training: after every validation the driver asks
 `pruner_for(tag)` whether the curve so far is hopeless against the earlier trials' curves at
@@ -175,17 +176,17 @@ def plan_study(spec: MethodSpec, study_name: str, trials: int, seed: int, startu
                 return params
         return None
 
+    def enqueue(number: int) -> None:
+        """Trial `number`'s parameters before the sampler is asked: its record's, else the
+        defaults for the first trial, else none (the sampler proposes)."""
+        fixed = as_recorded(number) or ({k: spec.defaults[k] for k in dists} if number == 0 else None)
+        if fixed is not None:
+            study.enqueue_trial(fixed)
+
     planned = []
     asks = 0
-    queued_for = -1  # the trial number whose parameters are enqueued
+    enqueue(0)
     while len(planned) < trials:
-        if queued_for != len(planned):
-            queued_for = len(planned)
-            fixed = as_recorded(queued_for)
-            if fixed is None and queued_for == 0:
-                fixed = {k: spec.defaults[k] for k in dists}  # the defaults are the first trial
-            if fixed is not None:
-                study.enqueue_trial(fixed)
         trial = study.ask(dists)
         asks += 1
         params = json.dumps(trial.params, sort_keys=True)
@@ -207,6 +208,7 @@ def plan_study(spec: MethodSpec, study_name: str, trials: int, seed: int, startu
         _tell(study, trial, state, value, curve)
         history.append((state, value, curve))
         known[params] = (state, value, curve)
+        enqueue(len(planned))
     return planned
 
 
