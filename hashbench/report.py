@@ -225,6 +225,19 @@ SIGNIFICANCE = ("Table 1c: Holm-adjusted p-values of paired two-sided Wilcoxon s
                 "the direction is that of the means in Table 1); –: no per-user results")
 
 
+def in_table_order(main: Table) -> dict[tuple[str, str], list[dict]]:
+    """main.records ordered as Table 1 reads: by dataset, then by row (records arrive in the order
+    they were made, which means nothing to a reader)."""
+    rows = list(main.rows)
+
+    def position(cell: tuple[str, str]) -> tuple[int, int, str]:
+        method, dataset = cell
+        index = main.datasets.index(dataset) if dataset in main.datasets else len(main.datasets)
+        return index, rows.index(method) if method in rows else len(rows), method
+
+    return {cell: main.records[cell] for cell in sorted(main.records, key=position)}
+
+
 def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, campaign=None,
                       plot: Path | None = None) -> list[str]:
     """Significance, deviations, and (with a campaign spec) tuning, ablation, bits sweep, compute."""
@@ -250,14 +263,15 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
             parts.append("\n".join([rf"\paragraph{{{latex_text(title)}}}", r"\begin{itemize}", items,
                                     r"\end{itemize}"]))
     if protocol_effects.has_evidence(main.records):
+        by_cell = in_table_order(main)
         for number, metric in (("7", "recall@50"), ("8", "ndcg@50")):
             title = PROTOCOL_EFFECTS.format(number=number, metric=metric)
             if fmt == "markdown":
-                parts.append(_section(title, protocol_effects.effect_rows(main.records, metric, main.published), fmt))
+                parts.append(_section(title, protocol_effects.effect_rows(by_cell, metric, main.published), fmt))
                 continue
             for i, d in enumerate(main.datasets):  # one table per dataset: what fits a page
                 caption = title + f"; {d}." if i == 0 else f"As Table {number}, on {d}."
-                parts.append(_section(caption, protocol_effects.effect_rows(main.records, metric, main.published, d),
+                parts.append(_section(caption, protocol_effects.effect_rows(by_cell, metric, main.published, d),
                                       fmt, LABELS[number] + ("" if i == 0 else f"-{d}"), refs))
     if campaign is None:
         return parts

@@ -156,3 +156,25 @@ def test_the_report_shows_the_effects_in_markdown_csv_and_latex_that_compiles(tm
 
         log = compile_tables(render_report(tmp_path, "latex"), tmp_path)
         assert "Overfull \\hbox" not in log and "undefined" not in log.lower()
+
+
+def test_the_effect_tables_read_in_table_1_order_whatever_order_the_runs_were_made(tmp_path):
+    import json
+
+    from hashbench.report import render_report
+
+    base = {"status": "ok", "bits": 64, "protocol": "random-8-1-1", "params": {}, "ks": [50, 100],
+            "finished_at": "2026-12-01T00:00:00+00:00", "hashing": True}
+    recs = []
+    for dataset in ("yelp2018", "gowalla"):  # made in the opposite order to Table 1's
+        for method in ("bgch", "proposed"):
+            rec = record(0, 0.2, [(5, 0.18), (10, 0.21)], unmasked=0.15, method=method)
+            rec.update(base, dataset=dataset, config_hash=f"{method}{dataset}")
+            recs.append(rec)
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    markdown = render_report(tmp_path, "markdown")
+    section = markdown.split("protocol effects on recall@50")[1].split("###")[0]
+    cells = [tuple(c.strip() for c in line.split("|")[1:3]) for line in section.splitlines()
+             if line.startswith("| ") and not line.startswith("| method")]
+    assert cells == [("proposed", "gowalla"), ("bgch", "gowalla"), ("proposed", "yelp2018"), ("bgch", "yelp2018")]
