@@ -185,7 +185,7 @@ def dataset_rows(results_dir: Path, datasets: list[str]) -> list[list]:
              f"{100 * s['density']:.3f}%"] for _, s in sorted(seen.items())]
 
 
-def _section(title: str, rows, fmt: str, label: str = "", refs: dict[str, str] | None = None) -> str:
+def table_section(title: str, rows, fmt: str, label: str = "", refs: dict[str, str] | None = None) -> str:
     header, body = rows
     if fmt == "markdown":
         return f"### {title}\n\n" + tabulate(body, header, tablefmt="github", disable_numparse=True)
@@ -198,9 +198,43 @@ def _section(title: str, rows, fmt: str, label: str = "", refs: dict[str, str] |
             notes.append(f"{match.group(1)}: {match.group(2)}")
     if notes:
         caption = caption.rstrip(".") + "; " + "; ".join(notes) + "."
-    return latex_table([latex_text(h) for h in short_header], [[latex_text(c) for c in row] for row in body],
-                       latex_text(caption, refs), label, text_columns(short_header, body),
-                       wide=not fits_a_column(short_header, body))
+    header_tex, align = [latex_text(h) for h in short_header], text_columns(short_header, body)
+    wide = not fits_a_column(short_header, body)
+    chunks = page_chunks(body, ROWS_PER_PAGE - len(caption) // CAPTION_CHARS_PER_ROW)
+    tables = []
+    for i, chunk in enumerate(chunks):  # a float taller than a page runs off its foot: one float per page
+        text = latex_text(caption, refs) if i == 0 else rf"As Table~\ref{{{label}}}, continued ({i + 1} of {len(chunks)})."
+        tables.append(latex_table(header_tex, [[latex_text(c) for c in row] for row in chunk], text,
+                                  label if i == 0 else f"{label}-{i + 1}", align, wide=wide))
+    return "\n\n".join(tables)
+
+
+ROWS_PER_PAGE = 20  # rows of \small text that fit a page even when each wraps to two lines (parameter lists)
+
+
+CAPTION_CHARS_PER_ROW = 100  # a long caption (Table 3's search spaces) takes a row's place per ~100 characters
+
+
+def page_chunks(body: list[list[str]], first: int = ROWS_PER_PAGE) -> list[list[list[str]]]:
+    """The rows in runs that fit a page each (under the caption, `first` rows), cut only where the
+    first column changes (a tuning study, a stage stays whole) unless such a run is itself longer
+    than a page."""
+    groups: list[list[list[str]]] = []
+    for row in body:
+        if groups and groups[-1][0][0] == row[0]:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    first = max(first, 1)
+    chunks: list[list[list[str]]] = [[]]
+    for group in groups:
+        for start in range(0, len(group), ROWS_PER_PAGE):
+            piece = group[start:start + ROWS_PER_PAGE]
+            room = first if len(chunks) == 1 else ROWS_PER_PAGE
+            if chunks[-1] and len(chunks[-1]) + len(piece) > room:
+                chunks.append([])
+            chunks[-1].extend(piece)
+    return chunks
 
 
 LABELS = {"2": "tab:datasets", "3": "tab:tuning", "4": "tab:ablation", "5": "tab:bits-sweep", "6": "tab:compute",
@@ -246,12 +280,12 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
     refs = latex_refs(main) if fmt == "latex" else {}
     parts = []
     if main.tests and fmt == "markdown":
-        parts.append(_section(SIGNIFICANCE, cr.significance_rows(main), fmt))
+        parts.append(table_section(SIGNIFICANCE, cr.significance_rows(main), fmt))
     elif main.tests:  # one table per dataset, a column per metric: what fits a page
         for i, d in enumerate(main.datasets):
             caption = (strip_number(SIGNIFICANCE)[1] + f"; {d}." if i == 0 else
                        f"As Table 1c, on {d}.")
-            parts.append(_section(caption, cr.significance_rows(main, d), fmt, latex_label("significance", d),
+            parts.append(table_section(caption, cr.significance_rows(main, d), fmt, latex_label("significance", d),
                                   {**refs, "1c": latex_label("significance", main.datasets[0])}))
     lines = cr.deviation_lines(main, alt) if main.published else []
     if lines:
@@ -267,15 +301,15 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
         for number, metric in (("7", "recall@50"), ("8", "ndcg@50")):
             title = PROTOCOL_EFFECTS.format(number=number, metric=metric)
             if fmt == "markdown":
-                parts.append(_section(title, protocol_effects.effect_rows(by_cell, metric, main.published), fmt))
+                parts.append(table_section(title, protocol_effects.effect_rows(by_cell, metric, main.published), fmt))
                 continue
             for i, d in enumerate(main.datasets):  # one table per dataset: what fits a page
                 caption = title + f"; {d}." if i == 0 else f"As Table {number}, on {d}."
-                parts.append(_section(caption, protocol_effects.effect_rows(by_cell, metric, main.published, d),
+                parts.append(table_section(caption, protocol_effects.effect_rows(by_cell, metric, main.published, d),
                                       fmt, LABELS[number] + ("" if i == 0 else f"-{d}"), refs))
     if campaign is None:
         return parts
-    parts.append(_section(f"Table 3: tuning on the validation split of each of {', '.join(campaign.tune_datasets)}, "
+    parts.append(table_section(f"Table 3: tuning on the validation split of each of {', '.join(campaign.tune_datasets)}, "
                           f"seed {campaign.tune_seed}: {campaign.trials} trials per method and dataset, Optuna "
                           f"{campaign.sampler.upper()} sampler (defaults first) with a {campaign.pruner} pruner, over "
                           "the search space declared beside each method (campaign.toml, method TOML files): "
@@ -291,7 +325,7 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
                   "process that trained or evaluated a cell, killed-and-resumed segments included; for a cell "
                   "resumed before that count was recorded, its busy time × threads where larger)", lambda: cr.compute_rows(campaign, results_dir))):
         try:
-            parts.append(_section(title, make(), fmt, LABELS[number], refs))
+            parts.append(table_section(title, make(), fmt, LABELS[number], refs))
             if number == "5" and plot is not None and plot.exists():  # drawn just now by _sweep
                 parts[-1] += f"\n\n![Recall@50 against code length]({plot.name})"
         except HashbenchError as exc:

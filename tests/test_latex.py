@@ -40,6 +40,7 @@ def compile_tables(tex: str, where: Path) -> str:
 def test_every_table_compiles_in_a_two_column_paper_without_overfull_boxes(report_tex, tmp_path):
     log = compile_tables(report_tex, tmp_path)
     assert "Overfull \\hbox" not in log
+    assert "Float too large" not in log  # a float taller than the page runs off its foot, cut
     assert "undefined" not in log.lower()  # every \ref found its \label
 
 
@@ -54,6 +55,24 @@ def test_a_table_with_a_long_text_column_wraps_it_instead_of_running_into_the_ma
                       latex_text("tuning: lr ∈ [0.001, 0.03]"), "tab:long", columns, wide=True)
     assert tex.isascii() and "?" not in tex
     assert "Overfull \\hbox" not in compile_tables(tex, tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_a_table_longer_than_a_page_continues_on_the_next_one_and_keeps_each_study_whole(tmp_path):
+    from hashbench.report import table_section
+
+    header = ["study", "trial", "parameters", "valid R@50", "ended", "chosen"]
+    params = "lr=0.00169, lambda_ae=0.01, lambda_b=0.0001, dropout=0.313"  # CCSR's, the longest
+    body = [[f"method{m}/gowalla", str(t), params, "0.0954", "pruned at 120", ""] for m in range(12) for t in range(8)]
+    caption = "Table 3: tuning, over the search space: " + "lr ∈ [0.001, 0.03] log; " * 40  # ~1,000 characters
+    tex = table_section(caption, (header, body), "latex", "tab:tuning", {"3": "tab:tuning"})
+    log = compile_tables(tex, tmp_path)
+    assert "Float too large" not in log and "Overfull \\hbox" not in log and "undefined" not in log.lower()
+    floats = tex.split(r"\begin{table")[1:]
+    assert len(floats) > 1 and r"continued (2 of" in floats[1] and r"\ref{tab:tuning}" in floats[1]
+    studies = [{line.split(" & ")[0] for line in f.splitlines() if line.startswith("method")} for f in floats]
+    assert sum(len(s) for s in studies) == 12  # no study is split across two tables
+    assert sum(f.count("dropout") for f in floats) == len(body)  # every row is in one of them
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
