@@ -277,6 +277,25 @@ def test_a_log_file_gets_one_line_per_validation_instead_of_live_bars():
     assert len(lines) == 1 and "5/400" in lines[0] and "valid 0.25" in lines[0]
 
 
+def test_a_log_file_says_how_many_cells_of_the_sweep_are_done_as_each_ends():
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from hashbench.cells import Cell
+    from hashbench.commands.run import SweepDisplay
+
+    log = io.StringIO()
+    display = SweepDisplay(Progress(console=Console(file=log)), 3)
+    ok = {"status": "ok", "metrics": {"test": {"recall@50": 0.2}}, "train_seconds": 1.0}
+    display.finished(Cell("proposed", "synthetic", 64, 0), ok)
+    display.finished(Cell("proposed", "synthetic", 64, 1), {"status": "failed", "error": "boom"})
+    lines = log.getvalue().splitlines()
+    assert any(l.startswith("ok [1/3] proposed · synthetic · 64b · seed 0") for l in lines), lines
+    assert any(l.startswith("failed [2/3] proposed · synthetic · 64b · seed 1: boom") for l in lines), lines
+
+
 @pytest.mark.parametrize("args, message", [
     (["campaign", "--dry-run", "--jobs", 0], "--jobs must be at least 1"),
     (["campaign", "--dry-run", "--device", "gpu"], "--device must be one of"),

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -425,7 +426,10 @@ class SweepDisplay:
 
     def finished(self, cell, record) -> None:
         self._drop(cell)
-        label = _label(cell)
+        self.bars.update(self.sweep, advance=1)
+        sweep = next(task for task in self.bars.tasks if task.id == self.sweep)
+        # how far the sweep is, on the line a log reader sees (a log file gets no live bar)
+        label = escape(f"[{sweep.completed:.0f}/{sweep.total:.0f}] {_label(cell)}")
         if record["status"] == "ok":
             test = record["metrics"]["test"]
             summary = "  ".join(f"{k} {v:.4f}" for k, v in test.items() if "@" in k and "_" not in k)
@@ -435,7 +439,6 @@ class SweepDisplay:
             self.bars.console.print(f"[green]ok[/] {label}: {summary}  ({record['train_seconds']:.1f} s{note})")
         else:
             self.bars.console.print(f"[red]failed[/] {label}: {record['error']}")
-        self.bars.update(self.sweep, advance=1)
 
     def close(self) -> None:
         for row in self.rows.values():
