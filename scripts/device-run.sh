@@ -16,8 +16,8 @@
 #   .device-data/<dataset>/...  the dataset files (a copy of the offline mirror, or a download)
 #   .whl/*.whl                  Python packages its image lacks, built for its Python: for the
 #                               tuning stage optuna and its needs (alembic, sqlalchemy, Mako,
-#                               colorlog, greenlet) at the versions used here, so that a study
-#                               proposes the same trials there as here.
+#                               colorlog, tqdm, PyYAML, packaging) at the versions used here, so
+#                               that a study proposes the same trials there as here (README).
 # The sweep's device must not also run them here: stop the local campaign during the call.
 set -uo pipefail
 

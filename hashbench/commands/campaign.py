@@ -17,8 +17,10 @@ def campaign_command(
                                                              "every cell starts once what it needs is recorded.")] = "all",
     spec: Annotated[Optional[Path], typer.Option("--spec", help="The campaign spec (default: $HASHBENCH_CAMPAIGN, "
                                                  "else ./campaign.toml, else the checkout's).", show_default=False)] = None,
-    budget_scale: Annotated[float, typer.Option("--budget-scale", help="Multiply every method's epoch budget "
-                                                "(e.g. 10 on a GPU for paper-length training).")] = 1.0,
+    budget_scale: Annotated[float, typer.Option("--budget-scale", help="Multiply the epoch caps (epochs, max_iters, "
+                                                "init_iters) the spec's [budget] gives a method; the converged "
+                                                "campaign.toml gives none (its cells stop by patience), so there "
+                                                "it changes nothing.")] = 1.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the stage's cells and whether each is done; "
                                                             "run nothing.")] = False,
     results: ResultsDir = Path("results"),
