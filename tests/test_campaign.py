@@ -264,6 +264,7 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     assert "recorded so far: tune 0/6 trials" in result.output  # a run says where the campaign stands too
     after = runner.invoke(app, ["campaign", "--results", "results", "--dry-run"])
     assert "recorded so far: tune 6/6 trials, final 8/8, sweep 4/4, ablation 2/2" in after.output, after.output
+    assert "nothing left in the campaign" in after.output
     recs = [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
     # 6 trials; final 8 cells, 3 of them the tuned methods' winning trials (seed 0, already run);
     # sweep 2 methods x 2 bits (32 bits shared); ablation 2 variants

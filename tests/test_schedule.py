@@ -120,3 +120,29 @@ def test_run_with_finish_by_starts_what_its_records_say_fits_and_says_what_it_le
     out = cli.invoke(app, [*base, "-m", "mostpop,proposed", "--seeds", "2"])  # the same command, no deadline
     assert out.exit_code == 0, out.output
     assert sorted(r["method"] for r in records.latest_by_cell(tmp_path).values()).count("proposed") == 2
+
+
+def test_the_campaign_says_how_much_is_left_in_all_from_what_each_method_cost(tmp_path):
+    from hashbench import records
+    from hashbench.campaign import load_campaign, tune_cells
+    from hashbench.schedule import campaign_time_left, describe_time_left
+    from test_campaign import SPEC, write_spec
+
+    c = load_campaign(write_spec(tmp_path, SPEC))
+    results = tmp_path / "results"
+    # 6 trials; 8 final cells less the 3 tuned methods' winning trials; 2 sweep cells at 16 bits; 2 ablation variants
+    cells, seconds, unknown = campaign_time_left(c, results)
+    assert (cells, seconds, len(unknown)) == (15, 0.0, 15)
+    assert "not counted: 15 cells" in describe_time_left(c, results, 2)
+
+    trial = next(cell for cell in tune_cells(c, results) if cell.method == "proposed")
+    records.append_record(results, {"config_hash": trial.config_hash(), "status": "ok", "method": "proposed",
+                                    "dataset": "synthetic", "bits": 32, "params": trial.config()["params"],
+                                    "tuning": trial.trial.config(), "metrics": {"valid": {"recall@50": 0.3}},
+                                    "extras": {"stopped": "patience", "busy_seconds": 3600.0, "curve": []}})
+    cells, seconds, unknown = campaign_time_left(c, results)
+    # proposed: its other trial, its second seed, its 16-bit sweep cell and the two ablation variants
+    # at its one recorded hour each; the other methods (the sweep's baseline too) have no cost on record
+    assert cells == 14 and seconds == 5 * 3600.0 and "proposed" not in unknown
+    assert describe_time_left(c, results, 2).startswith("about 5 cell-hours in 14 cells left in the whole campaign "
+                                                         "(~2 h at --jobs 2)")

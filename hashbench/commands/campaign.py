@@ -54,6 +54,7 @@ def campaign_command(
     from hashbench.campaign import (STAGES, describe, describe_progress, load_campaign, longest_chain_first,
                                     stage_cells, stage_queue)
     from hashbench.records import latest_by_cell
+    from hashbench.schedule import describe_time_left
 
     from hashbench.checks import check_results_dir
     from hashbench.commands.run import DEVICES, check_choice
@@ -87,6 +88,7 @@ def campaign_command(
                           + ", ".join(str(f) for f in kept[:3]) + (" …" if len(kept) > 3 else ""), highlight=False)
         return
     console.print(describe_progress(campaign, results), highlight=False)
+    console.print(describe_time_left(campaign, results, jobs or 1), highlight=False)
     if stage == "all" and not dry_run:
         # one queue for the whole campaign: a final, sweep or ablation cell starts as soon as
         # the tuning it needs is recorded, instead of after the last study's last trial
