@@ -221,6 +221,18 @@ def _cell_seconds(rec: dict) -> float:
     return extras.get("train_seconds", rec.get("train_seconds", 0.0)) + rec.get("eval_seconds", 0.0)
 
 
+def seconds_running(spans: list[tuple]) -> float:
+    """The length of the union of (start, finish) datetime spans: the wall time during which at
+    least one of them was in flight (the hours between working sessions, when nothing ran, are
+    not in it; first-start-to-last-finish would count them)."""
+    seconds, (start, end) = 0.0, sorted(spans)[0]
+    for s, e in sorted(spans)[1:]:
+        if s > end:
+            seconds, start = seconds + (end - start).total_seconds(), s
+        end = max(end, e)
+    return seconds + (end - start).total_seconds()
+
+
 def compute_rows(c: Campaign, results_dir: Path) -> Rows:
     """The compute bill per stage and method: CPU hours (every resumed segment included), summed
     cell time, cells on a GPU, and each stage's elapsed time; a cell shared by two stages is
@@ -237,6 +249,9 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
     def elapsed_of(times) -> str:
         return hours((max(t[1] for t in times) - min(t[0] for t in times)).total_seconds()) if times else "–"
 
+    def running_of(times) -> str:
+        return hours(seconds_running(times)) if times else "–"
+
     for name in STAGES:
         try:
             cells = stage_cells(c, name, results_dir, ready_only=True)  # `campaign` runs cells as they are ready
@@ -251,17 +266,17 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
         for method in dict.fromkeys(r["method"] for r in recs):
             mine = [r for r in recs if r["method"] == method]
             body.append([name, method, str(len(mine)), hours(sum(billed_cpu_seconds(r) for r in mine)),
-                         hours(sum(_cell_seconds(r) for r in mine)), "",
+                         hours(sum(_cell_seconds(r) for r in mine)), "", "",
                          str(sum(1 for r in mine if r.get("device") == "cuda"))])
         stage = {"cells": len(recs), "cpu": sum(billed_cpu_seconds(r) for r in recs),
                  "summed": sum(_cell_seconds(r) for r in recs), "gpu": sum(1 for r in recs if r.get("device") == "cuda")}
         body.append([name, "all", str(stage["cells"]), hours(stage["cpu"]), hours(stage["summed"]),
-                     elapsed_of(times), str(stage["gpu"])])
+                     running_of(times), elapsed_of(times), str(stage["gpu"])])
         total = {k: total[k] + stage[k] for k in total}
-    body.append(["total", "", str(total["cells"]), hours(total["cpu"]), hours(total["summed"]), elapsed_of(spans),
-                 str(total["gpu"])])
+    body.append(["total", "", str(total["cells"]), hours(total["cpu"]), hours(total["summed"]), running_of(spans),
+                 elapsed_of(spans), str(total["gpu"])])
     return (["stage", "method", "cells recorded", "CPU hours", "cell hours (train + eval, summed)",
-             "elapsed hours (first start to last finish)", "cells on GPU"], body)
+             "running hours", "elapsed hours", "cells on GPU"], body)
 
 
 def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:

@@ -323,7 +323,11 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
                   "the best validation Recall@50)", lambda: _sweep(cr, campaign, results_dir, plot)),
             ("6", "Table 6: what the campaign cost on this machine, per stage and method (CPU hours: every "
                   "process that trained or evaluated a cell, killed-and-resumed segments included; for a cell "
-                  "resumed before that count was recorded, its busy time × threads where larger)", lambda: cr.compute_rows(campaign, results_dir))):
+                  "resumed before that count was recorded, its busy time × threads where larger; running hours: the wall "
+                  "time during which at least one of the stage's cells was in flight, from each cell's first start "
+                  "to its finish, so the hours between working sessions are left out; elapsed hours: first start to "
+                  "last finish, which counts them, and records reused from the first campaign)",
+             lambda: cr.compute_rows(campaign, results_dir))):
         try:
             parts.append(table_section(title, make(), fmt, LABELS[number], refs))
             if number == "5" and plot is not None and plot.exists():  # drawn just now by _sweep

@@ -547,3 +547,14 @@ def test_table_1_shows_a_tuning_trial_only_as_the_winner_of_a_finished_study(tmp
     record(second, 0.2)  # dcf's study ends: trial 0 wins
     assert rows() == {"dcf": [0.3], "mostpop": [0.1]}
 
+
+
+def test_a_stages_running_hours_leave_out_the_time_between_sessions_when_nothing_ran():
+    from datetime import datetime, timedelta
+
+    from hashbench.campaign_report import seconds_running
+
+    t0 = datetime(2026, 12, 1, 9)
+    hour = timedelta(hours=1)
+    spans = [(t0 + 10 * hour, t0 + 11 * hour), (t0, t0 + hour), (t0 + hour / 2, t0 + 2 * hour)]  # any order
+    assert seconds_running(spans) == 3 * 3600  # 9:00-11:00 (two cells overlapping) and 19:00-20:00
