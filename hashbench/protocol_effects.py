@@ -88,10 +88,14 @@ def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tup
     for (method, dataset), recs in by_cell.items():
         if based_on(method):
             continue  # shown as the real-valued habit of its pure-Hamming row
-        scaled_by_seed = {r["seed"]: r for r in by_cell.get((variant_of.get(method), dataset), [])}
+        # the variant's record of this very model (extras.model_of: the base cell it ranked), never
+        # just one of the same seed: while a row's shown seeds are an earlier configuration's, a
+        # variant of the tuned model would otherwise be compared with another model
+        ranked = {model: r for r in by_cell.get((variant_of.get(method), dataset), [])
+                  if (model := (r.get("extras") or {}).get("model_of"))}
         row: dict[str, list[float]] = {"ours": []}
         for rec in sorted(recs, key=lambda r: r["seed"]):
-            values = habit_values(rec, metric, scaled_by_seed.get(rec["seed"]))
+            values = habit_values(rec, metric, ranked.get(rec.get("config_hash")))
             row["ours"].append(values["ours"])
             for habit in HABITS:
                 if values[habit] is not None:

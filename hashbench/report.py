@@ -240,10 +240,17 @@ def page_chunks(body: list[list[str]], first: int = ROWS_PER_PAGE) -> list[list[
 LABELS = {"2": "tab:datasets", "3": "tab:tuning", "4": "tab:ablation", "5": "tab:bits-sweep", "6": "tab:compute",
           "7": "tab:protocol-recall", "8": "tab:protocol-ndcg"}
 PROTOCOL_EFFECTS = ("Table {number}: protocol effects on {metric}: ours (validation-selected epoch, training items "
-                    "masked, standard NDCG, pure Hamming) and the change each habit of the papers' code causes on "
-                    "the same trained models, mean ± std over seeds: the epoch with the best test score, training "
-                    "items left in the ranking, the hits-based IDCG, real-valued scores (the method's real-valued ranking row: bgch-scaled, hashgnn-rerank); then all "
-                    "together, beside the paper's number; –: not measured for this row")
+                    "masked{ndcg}, pure Hamming) and the change each habit of the papers' code causes on "
+                    "the same trained models, mean ± std over seeds: the epoch with the best test Recall@50, training "
+                    "items left in the ranking{idcg}, real-valued scores (the method's real-valued ranking row: "
+                    "bgch-scaled, hashgnn-rerank, ranking the same model); then all together, beside the paper's "
+                    "number; –: not measured for this row")
+
+
+def protocol_effects_title(number: str, metric: str) -> str:
+    ndcg = metric.startswith("ndcg")
+    return PROTOCOL_EFFECTS.format(number=number, metric=metric, ndcg=", standard NDCG" if ndcg else "",
+                                   idcg=", the hits-based IDCG" if ndcg else "")
 
 
 def latex_refs(main: Table) -> dict[str, str]:
@@ -299,7 +306,7 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
     if protocol_effects.has_evidence(main.records):
         by_cell = in_table_order(main)
         for number, metric in (("7", "recall@50"), ("8", "ndcg@50")):
-            title = PROTOCOL_EFFECTS.format(number=number, metric=metric)
+            title = protocol_effects_title(number, metric)
             if fmt == "markdown":
                 parts.append(table_section(title, protocol_effects.effect_rows(by_cell, metric, main.published), fmt))
                 continue
@@ -324,8 +331,9 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
             ("6", "Table 6: what the campaign cost on this machine, per stage and method (CPU hours: every "
                   "process that trained or evaluated a cell, killed-and-resumed segments included; for a cell "
                   "resumed before that count was recorded, its busy time × threads where larger; running hours: the wall "
-                  "time during which at least one of the stage's cells was in flight, from each cell's first start "
-                  "to its finish, so the hours between working sessions are left out; elapsed hours: first start to "
+                  "time during which at least one of the stage's cells was in flight, from each cell's start (a resumed "
+                  "cell's last start: a lower bound) to its finish, so the hours between working sessions are left "
+                  "out; elapsed hours: first start to "
                   "last finish, which counts them, and records reused from the first campaign)",
              lambda: cr.compute_rows(campaign, results_dir))):
         try:

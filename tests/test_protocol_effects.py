@@ -36,11 +36,12 @@ def test_test_evidence_is_recorded_at_every_validation_but_selects_nothing(split
     assert at_best["test"]["recall@50"] == pytest.approx(final["recall@50"])
 
 
-def record(seed, ours, curve=(), unmasked=None, method="m", retrieved=None):
+def record(seed, ours, curve=(), unmasked=None, method="m", retrieved=None, model_of=None):
     test = {"recall@50": ours, "ndcg@50": ours / 2, "ndcg_retrieved@50": retrieved if retrieved else ours / 2}
     final = {"test": test, "test_unmasked": {"recall@50": unmasked, "ndcg@50": unmasked / 2,
                                              "ndcg_retrieved@50": unmasked / 2}} if unmasked else {}
-    return {"method": method, "dataset": "d", "seed": seed, "metrics": {"test": test},
+    return {"method": method, "dataset": "d", "seed": seed, "metrics": {"test": test}, "config_hash": f"{method}{seed}",
+            "extras": {"model_of": model_of} if model_of else {},
             "protocol_evidence": {"curve": [{"epoch": e, "test": {"recall@50": v, "ndcg@50": v / 2},
                                              "test_unmasked": {"recall@50": v - 0.1, "ndcg@50": v / 2,
                                                                "ndcg_retrieved@50": v / 2}}
@@ -56,10 +57,14 @@ def test_best_test_epoch_is_never_below_the_selected_one():
 
 
 @pytest.mark.parametrize("pure_name, variant_name", [("hashgnn", "hashgnn-rerank"), ("bgch", "bgch-scaled")])
-def test_real_valued_rows_pair_by_seed_and_records_without_evidence_show_a_dash(pure_name, variant_name):
-    """A ranking variant (registered based_on its method) is that method's real-valued habit."""
+def test_real_valued_rows_pair_by_model_and_records_without_evidence_show_a_dash(pure_name, variant_name):
+    """A ranking variant (registered based_on its method) is that method's real-valued habit,
+    measured on the very model the pure row's record trained (extras.model_of), not on another
+    model of the same seed (a tuned configuration's, while the row shows an earlier one's)."""
     pure = [record(0, 0.20, unmasked=0.15, method=pure_name), record(1, 0.22, unmasked=0.16, method=pure_name)]
-    scaled = [record(1, 0.30, method=variant_name), record(0, 0.25, method=variant_name)]
+    scaled = [record(1, 0.30, method=variant_name, model_of=f"{pure_name}1"),
+              record(0, 0.25, method=variant_name, model_of=f"{pure_name}0"),
+              record(0, 0.90, method=variant_name, model_of="another-model-of-seed-0")]
     old = [{"method": "old", "dataset": "d", "seed": 0, "metrics": {"test": {"recall@50": 0.1, "ndcg@50": 0.05}}}]
     by_cell = {(pure_name, "d"): pure, (variant_name, "d"): scaled, ("old", "d"): old}
     table = effects(by_cell, "recall@50")
@@ -137,7 +142,7 @@ def test_the_report_shows_the_effects_in_markdown_csv_and_latex_that_compiles(tm
     for method, hashing, shift in (("proposed", True, 0.0), ("bgch", True, -0.05), ("bgch-scaled", False, 0.0)):
         for seed in (0, 1):
             rec = record(seed, 0.2 + shift + seed / 100, [(5, 0.18 + shift), (10, 0.21 + shift)], unmasked=0.15,
-                         method=method)
+                         method=method, model_of=f"bgch{seed}" if method == "bgch-scaled" else None)
             rec.update(base, dataset="gowalla", hashing=hashing, config_hash=f"{method}{seed}")
             rec["metrics"]["test"].update({"recall@100": 0.3, "ndcg@100": 0.15, "ndcg_retrieved@100": 0.16})
             recs.append(rec)

@@ -49,3 +49,13 @@ def test_a_row_mark_in_the_records_labels_the_row(tmp_path):
     records.append_record(tmp_path, record("bgch", 0, "patience", 0.2))
     md = render_report(tmp_path, "markdown", bits=32, datasets=["synthetic"])
     assert "bgch-scaled (real-valued scales, not pure Hamming)" in md
+
+
+def test_a_seed_recorded_twice_with_the_same_configuration_counts_once_the_latest(tmp_path):
+    # a first campaign's plain run and the converged campaign's tuning trial can share parameters and seed
+    old = {**record("dcf", 0, "patience", 0.10), "config_hash": "plain-run", "finished_at": "2026-11-22T00:00:00+00:00"}
+    for rec in (old, record("dcf", 0, "patience", 0.30), record("dcf", 1, "patience", 0.31),
+                record("dcf", 2, "patience", 0.32)):
+        records.append_record(tmp_path, rec)
+    cell = build_table(tmp_path, bits=32, datasets=["synthetic"]).rows["dcf"][("synthetic", "recall@50")]
+    assert sorted(cell.values) == [0.30, 0.31, 0.32]
