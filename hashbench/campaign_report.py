@@ -103,7 +103,7 @@ def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:
     lines = []
     for method, per_dataset in published.items():
         for d, values in per_dataset.items():
-            gaps = []
+            gaps, below = [], False
             for metric, paper in values.items():
                 ours_table, ours_metric = table, metric
                 if metric.startswith("ndcg"):  # the paper's NDCG is the hits-based one (E1)
@@ -114,16 +114,22 @@ def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:
                 rel = cell.mean / paper - 1
                 if abs(rel) >= threshold:
                     gaps.append(f"{short(ours_metric)} {cell.mean:.4f} vs {paper:.4f} ({rel:+.0%})")
+                    below = below or rel < 0
             if gaps:
                 causes = methods.get(method, {}).get("causes", [])
                 runs = table.records.get((method, d), [])
-                capped = sum(stopped_on_cap(r) for r in runs)
-                if capped:  # the first campaign's ~100-s budget stopped most; a converged row has none
-                    causes = [spec["measured"]["capped"].format(capped=capped, runs=len(runs)), *causes]
+                capped = [r for r in runs if stopped_on_cap(r)]
+                if capped and below:  # a cap can only lower ours: the first campaign's ~100-s budget stopped most
+                    improving = sum(still_improving(r) for r in capped)
+                    causes = [spec["measured"]["capped"].format(capped=len(capped), runs=len(runs),
+                                                                improving=improving), *causes]
                 measured = _measured_habits(table, method, d)
+                if not below:  # ours is above: "causes" would claim a direction most of them do not have
+                    label = " Known differences: "
+                else:
+                    label = " Other likely causes: " if measured else " Likely causes: "
                 lines.append(f"- **{method}, {d}**: " + "; ".join(gaps) + "." + measured
-                             + ((" Other likely causes: " if measured else " Likely causes: ") + "; ".join(causes)
-                                + "." if causes else ""))
+                             + (label + "; ".join(causes) + "." if causes else ""))
     if lines:
         lines.append("- **Every row**: " + "; ".join(common.values()) + ".")
     return lines
@@ -231,6 +237,15 @@ def seconds_running(spans: list[tuple]) -> float:
             seconds, start = seconds + (end - start).total_seconds(), s
         end = max(end, e)
     return seconds + (end - start).total_seconds()
+
+
+def still_improving(record: dict) -> bool:
+    """Whether a run's best validation point was its last one (a run stopped on a cap that had
+    already peaked was not cut short by it)."""
+    extras = record.get("extras") or {}
+    curve = extras.get("curve") or []
+    last = curve[-1].get("epoch") if curve and isinstance(curve[-1], dict) else extras.get("epochs_run")
+    return extras.get("best_epoch") is not None and extras.get("best_epoch") == last
 
 
 def compute_rows(c: Campaign, results_dir: Path) -> Rows:

@@ -50,7 +50,8 @@ def parse_finish_by(text: str, now: datetime | None = None) -> datetime:
     raise HashbenchError(f"--finish-by expects a time of day (13:50) or a duration (2h30m, 90m), got {text!r}")
 
 
-def _cost(record: dict[str, Any]) -> float:
+def busy_seconds(record: dict[str, Any]) -> float:
+    """What a recorded cell cost: its busy seconds (CPU per thread), else its train + eval time."""
     extras = record.get("extras") or {}
     return float(extras.get("busy_seconds") or (record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0)))
 
@@ -91,7 +92,7 @@ def expected_seconds(cell: Cell, latest: dict[str, dict], results_dir: Path, dev
         runs = [r for r in runs if _epochs_run(r) > 0]
 
     def unit(r: dict) -> float:  # seconds per epoch, or per run for a method not trained in epochs
-        return _cost(r) / _epochs_run(r) if epochs is not None else _cost(r)
+        return busy_seconds(r) / _epochs_run(r) if epochs is not None else busy_seconds(r)
 
     # runs under the cell's protocol (another trains on other data, often at other settings:
     # LightGCN's own protocol at its batch of 2,048 costs ~70x an epoch here), and among them
@@ -124,70 +125,3 @@ def fits_before(deadline: datetime, results_dir: Path, device: str | None = None
 
     return fits
 
-
-def campaign_time_left(c, results_dir: Path) -> tuple[int, float, list[str]]:
-    """(cells left, their expected busy seconds, the methods of those with nothing to go by) for the
-    whole campaign `c`, the cells not known yet included (the final cells of a study still
-    running, the sweep's baselines, the ablation before its study ends). A cell left costs what
-    its method's recorded cells on that dataset cost, the median: a study's recorded trials
-    (pruned ones included, so its pruning rate is in the estimate) for its trials, complete runs
-    for the other stages; a row ranked beside its base's training (bgch-scaled) costs nothing."""
-    from statistics import median
-
-    from hashbench import campaign as cp
-
-    latest = records.latest_by_cell(results_dir) if (Path(results_dir) / records.RUNS_FILE).exists() else {}
-    ok = [r for r in latest.values() if r.get("status") == "ok" and r.get("bits") == c.bits
-          and r.get("protocol", "random-8-1-1") == "random-8-1-1"]
-    complete = [r for r in ok if (r.get("extras") or {}).get("stopped", "patience") == "patience"]
-    left: list[tuple[str, float | None]] = []
-
-    def cost(method: str, dataset: str) -> float | None:
-        if method_spec(method).based_on in c.methods:
-            return 0.0
-        mine = [r for r in complete if r["method"] == method]
-        costs = [_cost(r) for r in mine if r["dataset"] == dataset] or [_cost(r) for r in mine]
-        return median(costs) if costs else None
-
-    for m in c.tune_methods:
-        for d in c.tune_datasets:
-            trials = [rec for _, rec in cp.study_trials(c, m, d, latest) if rec is not None]
-            spent = [_cost(rec) for rec in trials if rec.get("status") == "ok"]
-            left += [(m, median(spent) if spent else cost(m, d))] * (c.trials - len(trials))
-    finals: dict[tuple[str, str], int] = {}
-    for cell in cp.final_cells(c, results_dir, ready_only=True):
-        done = (latest.get(cell.config_hash()) or {}).get("status") == "ok"
-        finals[(cell.method, cell.dataset)] = finals.get((cell.method, cell.dataset), 0) + done
-    for m in c.methods:
-        for d in c.datasets:
-            # a study still running will give its winning trial as the row's tuning-seed cell
-            done = finals.get((m, d), int(m in c.tune_methods and d in c.tune_datasets))
-            left += [(m, cost(m, d))] * (c.seeds - done)
-    other_bits = [b for b in c.sweep_bits if b != c.bits]  # a sweep cell at the campaign's bits is a final cell
-    swept = [cell for cell in cp.sweep_cells(c, results_dir, ready_only=True) if cell.bits != c.bits]
-    left += [(cell.method, cost(cell.method, cell.dataset)) for cell in swept
-             if (latest.get(cell.config_hash()) or {}).get("status") != "ok"]
-    swept_main = sum(cell.method == c.ablation_method for cell in swept)  # the sweep's method is the ablation's
-    left += [(c.ablation_method, cost(c.ablation_method, c.sweep_dataset))] * (len(other_bits) - swept_main)
-    baselines = [x for m in c.tune_methods if m != c.ablation_method and (x := cost(m, c.sweep_dataset)) is not None]
-    not_chosen_yet = c.sweep_baselines * len(other_bits) - (len(swept) - swept_main)
-    left += [("a sweep baseline", median(baselines) if baselines else None)] * not_chosen_yet
-    ablation = cp.ablation_cells(c, results_dir, ready_only=True)
-    done = sum((latest.get(cell.config_hash()) or {}).get("status") == "ok" for _, cell in ablation)
-    left += [(c.ablation_method, cost(c.ablation_method, c.ablation_dataset))] * (len(c.variants) - done)
-    unknown = [m for m, x in left if x is None]
-    return len(left), float(sum(x for _, x in left if x is not None)), unknown
-
-
-def describe_time_left(c, results_dir: Path, jobs: int) -> str:
-    """'about 48 CPU-hours in 102 cells left in the whole campaign (~24 h at --jobs 2), ...'."""
-    cells, seconds, unknown = campaign_time_left(c, results_dir)
-    if not cells:
-        return "nothing left in the campaign"
-    hours = seconds / 3600
-    text = (f"about {hours:.0f} cell-hours in {cells} cells left in the whole campaign (~{hours / jobs:.0f} h "
-            f"at --jobs {jobs}), from what each method's recorded cells cost on each dataset")
-    if unknown:  # e.g. a row whose every recorded run stopped on a cap: its cost is not known yet
-        text += (f"; not counted: {len(unknown)} cells with no complete run of their method to go by "
-                 f"({', '.join(sorted(set(unknown)))})")
-    return text

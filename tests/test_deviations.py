@@ -46,3 +46,24 @@ def test_a_row_whose_runs_stopped_on_a_cap_is_told_so_and_a_converged_one_is_not
 
 def test_no_gap_no_section():
     assert deviation_lines(table({}, ("recall@50",))) == []
+
+
+def test_a_cap_is_given_as_a_cause_only_of_a_number_below_the_papers_and_says_whether_it_cut_a_rise():
+    from hashbench.campaign_report import still_improving
+
+    assert still_improving({"extras": {"best_epoch": 9, "curve": [{"epoch": 3}, {"epoch": 9}]}})
+    assert not still_improving({"extras": {"best_epoch": 6, "curve": [{"epoch": 6}, {"epoch": 9}]}})
+    assert not still_improving({"extras": {}})
+    _, published = load_published()
+    paper = published["bgch"]["gowalla"]["recall@50"]
+    capped = [{"seed": seed, "metrics": METRICS, "extras": {"stopped": "epochs", "best_epoch": best,
+                                                             "curve": [{"epoch": 3}, {"epoch": 9}]}}
+              for seed, best in enumerate((9, 3, 9))]
+    below = table({"bgch": {("gowalla", "recall@50"): Cell([paper * 0.5])}}, ("recall@50",))
+    below.records[("bgch", "gowalla")] = capped
+    line = deviation_lines(below)[0]
+    assert "3 of its 3 runs stopped on an epoch or time cap" in line and "(2 of them still improving" in line
+    above = table({"bgch": {("gowalla", "recall@50"): Cell([paper * 1.5])}}, ("recall@50",))
+    above.records[("bgch", "gowalla")] = capped
+    line = deviation_lines(above)[0]
+    assert "cap" not in line and "Likely causes" not in line and "Known differences: " in line

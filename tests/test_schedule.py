@@ -125,7 +125,7 @@ def test_run_with_finish_by_starts_what_its_records_say_fits_and_says_what_it_le
 def test_the_campaign_says_how_much_is_left_in_all_from_what_each_method_cost(tmp_path):
     from hashbench import records
     from hashbench.campaign import load_campaign, tune_cells
-    from hashbench.schedule import campaign_time_left, describe_time_left
+    from hashbench.campaign_eta import campaign_time_left, describe_time_left
     from test_campaign import SPEC, write_spec
 
     c = load_campaign(write_spec(tmp_path, SPEC))

@@ -54,7 +54,7 @@ def campaign_command(
     from hashbench.campaign import (STAGES, describe, describe_progress, load_campaign, longest_chain_first,
                                     stage_cells, stage_queue)
     from hashbench.records import latest_by_cell
-    from hashbench.schedule import describe_time_left
+    from hashbench.campaign_eta import describe_time_left
 
     from hashbench.checks import check_results_dir
     from hashbench.commands.run import DEVICES, check_choice
