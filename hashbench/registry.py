@@ -15,6 +15,7 @@ the one module asked for.
 from __future__ import annotations
 
 import abc
+import functools
 import importlib
 import importlib.util
 import pkgutil
@@ -164,6 +165,7 @@ def _based_on(tables: dict[str, Any], name: str, where: str) -> dict[str, Any]:
             "search": table.get("search", base.get("search", {})), "based_on": base_name}
 
 
+@functools.cache  # read once per process: a campaign asks for specs thousands of times (every cell's hash)
 def built_in_specs() -> dict[str, tuple[str, MethodSpec]]:
     """{method name: (module to import, spec)} from the built-in packages' TOML files."""
     found: dict[str, tuple[str, MethodSpec]] = {}

@@ -124,4 +124,3 @@ def fits_before(deadline: datetime, results_dir: Path, device: str | None = None
         return expected is not None and time.time() + expected <= deadline.timestamp()
 
     return fits
-
