@@ -321,6 +321,15 @@ def ablation_cells(c: Campaign, results_dir: Path, ready_only: bool = False) -> 
             for name, variant in c.variants.items()]
 
 
+def ablation_reference(c: Campaign, results_dir: Path) -> Cell | None:
+    """The chosen configuration's seed-0 cell on the ablation dataset, which each variant changes
+    in one respect (a final cell, not an ablation cell); None until that tuning is finished."""
+    choices = _choices(c, records.latest_by_cell(results_dir), ready_only=True)
+    if (c.ablation_method, c.ablation_dataset) not in choices:
+        return None
+    return _run_of(c, choices, c.ablation_method, c.ablation_dataset, 0)
+
+
 def stage_cells(c: Campaign, stage: str, results_dir: Path, ready_only: bool = False) -> list[Cell]:
     """The stage's cells. A later stage needs the earlier ones' records: it raises while they are
     missing, unless `ready_only`, which gives the cells whose inputs are recorded (see ready_cells)."""

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from hashbench import protocol_effects, records
-from hashbench.campaign import STAGES, Campaign, ablation_cells, describe, stage_cells, sweep_cells
+from hashbench.campaign import (STAGES, Campaign, ablation_cells, ablation_reference, describe, stage_cells,
+                                sweep_cells)
 from hashbench.errors import HashbenchError
 from hashbench.files import save_figure
 from hashbench.registry import method_spec
-from hashbench.tables import Table, load_published, select_records, short, stopped_on_cap
+from hashbench.tables import (Selection, Table, load_published, published_values, select_records, short, still_improving,
+                              stopped_on_cap)
 
 Rows = tuple[list[str], list[list[str]]]  # header, body
 
@@ -131,8 +133,48 @@ def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:
                 lines.append(f"- **{method}, {d}**: " + "; ".join(gaps) + "." + measured
                              + (label + "; ".join(causes) + "." if causes else ""))
     if lines:
+        lines += ndcg_definition_check(table, retrieved)
         lines.append("- **Every row**: " + "; ".join(common.values()) + ".")
     return lines
+
+
+def ndcg_definition_check(table: Table, retrieved: Table | None, k: int = 50) -> list[str]:
+    """Per dataset, whether the paper's N@k/R@k ratios look like our standard NDCG's or our
+    N*'s (the hits-based IDCG): the paper does not say which NDCG it uses, and the ratio does
+    not depend on how well a method was trained as much as N or R alone does."""
+    if retrieved is None:
+        return []
+    recall, ndcg, star = f"recall@{k}", f"ndcg@{k}", f"ndcg_retrieved@{k}"
+    lines = []
+    for d in table.datasets:
+        paper, ours, ours_star = [], [], []
+        for method, values in published_values().items():
+            row, row_star = table.rows.get(method, {}), retrieved.rows.get(method, {})
+            if not all(x in values for x in ((d, recall), (d, ndcg))) or (d, recall) not in row \
+                    or (d, ndcg) not in row or (d, star) not in row_star:
+                continue
+            paper.append(values[(d, ndcg)] / values[(d, recall)])
+            ours.append(row[(d, ndcg)].mean / row[(d, recall)].mean)
+            ours_star.append(row_star[(d, star)].mean / row[(d, recall)].mean)
+        if not paper:
+            continue
+
+        def span(xs: list[float]) -> str:
+            return f"{min(xs):.2f}–{max(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+        p, s, st = (float(np.mean(x)) for x in (paper, ours, ours_star))
+        closer = "N*" if abs(st - p) < abs(s - p) else "standard NDCG"
+        fits = min(abs(st - p), abs(s - p)) / p < NDCG_RATIO_TOLERANCE
+        verdict = (f"the paper's ratios match our {closer}'s" if fits else
+                   f"neither of ours matches (closest: {closer}, {min(abs(st - p), abs(s - p)) / p:.0%} away), so "
+                   f"the paper's N on {d} is not comparable with either and its N gaps above are indicative only")
+        lines.append(f"- **NDCG definition, {d}**: N@{k}/R@{k} of the rows with a paper's number is {span(paper)} "
+                     f"in the paper, {span(ours)} in ours with standard NDCG, {span(ours_star)} with N*: {verdict}.")
+    return lines
+
+
+# how close (relative) the mean N/R ratio must come to the paper's for a definition to "match"
+NDCG_RATIO_TOLERANCE = 0.2
 
 
 def _measured_habits(table: Table, method: str, dataset: str) -> str:
@@ -195,8 +237,14 @@ def ablation_rows(c: Campaign, results_dir: Path) -> Rows:
     cells = ablation_cells(c, results_dir, ready_only=True)
     if not cells:
         raise HashbenchError(f"the ablation needs {c.ablation_method}'s tuning on {c.ablation_dataset}")
+    # first the configuration every variant changes: the chosen one, in what the variants override
+    reference = ablation_reference(c, results_dir)
+    overridden = sorted({k for variant in c.variants.values() for k in variant})
+    recorded = latest.get(reference.config_hash())  # its record has every parameter, defaults included
+    params = recorded["params"] if _ok(recorded) else reference.params
+    label = "chosen (Table 3): " + describe({k: params[k] for k in overridden if k in params}, {})
     body = []
-    for name, cell in cells:
+    for name, cell in [(label, reference), *cells]:
         rec = latest.get(cell.config_hash())
         if not _ok(rec):
             body.append([name, "not run" if rec is None else rec["status"], "", "", "", ""])
@@ -237,15 +285,6 @@ def seconds_running(spans: list[tuple]) -> float:
             seconds, start = seconds + (end - start).total_seconds(), s
         end = max(end, e)
     return seconds + (end - start).total_seconds()
-
-
-def still_improving(record: dict) -> bool:
-    """Whether a run's best validation point was its last one (a run stopped on a cap that had
-    already peaked was not cut short by it)."""
-    extras = record.get("extras") or {}
-    curve = extras.get("curve") or []
-    last = curve[-1].get("epoch") if curve and isinstance(curve[-1], dict) else extras.get("epochs_run")
-    return extras.get("best_epoch") is not None and extras.get("best_epoch") == last
 
 
 def compute_rows(c: Campaign, results_dir: Path) -> Rows:
@@ -299,17 +338,18 @@ def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
     of the tuning trials that are not their study's leader, finished or not (losing_trial_files;
     Table 3 shows their records' validation metrics), and, at the campaign's code length on its
     datasets and split, those of runs that are neither in Table 1 (it shows, per row, the
-    configuration with most seeds: a row's first-campaign seeds drop out once its converged
-    configuration has as many) nor a campaign cell. Records always stay, and every file stays in
+    converged campaign's configuration once one of its seeds is recorded, else the configuration
+    with most seeds) nor a campaign cell. Records always stay, and every file stays in
     the git history of the commit that added it: results/ must stay small enough to travel (a
     borrowed GPU takes a working tree of at most 64 MiB)."""
     from hashbench.campaign import losing_trial_files, ready_cells
 
     cells = ready_cells(c, results_dir)
     protocols = {cell.protocol for cell in cells}
-    exclude = tuning_only(c, results_dir)
+    finals = final_hashes(c, results_dir)
+    selection = Selection(tuning_only(c, results_dir, finals), finals)
     keep = {r["config_hash"] for protocol in protocols
-            for r in select_records(results_dir, c.bits, protocol, list(c.datasets), exclude)}
+            for r in select_records(results_dir, c.bits, protocol, list(c.datasets), selection)}
     keep |= {cell.config_hash() for cell in cells}
     # a trial carries its ranking variants' records (bgch-scaled's of a bgch trial): the leader's
     # become the variant row's seed-0 cell if it wins (the others' go with losing_trial_files)
@@ -348,11 +388,46 @@ def in_git_history(files: list[Path], results_dir: Path) -> tuple[list[Path], li
     return [f for f in files if f.resolve() in safe], [f for f in files if f.resolve() not in safe]
 
 
-def tuning_only(c: Campaign, results_dir: Path) -> frozenset[str]:
-    """The recorded tuning trials (a variant's rankings of them included) that are no final cell:
-    every trial but each finished study's winner."""
+def provenance_note(c: Campaign, table: Table, finals: frozenset[str]) -> str:
+    """Which Table 1 rows are already the converged campaign's final cells, and which are still
+    a first campaign's runs (select_records swaps a row over at its first final seed)."""
+    status: dict[str, dict[str, str]] = {}
+    for (method, d), recs in table.records.items():
+        n = sum(r["config_hash"] in finals for r in recs)
+        status.setdefault(method, {})[d] = ("final" if n >= c.seeds else "interim" if n == 0 else
+                                            f"final, {n} of {c.seeds} seeds")
+    groups: dict[str, list[str]] = {}
+    for method in table.rows:
+        per = status.get(method, {})
+        if len(set(per.values())) == 1 and len(per) == len(table.datasets):
+            groups.setdefault(next(iter(per.values())), []).append(method)
+            continue
+        for d, state in per.items():
+            groups.setdefault(state, []).append(f"{method} on {d}")
+    if set(groups) == {"final"}:
+        return "Every row is the converged campaign's final cells (campaign.toml)."
+    parts = []
+    if groups.get("final"):
+        parts.append("the converged campaign's final cells (campaign.toml): " + ", ".join(groups["final"]))
+    for state, rows in groups.items():
+        if state.startswith("final, "):
+            parts.append(f"its final cells so far ({state[7:]}): " + ", ".join(rows))
+    if groups.get("interim"):
+        parts.append("interim, until the final stage records them, a first campaign's runs (a ~100-s training "
+                     "budget each, 3 tuning trials on one dataset): " + ", ".join(groups["interim"]))
+    return "Rows: " + "; ".join(parts) + "."
+
+
+def final_hashes(c: Campaign, results_dir: Path) -> frozenset[str]:
+    """The config hashes of the final cells whose tuning is finished (recorded or not)."""
     from hashbench.campaign import final_cells
 
-    finals = {cell.config_hash() for cell in final_cells(c, results_dir, ready_only=True)}
+    return frozenset(cell.config_hash() for cell in final_cells(c, results_dir, ready_only=True))
+
+
+def tuning_only(c: Campaign, results_dir: Path, finals: frozenset[str] | None = None) -> frozenset[str]:
+    """The recorded tuning trials (a variant's rankings of them included) that are no final cell:
+    every trial but each finished study's winner."""
+    finals = final_hashes(c, results_dir) if finals is None else finals
     return frozenset(h for h, rec in records.latest_by_cell(results_dir).items() if "tuning" in rec and h not in finals)
 

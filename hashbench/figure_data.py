@@ -62,8 +62,10 @@ class SeedCurve:
 
 
 def seed_curve(record: dict, metric: str = MONITOR) -> SeedCurve | None:
-    """One record's validation curve against training seconds, or None without one. A point
-    without seconds (DCF's initialisation) or at 0 s (nothing on a log axis) is left out."""
+    """One record's validation curve against training seconds, or None without one. Left out: a
+    point without seconds or at 0 s (nothing on a log axis), and epoch 0, the state before any
+    update, which only some methods evaluate (DCF, after its initialisation; older DCF records
+    have it without seconds): every curve starts at its first validation after training began."""
     extras = _extras(record)
     curve = extras.get("curve")
     if not isinstance(curve, list):
@@ -73,8 +75,9 @@ def seed_curve(record: dict, metric: str = MONITOR) -> SeedCurve | None:
         if not isinstance(p, dict):
             continue
         seconds, value = p.get("seconds"), (p.get("valid") or {}).get(metric)
-        if _number(seconds) and seconds > 0 and _number(value):
-            points.append((float(seconds), float(value), p.get("epoch", p.get("iteration"))))  # DCF: iterations
+        step = p.get("epoch", p.get("iteration"))  # older DCF records: iterations
+        if _number(seconds) and seconds > 0 and _number(value) and step != 0:
+            points.append((float(seconds), float(value), step))
     if not points:
         return None
     points.sort(key=lambda p: p[0])

@@ -24,7 +24,7 @@ import numpy as np
 from hashbench.figure_data import (MONITOR, EfficiencyPoint, SeedCurve, efficiency_points, learning_curve_series,
                                    load_rank_timings, reference_levels, stop_label)
 from hashbench.files import save_figure
-from hashbench.tables import CAP_MARK
+from hashbench.tables import CAP_MARK, PEAKED_CAP_MARK
 from hashbench.tables import Table, short
 
 CURVES_FILE, EFFICIENCY_FILE = "learning_curves.png", "accuracy_efficiency.png"
@@ -92,7 +92,7 @@ def plot_learning_curves(series: dict[str, dict[str, list[SeedCurve]]], referenc
     keys = [Line2D([], [], color="grey", lw=1.8, label="lowest seed"),
             Line2D([], [], color="grey", lw=0.8, alpha=0.5, label="other seeds"),
             Line2D([], [], ls="none", marker="o", mfc="white", mec="grey", label="stopped (patience…)"),
-            Line2D([], [], ls="none", marker="X", color="grey", label=f"stopped on a cap ({CAP_MARK})"),
+            Line2D([], [], ls="none", marker="X", color="grey", label=f"stopped on a cap ({CAP_MARK}, {PEAKED_CAP_MARK})"),
             Line2D([], [], ls="none", marker="*", ms=11, color="grey", mec="black", mew=0.4,
                    label="selected epoch")]
     fig.legend(handles=keys, loc="upper center", ncol=len(keys), fontsize=8, frameon=False)
@@ -180,8 +180,9 @@ def _curves_caption(series, references, metric: str) -> str:
     flat = sorted({m for per in references.values() for m in per})
     return (f"validation {short(metric)} against training seconds (training and validation time, log scale), "
             "one panel per dataset, one colour per method: the lowest seed bold, other seeds thin; a circle where "
-            f"a seed stopped by patience (or another rule that is not a cap), a cross where it stopped on its epoch or time cap ({CAP_MARK} in "
-            "Table 1), a star at the selected validation point"
+            f"a seed stopped by patience (or another rule that is not a cap), a cross where it stopped on its epoch or time cap ({CAP_MARK} or "
+            f"{PEAKED_CAP_MARK} in Table 1), a star at the bold seed's selected validation point; each curve starts at "
+            "its first validation after training began (epoch 0, the initial state some methods evaluate, is not drawn)"
             + (f"; dashed: rows without a training curve ({', '.join(flat)}), at their validation "
                f"{short(metric)}" if flat else "") + ".")
 

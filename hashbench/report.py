@@ -18,18 +18,18 @@ from tabulate import tabulate
 
 from hashbench import protocol_effects, records
 from hashbench.errors import HashbenchError
-from hashbench.tables import (CAP_NOTE, MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Table, cap_marker,
-                              fits_a_column, latex_table, latex_text, load_published, select_records, short,
-                              strip_number, text_columns)
+from hashbench.tables import (CAP_NOTE, MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Selection, Table, cap_marker,
+                              fits_a_column, latex_table, latex_text, load_published, page_chunks, published_values,
+                              select_records, short, strip_number, text_columns)
 
 FORMATS = ("markdown", "latex", "csv")
 
 
 def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1",
                 metrics: tuple[str, ...] = MAIN_METRICS, split: str = "test", datasets: list[str] | None = None,
-                exclude: frozenset[str] = frozenset()) -> Table:
-    """Table 1's rows from the records (select_records; `exclude`: see table_exclusions)."""
-    recs = select_records(results_dir, bits, protocol, datasets, exclude)
+                selection: Selection = Selection()) -> Table:
+    """Table 1's rows from the records (select_records; `selection`: see table_selection)."""
+    recs = select_records(results_dir, bits, protocol, datasets, selection)
     if not recs:
         hint = ("; synthetic results are left out of the paper's tables: add --datasets synthetic to see them"
                 if datasets is None and select_records(results_dir, bits, protocol, ["synthetic"]) else
@@ -46,12 +46,12 @@ def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1
             value = r["metrics"][split].get(m)
             if value is not None:
                 rows.setdefault(r["method"], {}).setdefault((r["dataset"], m), Cell([])).values.append(value)
-    _, pub = load_published()
-    # the paper's NDCG most likely is the hits-based variant (methods.md E1): show it in that column
-    as_ours = {m.replace("ndcg_retrieved", "ndcg"): m for m in metrics}
-    published = {method: {(d, as_ours[m]): v for d, vals in per.items() if d in datasets
-                          for m, v in vals.items() if m in as_ours}
-                 for method, per in pub.items()} if bits == 64 and protocol == "random-8-1-1" else {}
+    # the paper's NDCG most likely is the hits-based variant (methods.md E1): its N values go under
+    # our N* columns (ndcg_retrieved@K) only, never under standard NDCG
+    as_ours = {m.replace("ndcg_retrieved", "ndcg") if m.startswith("ndcg_retrieved") else m: m for m in metrics
+               if not m.startswith("ndcg@")}
+    published = {method: {(d, as_ours[m]): v for (d, m), v in per.items() if d in datasets and m in as_ours}
+                 for method, per in published_values().items()} if bits == 64 and protocol == "random-8-1-1" else {}
     published = {k: v for k, v in published.items() if v and k in rows}  # no paper rows for methods not run
     order = sorted(rows, key=lambda m: (not hashing[m], ORDER.index(m) if m in ORDER else len(ORDER), m))
     return Table(datasets, metrics, {m: rows[m] for m in order}, hashing, published, by_cell)
@@ -200,41 +200,13 @@ def table_section(title: str, rows, fmt: str, label: str = "", refs: dict[str, s
         caption = caption.rstrip(".") + "; " + "; ".join(notes) + "."
     header_tex, align = [latex_text(h) for h in short_header], text_columns(short_header, body)
     wide = not fits_a_column(short_header, body)
-    chunks = page_chunks(body, ROWS_PER_PAGE - len(caption) // CAPTION_CHARS_PER_ROW)
+    chunks = page_chunks(body, len(caption))
     tables = []
     for i, chunk in enumerate(chunks):  # a float taller than a page runs off its foot: one float per page
         text = latex_text(caption, refs) if i == 0 else rf"As Table~\ref{{{label}}}, continued ({i + 1} of {len(chunks)})."
         tables.append(latex_table(header_tex, [[latex_text(c) for c in row] for row in chunk], text,
                                   label if i == 0 else f"{label}-{i + 1}", align, wide=wide))
     return "\n\n".join(tables)
-
-
-ROWS_PER_PAGE = 20  # rows of \small text that fit a page even when each wraps to two lines (parameter lists)
-
-
-CAPTION_CHARS_PER_ROW = 100  # a long caption (Table 3's search spaces) takes a row's place per ~100 characters
-
-
-def page_chunks(body: list[list[str]], first: int = ROWS_PER_PAGE) -> list[list[list[str]]]:
-    """The rows in runs that fit a page each (under the caption, `first` rows), cut only where the
-    first column changes (a tuning study, a stage stays whole) unless such a run is itself longer
-    than a page."""
-    groups: list[list[list[str]]] = []
-    for row in body:
-        if groups and groups[-1][0][0] == row[0]:
-            groups[-1].append(row)
-        else:
-            groups.append([row])
-    first = max(first, 1)
-    chunks: list[list[list[str]]] = [[]]
-    for group in groups:
-        for start in range(0, len(group), ROWS_PER_PAGE):
-            piece = group[start:start + ROWS_PER_PAGE]
-            room = first if len(chunks) == 1 else ROWS_PER_PAGE
-            if chunks[-1] and len(chunks[-1]) + len(piece) > room:
-                chunks.append([])
-            chunks[-1].extend(piece)
-    return chunks
 
 
 LABELS = {"2": "tab:datasets", "3": "tab:tuning", "4": "tab:ablation", "5": "tab:bits-sweep", "6": "tab:compute",
@@ -305,14 +277,16 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
                                     r"\end{itemize}"]))
     if protocol_effects.has_evidence(main.records):
         by_cell = in_table_order(main)
+        # the paper's own N beside "all", which includes the hits-based IDCG
+        paper = {m: v for m, v in published_values().items() if m in main.rows}
         for number, metric in (("7", "recall@50"), ("8", "ndcg@50")):
             title = protocol_effects_title(number, metric)
             if fmt == "markdown":
-                parts.append(table_section(title, protocol_effects.effect_rows(by_cell, metric, main.published), fmt))
+                parts.append(table_section(title, protocol_effects.effect_rows(by_cell, metric, paper), fmt))
                 continue
             for i, d in enumerate(main.datasets):  # one table per dataset: what fits a page
                 caption = title + f"; {d}." if i == 0 else f"As Table {number}, on {d}."
-                parts.append(table_section(caption, protocol_effects.effect_rows(by_cell, metric, main.published, d),
+                parts.append(table_section(caption, protocol_effects.effect_rows(by_cell, metric, paper, d),
                                       fmt, LABELS[number] + ("" if i == 0 else f"-{d}"), refs))
     if campaign is None:
         return parts
@@ -359,15 +333,17 @@ def figure_links(figures) -> str:
                          for i, f in enumerate((f for f in figures if f.path is not None), 1))
 
 
-def table_exclusions(results_dir: Path, campaign=None) -> frozenset[str]:
-    """What Table 1 leaves out: a campaign's tuning trials that are no final cell. A trial is a
-    run of one configuration among several being tried; only the winner's is a result (it is
-    the seed-0 run of its row), and a ranking variant's row must not show a losing trial."""
+def table_selection(results_dir: Path, campaign=None) -> Selection:
+    """What Table 1 leaves out and prefers (tables.Selection). Left out: a campaign's tuning
+    trials that are no final cell. A trial is a run of one configuration among several being
+    tried; only the winner's is a result (it is the seed-0 run of its row), and a ranking
+    variant's row must not show a losing trial. Preferred: the final cells."""
     if campaign is None:
-        return frozenset()
+        return Selection()
     from hashbench import campaign_report
 
-    return campaign_report.tuning_only(campaign, results_dir)
+    finals = campaign_report.final_hashes(campaign, results_dir)
+    return Selection(campaign_report.tuning_only(campaign, results_dir, finals), finals)
 
 
 def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, protocol: str = "random-8-1-1",
@@ -376,17 +352,24 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
     """The report in `fmt`; `figures` (markdown only): figures.Figure drawn beside it, linked under Table 1."""
     if fmt not in FORMATS:
         raise HashbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    exclude = table_exclusions(results_dir, campaign)
-    main = build_table(results_dir, bits, protocol, datasets=datasets, exclude=exclude)
-    if fmt == "csv":
-        return render_csv(main)
+    selection = table_selection(results_dir, campaign)
+    if fmt == "csv":  # one file with every metric: the paper's N values sit beside our N* (ndcg_retrieved)
+        return render_csv(build_table(results_dir, bits, protocol, MAIN_METRICS + RETRIEVED_METRICS,
+                                      datasets=datasets, selection=selection))
+    main = build_table(results_dir, bits, protocol, datasets=datasets, selection=selection)
     add_significance(main, results_dir)
     caption = (f"Table 1: test Recall@K (R) and NDCG@K (N), {bits}-bit codes, {protocol} split, tie-exact "
                "Hamming ranking; mean ± std over seeds. Best hashing row bold, second underlined; ≈: not "
-               "significantly different from the best (Table 1c). " + CAP_NOTE)
+               "significantly different from the best (Table 1c). " + CAP_NOTE
+               + (" The paper's rows give its Recall only: its N values most likely use the hits-based IDCG and "
+                  "stand beside our N* in Table 1b." if main.published else ""))
+    if campaign is not None:
+        from hashbench.campaign_report import provenance_note
+
+        caption += " " + provenance_note(campaign, main, selection.prefer)
     stats_header = ["dataset", "users", "items", "interactions", "density"]
     stats = dataset_rows(results_dir, main.datasets)
-    alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS, datasets=datasets, exclude=exclude)
+    alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS, datasets=datasets, selection=selection)
     alt_caption = ("Table 1b: NDCG with the hits-based IDCG of the BGCH/HashGNN code (non-standard, N*), "
                    "the variant the paper's N columns most likely use.")
     extra = campaign_sections(results_dir, main, alt, fmt, campaign, plot)

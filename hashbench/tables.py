@@ -5,6 +5,7 @@ shows (select_records), metric short names and the paper's published numbers. Th
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -12,6 +13,7 @@ import tomllib
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,6 +62,12 @@ def load_published() -> tuple[str, dict]:
     return data.pop("source"), data
 
 
+def published_values() -> dict[str, dict[tuple[str, str], float]]:
+    """method -> (dataset, metric as the paper names it) -> the paper's number."""
+    return {method: {(d, m): v for d, vals in per.items() for m, v in vals.items()}
+            for method, per in load_published()[1].items()}
+
+
 # --- LaTeX -----------------------------------------------------------------------------------
 # Everything the report writes for LaTeX goes through latex_text (Unicode and special
 # characters as LaTeX, nothing beyond booktabs needed) and latex_table (caption, \label).
@@ -72,7 +80,7 @@ _LATEX = {
     "δ": r"$\delta$", "ε": r"$\epsilon$", "λ": r"$\lambda$", "σ": r"$\sigma$", "τ": r"$\tau$", "φ": r"$\phi$",
     "ψ": r"$\psi$", "ω": r"$\omega$", "–": "--", "—": "---", "§": r"\S{}", "✓": r"$\surd$", "…": r"\ldots{}",
     "‘": "`", "’": "'", "“": "``", "”": "''", "\u00a0": "~", "Δ": r"$\Delta$",
-    "†": r"$^\dagger$", "∈": r"$\in$",
+    "†": r"$^\dagger$", "‡": r"$^\ddagger$", "∈": r"$\in$",
 }
 _TABLE_REF = re.compile(r"\bTables? (1[bc]?|[2-8])\b")
 
@@ -140,11 +148,35 @@ def text_columns(header: list[str], body: list[list[str]]) -> str:
     return "".join(r"p{0.35\textwidth}" if long_text(i) else "l" for i in range(len(header)))
 
 
+ROWS_PER_PAGE = 20  # rows of \small text that fit a page even when each wraps to two lines (parameter lists)
+CAPTION_CHARS_PER_ROW = 100  # a long caption (Table 3's search spaces) takes a row's place per ~100 characters
+
+
+def page_chunks(body: list[list[str]], caption_chars: int = 0) -> list[list[list[str]]]:
+    """The rows in runs that fit a page each (the first page under a caption of `caption_chars`),
+    cut only where the first column changes (a tuning study, a stage stays whole) unless such a
+    run is itself longer than a page."""
+    first = max(ROWS_PER_PAGE - caption_chars // CAPTION_CHARS_PER_ROW, 1)
+    chunks: list[list[list[str]]] = [[]]
+    for _, group in itertools.groupby(body, key=lambda row: row[0]):
+        group = list(group)
+        for start in range(0, len(group), ROWS_PER_PAGE):
+            piece = group[start:start + ROWS_PER_PAGE]
+            room = first if len(chunks) == 1 else ROWS_PER_PAGE
+            if chunks[-1] and len(chunks[-1]) + len(piece) > room:
+                chunks.append([])
+            chunks[-1].extend(piece)
+    return chunks
+
+
 # why a trained cell stopped (records' extras.stopped): these are safety-net caps, not convergence
 CAP_STOPS = ("epochs", "time", "max_iters")
 CAP_MARK = "†"
-CAP_NOTE = (f"{CAP_MARK}: at least one seed stopped on its epoch or time cap, not by patience "
-            "(its validation score may still have been improving).")
+PEAKED_CAP_MARK = "‡"
+CAP_NOTE = (f"{CAP_MARK}: at least one seed stopped on its epoch or time cap, not by patience, with its "
+            "validation score at its best at the cap or not recorded (it may still have been improving); "
+            f"{PEAKED_CAP_MARK}: seeds stopped on a cap, each after its validation score had peaked (the cap "
+            "fell while patience was still counting).")
 
 
 def stopped_on_cap(record: dict) -> bool:
@@ -152,9 +184,34 @@ def stopped_on_cap(record: dict) -> bool:
     return (record.get("extras") or {}).get("stopped") in CAP_STOPS
 
 
+def _best_and_last(record: dict) -> tuple[int | None, int | None]:
+    extras = record.get("extras") or {}
+    curve = extras.get("curve") or []
+    last = curve[-1].get("epoch") if curve and isinstance(curve[-1], dict) else extras.get("epochs_run")
+    return extras.get("best_epoch"), last
+
+
+def still_improving(record: dict) -> bool:
+    """Whether a run's best validation point was its last one (a run stopped on a cap that had
+    already peaked was not cut short by it)."""
+    best, last = _best_and_last(record)
+    return best is not None and best == last
+
+
+def peaked_before_cap(record: dict) -> bool:
+    """Whether the record shows its best validation point before its last one; a record without
+    that evidence (first-campaign records) is not assumed to have peaked."""
+    best, last = _best_and_last(record)
+    return best is not None and last is not None and best < last
+
+
 def cap_marker(records_: list[dict]) -> str:
-    """CAP_MARK when any of a cell's seeds stopped on a cap, else ''."""
-    return CAP_MARK if any(stopped_on_cap(r) for r in records_) else ""
+    """CAP_MARK when a seed stopped on a cap possibly still improving, PEAKED_CAP_MARK when every
+    capped seed had peaked before its cap, else ''."""
+    capped = [r for r in records_ if stopped_on_cap(r)]
+    if not capped:
+        return ""
+    return PEAKED_CAP_MARK if all(peaked_before_cap(r) for r in capped) else CAP_MARK
 
 
 def paper_dataset(name: str) -> bool:
@@ -165,12 +222,22 @@ def paper_dataset(name: str) -> bool:
     return spec is None or not spec.builtin
 
 
-def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[str] | None = None,
-                   exclude: frozenset[str] = frozenset()) -> list[dict]:
-    """The ok records of each (method, dataset): of its configurations, the one with most seeds.
+class Selection(NamedTuple):
+    """What a campaign tells Table 1 about its records (config hashes): `exclude`, the tuning
+    trials that are no final cell; `prefer`, the final cells, whose configuration is a row's as
+    soon as one of its seeds is recorded (the converged campaign's number replaces a first
+    campaign's, seed by seed)."""
+    exclude: frozenset[str] = frozenset()
+    prefer: frozenset[str] = frozenset()
 
-    `datasets`: which to tabulate; by default every real one (never the synthetic dataset).
-    `exclude`: config hashes left out (a campaign's tuning trials that are no final cell)."""
+
+def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[str] | None = None,
+                   selection: Selection = Selection()) -> list[dict]:
+    """The ok records of each (method, dataset): of its configurations, a preferred one (see
+    Selection), else the one with most seeds.
+
+    `datasets`: which to tabulate; by default every real one (never the synthetic dataset)."""
+    exclude, prefer = selection
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for rec in records.latest_by_cell(results_dir).values():
         if rec.get("status") != "ok" or rec.get("bits") != bits or rec.get("protocol") != protocol \
@@ -187,6 +254,7 @@ def select_records(results_dir: Path, bits: int, protocol: str, datasets: list[s
         # seed counted twice would weigh twice in the mean; the latest is kept (it carries the
         # evidence the later code records)
         per_seed = [{r["seed"]: r for r in sorted(rs, key=lambda r: r["finished_at"])} for rs in configs.values()]
-        best = max(per_seed, key=lambda seeds: (len(seeds), max(r["finished_at"] for r in seeds.values())))
+        best = max(per_seed, key=lambda seeds: (any(r["config_hash"] in prefer for r in seeds.values()), len(seeds),
+                                                max(r["finished_at"] for r in seeds.values())))
         chosen.extend(best[seed] for seed in sorted(best))
     return chosen

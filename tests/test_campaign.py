@@ -289,6 +289,10 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
                     "Table 5: bits sweep", "Table 6: what the campaign cost"):
         assert heading in md
     assert "✓" in md and "straight-through" in md and "not run" not in md
+    # the ablation starts from the configuration its variants change: the chosen one, with its numbers
+    chosen = next(line for line in md.splitlines() if line.startswith("| chosen (Table 3): "))
+    assert "estimator=signswish" in chosen and chosen.split("|")[2].strip() not in ("", "not run")
+    assert "Every row is the converged campaign's final cells" in md  # Table 1's caption: no interim row
     assert (tmp_path / "results" / "bits_sweep.png").stat().st_size > 1000 and "](bits_sweep.png)" in md
     assert r"\begin{table*}" in (tmp_path / "results" / "table1.tex").read_text()
     assert "mean" in (tmp_path / "results" / "table1.csv").read_text()
@@ -521,7 +525,7 @@ def test_prune_deletes_the_variant_rankings_of_lost_trials_too(tmp_path):
 def test_table_1_shows_a_tuning_trial_only_as_the_winner_of_a_finished_study(tmp_path):
     """A trial is one configuration among several being tried: Table 1 (and the variant rows
     ranked from trials) must not show a trial until its study has chosen it."""
-    from hashbench.report import build_table, table_exclusions
+    from hashbench.report import build_table, table_selection
 
     c = load_campaign(write_spec(tmp_path))
     results = tmp_path / "results"
@@ -534,7 +538,7 @@ def test_table_1_shows_a_tuning_trial_only_as_the_winner_of_a_finished_study(tmp
 
     def rows():
         table = build_table(results, 32, datasets=["synthetic"], metrics=("recall@50",),
-                            exclude=table_exclusions(results, c))
+                            selection=table_selection(results, c))
         return {m: row[("synthetic", "recall@50")].values for m, row in table.rows.items()}
 
     first = {cell.method: cell for cell in tune_cells(c, results)}

@@ -21,11 +21,26 @@ def test_large_gaps_are_named_with_causes_and_small_ones_are_not():
     retrieved = table({"proposed": {("gowalla", "ndcg_retrieved@50"): Cell([close["ndcg@50"] * 1.01])}},
                       ("ndcg_retrieved@50",))
     lines = deviation_lines(main, retrieved)
-    assert len(lines) == 2  # bgch, then the causes every row shares
+    assert len(lines) == 3  # bgch, the check of the paper's NDCG, then the causes every row shares
     assert lines[0].startswith("- **bgch, gowalla**: R@50") and "(-50%)" in lines[0]
     assert "768 bits" in lines[0]  # its own cause, from deviations.toml
-    assert lines[1].startswith("- **Every row**") and "E3" in lines[1]
+    assert lines[1].startswith("- **NDCG definition, gowalla**") and "match our N*'s" in lines[1]
+    assert lines[2].startswith("- **Every row**") and "E3" in lines[2]
     assert "cap" not in lines[0]  # no record of the row stopped on a cap
+
+
+def test_a_paper_ndcg_that_fits_neither_definition_is_flagged():
+    from hashbench.campaign_report import ndcg_definition_check
+
+    close = load_published()[1]["proposed"]["gowalla"]
+    main = table({"proposed": {("gowalla", m): Cell([v]) for m, v in close.items()}},
+                 ("recall@50", "ndcg@50"))
+    main.rows["proposed"][("gowalla", "ndcg@50")] = Cell([close["ndcg@50"] * 0.5])  # N/R half the paper's
+    star = table({"proposed": {("gowalla", "ndcg_retrieved@50"): Cell([close["ndcg@50"] * 1.6])}},
+                 ("ndcg_retrieved@50",))  # and N* 60% above it
+    [line] = ndcg_definition_check(main, star)
+    assert "neither of ours matches (closest: standard NDCG, 50% away)" in line
+    assert "indicative only" in line
 
 
 METRICS = {"test": {"recall@50": 0.1}, "valid": {"recall@50": 0.1}}

@@ -3,7 +3,7 @@ one that stopped by patience is not."""
 
 from hashbench import records
 from hashbench.report import build_table, render_report
-from hashbench.tables import CAP_MARK, cap_marker, stopped_on_cap
+from hashbench.tables import CAP_MARK, PEAKED_CAP_MARK, cap_marker, stopped_on_cap
 
 
 def record(method, seed, stopped, recall):
@@ -23,6 +23,15 @@ def test_stop_reasons_that_are_caps():
     # one capped seed is enough to mark the cell
     assert cap_marker([{"extras": {"stopped": "patience"}}, {"extras": {"stopped": "time"}}]) == CAP_MARK
     assert cap_marker([{"extras": {"stopped": "patience"}}, {}]) == ""
+
+
+def test_a_cap_after_the_validation_peak_is_marked_apart_from_one_that_may_have_cut_a_rise():
+    peaked = {"extras": {"stopped": "epochs", "best_epoch": 40, "curve": [{"epoch": 40}, {"epoch": 50}]}}
+    rising = {"extras": {"stopped": "epochs", "best_epoch": 50, "curve": [{"epoch": 40}, {"epoch": 50}]}}
+    unknown = {"extras": {"stopped": "time"}}  # a first-campaign record: no evidence it had peaked
+    assert cap_marker([peaked, {"extras": {"stopped": "patience"}}]) == PEAKED_CAP_MARK
+    assert cap_marker([peaked, rising]) == CAP_MARK
+    assert cap_marker([peaked, unknown]) == CAP_MARK
 
 
 def test_capped_cells_are_marked_in_the_report(tmp_path):
@@ -59,3 +68,61 @@ def test_a_seed_recorded_twice_with_the_same_configuration_counts_once_the_lates
         records.append_record(tmp_path, rec)
     cell = build_table(tmp_path, bits=32, datasets=["synthetic"]).rows["dcf"][("synthetic", "recall@50")]
     assert sorted(cell.values) == [0.30, 0.31, 0.32]
+
+
+def test_the_papers_ndcg_stands_beside_our_n_star_only(tmp_path):
+    # the paper's N most likely uses the hits-based IDCG (methods.md E1): under our standard
+    # NDCG it would read as a gap that is only a difference of definitions
+    rec = {**record("proposed", 0, "patience", 0.2), "dataset": "gowalla", "bits": 64}
+    records.append_record(tmp_path, rec)
+    md = render_report(tmp_path, "markdown", bits=64, datasets=["gowalla"])
+    table1, table1b = md.split("### Table 1: ")[1].split("### Table 2")[0], md.split("### Table 1b")[1]
+    paper1 = next(line for line in table1.splitlines() if line.startswith("| proposed — paper's number"))
+    paper1b = next(line for line in table1b.splitlines() if line.startswith("| proposed — paper's number"))
+    assert paper1.split("|")[2].strip() == "0.2308" and paper1.split("|")[4].strip() == "–"  # R@50 shown; N@50 not
+    assert paper1b.split("|")[2].strip() == "0.1511"  # N@50 beside our N*@50
+    csv_text = render_report(tmp_path, "csv", bits=64, datasets=["gowalla"])
+    assert "paper,proposed,gowalla,ndcg_retrieved@50,0.15109" in csv_text
+    assert "paper,proposed,gowalla,ndcg@50" not in csv_text
+    assert "hashbench,proposed,gowalla,ndcg_retrieved@50" in csv_text  # our N* is in the CSV too
+
+
+def test_a_converged_campaign_row_replaces_a_first_campaign_row_from_its_first_seed(tmp_path):
+    from hashbench.tables import Selection
+
+    for seed in range(3):  # the first campaign's three seeds of one configuration
+        records.append_record(tmp_path, {**record("dcf", seed, "epochs", 0.1), "config_hash": f"old-{seed}",
+                                         "params": {"alpha": 0.1}})
+    final = {**record("dcf", 0, "patience", 0.3), "config_hash": "final-0", "params": {"alpha": 0.01}}
+    records.append_record(tmp_path, final)
+
+    def values(selection):
+        cell = build_table(tmp_path, bits=32, datasets=["synthetic"], selection=selection).rows["dcf"]
+        return sorted(cell[("synthetic", "recall@50")].values)
+
+    assert values(Selection()) == [0.1, 0.1, 0.1]  # no campaign: the configuration with most seeds
+    assert values(Selection(prefer=frozenset({"final-0", "final-1"}))) == [0.3]
+
+
+def test_table_1_says_which_rows_are_the_converged_campaigns_and_which_are_interim():
+    from types import SimpleNamespace
+
+    from hashbench.campaign_report import provenance_note
+    from hashbench.tables import Table
+
+    def recs(prefix, n):
+        return [{"config_hash": f"{prefix}-{s}"} for s in range(n)]
+
+    rows = {m: {} for m in ("proposed", "dcf", "bgch")}
+    table = Table(["gowalla", "yelp2018"], ("recall@50",), rows, {m: True for m in rows}, {},
+                  {("dcf", "gowalla"): recs("final-dcf-g", 3), ("dcf", "yelp2018"): recs("final-dcf-y", 3),
+                   ("proposed", "gowalla"): recs("final-p-g", 2), ("proposed", "yelp2018"): recs("old-p-y", 3),
+                   ("bgch", "gowalla"): recs("old-b-g", 3), ("bgch", "yelp2018"): recs("old-b-y", 3)})
+    finals = frozenset(r["config_hash"] for (m, d), rs in table.records.items() for r in rs if "final" in r["config_hash"])
+    note = provenance_note(SimpleNamespace(seeds=3), table, finals)
+    assert "final cells (campaign.toml): dcf;" in note
+    assert "(2 of 3 seeds): proposed on gowalla;" in note
+    assert note.endswith("one dataset): proposed on yelp2018, bgch.")
+    table.records[("proposed", "gowalla")] = recs("final-p-g", 3)
+    everything = frozenset(r["config_hash"] for rs in table.records.values() for r in rs)
+    assert provenance_note(SimpleNamespace(seeds=3), table, everything).startswith("Every row is")

@@ -48,9 +48,11 @@ def test_learning_curves_are_each_seeds_validation_recall_against_seconds():
     recs = cells(
         record("proposed", 1, 0.3, curve((1, 12.0, 0.2), (2, 20.0, 0.25)), "epochs", best_epoch=2),
         record("proposed", 0, 0.3, curve((1, 10.0, 0.1), (2, 20.0, 0.3), (3, 30.0, 0.28)), "patience", best_epoch=2),
-        # DCF counts iterations, and its initialisation (iteration 0) has no seconds
+        # older DCF records count iterations, and their initial state (iteration 0) has no seconds;
+        # newer ones time it: either way every curve starts at its first validation after training began
         record("dcf", 0, 0.2, curve((0, None, 0.01), (1, 5.0, 0.15), (2, 7.5, 0.2), key="iteration"), "max_iters",
                best_iteration=2),
+        record("dcf", 1, 0.2, curve((0, 4.0, 0.01), (1, 5.0, 0.15), (2, 7.5, 0.2)), "patience", best_epoch=2),
         record("mostpop", 0, 0.05), record("mostpop", 1, 0.07),
     )
     series = learning_curve_series(recs)
@@ -61,6 +63,7 @@ def test_learning_curves_are_each_seeds_validation_recall_against_seconds():
     assert proposed[1].capped and proposed[1].stopped == "epochs"
     dcf = series["synthetic"]["dcf"][0]
     assert dcf.seconds == [5.0, 7.5] and dcf.best == (7.5, 0.2) and dcf.capped
+    assert series["synthetic"]["dcf"][1].seconds == [5.0, 7.5]
     assert "mostpop" not in series["synthetic"]
     # rows without a curve: a horizontal line at their validation recall, mean over seeds
     assert reference_levels(recs) == {"synthetic": {"mostpop": pytest.approx(0.07)}}

@@ -73,9 +73,9 @@ def report_command(
         from hashbench.figures import write_figures
         from hashbench.report import build_table
 
-        from hashbench.report import table_exclusions
+        from hashbench.report import table_selection
 
-        table = build_table(results, bits, protocol, datasets=names, exclude=table_exclusions(results, campaign))
+        table = build_table(results, bits, protocol, datasets=names, selection=table_selection(results, campaign))
         figures = write_figures(table, results)
         for figure in figures:
             console.print(f"wrote {figure.path}" if figure.path else f"{figure.title}: skipped, {figure.caption}")
