@@ -17,6 +17,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from hashbench import protocol_effects, records
+from hashbench.deviations import deviation_lines
 from hashbench.errors import HashbenchError
 from hashbench.tables import (CAP_NOTE, MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Selection, Table, cap_marker,
                               fits_a_column, latex_table, latex_text, load_published, page_chunks, published_values,
@@ -266,7 +267,7 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
                        f"As Table 1c, on {d}.")
             parts.append(table_section(caption, cr.significance_rows(main, d), fmt, latex_label("significance", d),
                                   {**refs, "1c": latex_label("significance", main.datasets[0])}))
-    lines = cr.deviation_lines(main, alt) if main.published else []
+    lines = deviation_lines(main, alt) if main.published else []
     if lines:
         title = "Deviations from the papers' numbers (generated; threshold and causes in hashbench/deviations.toml)"
         if fmt == "markdown":

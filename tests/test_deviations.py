@@ -1,7 +1,7 @@
 """The generated deviations section: a number far from the paper's is named with its likely
 causes; one within the threshold is not; the paper's NDCG is compared with our N*."""
 
-from hashbench.campaign_report import deviation_lines
+from hashbench.deviations import deviation_lines
 from hashbench.report import Cell, Table, load_published
 
 
@@ -30,7 +30,7 @@ def test_large_gaps_are_named_with_causes_and_small_ones_are_not():
 
 
 def test_a_paper_ndcg_that_fits_neither_definition_is_flagged():
-    from hashbench.campaign_report import ndcg_definition_check
+    from hashbench.deviations import ndcg_definition_check
 
     close = load_published()[1]["proposed"]["gowalla"]
     main = table({"proposed": {("gowalla", m): Cell([v]) for m, v in close.items()}},
@@ -64,7 +64,7 @@ def test_no_gap_no_section():
 
 
 def test_a_cap_is_given_as_a_cause_only_of_a_number_below_the_papers_and_says_whether_it_cut_a_rise():
-    from hashbench.campaign_report import still_improving
+    from hashbench.tables import still_improving
 
     assert still_improving({"extras": {"best_epoch": 9, "curve": [{"epoch": 3}, {"epoch": 9}]}})
     assert not still_improving({"extras": {"best_epoch": 6, "curve": [{"epoch": 6}, {"epoch": 9}]}})
