@@ -14,23 +14,30 @@ from hashbench.registry import method_spec
 from hashbench.schedule import busy_seconds
 
 
-def campaign_time_left(c: cp.Campaign, results_dir: Path) -> tuple[int, float, list[str]]:
-    """(cells left, their expected busy seconds, the methods of those with nothing to go by) for the
-    whole campaign `c`, the cells not known yet included (the final cells of a study still
-    running, the sweep's baselines, the ablation before its study ends). A cell left costs what
-    its method's recorded cells on that dataset cost, the median: a study's recorded trials
-    (pruned ones included, so its pruning rate is in the estimate) for its trials, complete runs
-    for the other stages; a row ranked beside its base's training (bgch-scaled) costs nothing."""
+def campaign_time_left(c: cp.Campaign, results_dir: Path) -> tuple[int, float, list[str], list[str]]:
+    """(cells left, their expected busy seconds, the methods of those with nothing to go by, the
+    methods costed from runs on another protocol) for the whole campaign `c`, the cells not
+    known yet included (the final cells of a study still running, the sweep's baselines, the
+    ablation before its study ends). A cell left costs what its method's recorded cells on that
+    dataset cost, the median: a study's recorded trials (pruned ones included, so its pruning
+    rate is in the estimate) for its trials, complete runs for the other stages; a row ranked
+    beside its base's training (bgch-scaled) costs nothing. A method with no complete run on the
+    campaign's protocol is costed from its complete runs on another (LightGCN's own split: about
+    as many training pairs), rather than not at all."""
     latest = records.latest_by_cell(results_dir) if (Path(results_dir) / records.RUNS_FILE).exists() else {}
-    ok = [r for r in latest.values() if r.get("status") == "ok" and r.get("bits") == c.bits
-          and r.get("protocol", "random-8-1-1") == "random-8-1-1"]
+    ok = [r for r in latest.values() if r.get("status") == "ok" and r.get("bits") == c.bits]
     complete = [r for r in ok if (r.get("extras") or {}).get("stopped", "patience") == "patience"]
     left: list[tuple[str, float | None]] = []
+    borrowed: set[str] = set()
 
     def cost(method: str, dataset: str) -> float | None:
         if method_spec(method).based_on in c.methods:
             return 0.0
         mine = [r for r in complete if r["method"] == method]
+        ours = [r for r in mine if r.get("protocol", "random-8-1-1") == "random-8-1-1"]
+        if mine and not ours:
+            borrowed.add(method)
+        mine = ours or mine
         costs = [busy_seconds(r) for r in mine if r["dataset"] == dataset] or [busy_seconds(r) for r in mine]
         return median(costs) if costs else None
 
@@ -61,17 +68,19 @@ def campaign_time_left(c: cp.Campaign, results_dir: Path) -> tuple[int, float, l
     done = sum((latest.get(cell.config_hash()) or {}).get("status") == "ok" for _, cell in ablation)
     left += [(c.ablation_method, cost(c.ablation_method, c.ablation_dataset))] * (len(c.variants) - done)
     unknown = [m for m, x in left if x is None]
-    return len(left), float(sum(x for _, x in left if x is not None)), unknown
+    return len(left), float(sum(x for _, x in left if x is not None)), unknown, sorted(borrowed)
 
 
 def describe_time_left(c: cp.Campaign, results_dir: Path, jobs: int) -> str:
     """'about 48 CPU-hours in 102 cells left in the whole campaign (~24 h at --jobs 2), ...'."""
-    cells, seconds, unknown = campaign_time_left(c, results_dir)
+    cells, seconds, unknown, borrowed = campaign_time_left(c, results_dir)
     if not cells:
         return "nothing left in the campaign"
     hours = seconds / 3600
     text = (f"about {hours:.0f} cell-hours in {cells} cells left in the whole campaign (~{hours / jobs:.0f} h "
             f"at --jobs {jobs}), from what each method's recorded cells cost on each dataset")
+    if borrowed:
+        text += f" ({', '.join(borrowed)}: from its runs on another protocol)"
     if unknown:  # e.g. a row whose every recorded run stopped on a cap: its cost is not known yet
         text += (f"; not counted: {len(unknown)} cells with no complete run of their method to go by "
                  f"({', '.join(sorted(set(unknown)))})")
