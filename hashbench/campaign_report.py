@@ -143,7 +143,8 @@ def ablation_rows(c: Campaign, results_dir: Path) -> Rows:
     overridden = sorted({k for variant in c.variants.values() for k in variant})
     recorded = latest.get(reference.config_hash())  # its record has every parameter, defaults included
     params = recorded["params"] if _ok(recorded) else reference.params
-    label = "chosen (Table 3): " + describe({k: params[k] for k in overridden if k in params}, {})
+    label = (("chosen (Table 3): " if c.ablation_method in c.tune_methods else "defaults: ")
+             + describe({k: params[k] for k in overridden if k in params}, {}))
     body = []
     for name, cell in [(label, reference), *cells]:
         rec = latest.get(cell.config_hash())
@@ -256,14 +257,18 @@ def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
     # become the variant row's seed-0 cell if it wins (the others' go with losing_trial_files)
     keep |= {replace(cell, method=v).config_hash() for cell in cells if cell.trial is not None
              for v in c.methods if method_spec(v).based_on == cell.method}
-    out = set(losing_trial_files(c, results_dir))
+    losing = set(losing_trial_files(c, results_dir))
+    out, kept = set(losing), set()
     for config_hash, rec in records.latest_by_cell(results_dir).items():
+        files = {f for k in ("codes_file", "per_user_file") if rec.get(k) and (f := Path(results_dir) / rec[k]).is_file()}
+        if files <= losing:  # a lost trial's (or no file left)
+            continue
         if config_hash in keep or rec.get("bits") != c.bits or rec.get("protocol") not in protocols \
                 or rec.get("dataset") not in c.datasets:
+            kept |= files
             continue
-        out.update(Path(results_dir) / rec[k] for k in ("codes_file", "per_user_file")
-                   if rec.get(k) and (Path(results_dir) / rec[k]).is_file())
-    return sorted(out)
+        out |= files
+    return sorted(out - kept)  # a file a kept record also names (an older run's same file name) stays
 
 
 def in_git_history(files: list[Path], results_dir: Path) -> tuple[list[Path], list[Path]]:
@@ -290,13 +295,14 @@ def in_git_history(files: list[Path], results_dir: Path) -> tuple[list[Path], li
 
 
 def provenance_note(c: Campaign, table: Table, finals: frozenset[str]) -> str:
-    """Which Table 1 rows are already the converged campaign's final cells, and which are still
-    a first campaign's runs (select_records swaps a row over at its first final seed)."""
+    """Which Table 1 rows are already the converged campaign's final cells, which are still
+    earlier runs (select_records swaps a row over at its first final seed), and which are no
+    campaign row at all."""
     status: dict[str, dict[str, str]] = {}
     for (method, d), recs in table.records.items():
         n = sum(r["config_hash"] in finals for r in recs)
-        status.setdefault(method, {})[d] = ("final" if n >= c.seeds else "interim" if n == 0 else
-                                            f"final, {n} of {c.seeds} seeds")
+        status.setdefault(method, {})[d] = ("outside" if method not in c.methods else "final" if n >= c.seeds
+                                            else "interim" if n == 0 else f"final, {n} of {c.seeds} seeds")
     groups: dict[str, list[str]] = {}
     for method in table.rows:
         per = status.get(method, {})
@@ -309,13 +315,15 @@ def provenance_note(c: Campaign, table: Table, finals: frozenset[str]) -> str:
         return "Every row is the converged campaign's final cells (campaign.toml)."
     parts = []
     if groups.get("final"):
-        parts.append("the converged campaign's final cells (campaign.toml): " + ", ".join(groups["final"]))
+        parts.append("the campaign's final cells (campaign.toml): " + ", ".join(groups["final"]))
     for state, rows in groups.items():
         if state.startswith("final, "):
             parts.append(f"its final cells so far ({state[7:]}): " + ", ".join(rows))
     if groups.get("interim"):
-        parts.append("interim, until the final stage records them, a first campaign's runs (a ~100-s training "
-                     "budget each, 3 tuning trials on one dataset): " + ", ".join(groups["interim"]))
+        parts.append("interim, earlier runs of the row (their parameters and stop reasons are in their records) "
+                     "until the campaign's final stage records it: " + ", ".join(groups["interim"]))
+    if groups.get("outside"):
+        parts.append("not in the campaign: " + ", ".join(groups["outside"]))
     return "Rows: " + "; ".join(parts) + "."
 
 

@@ -65,23 +65,24 @@ def seed_curve(record: dict, metric: str = MONITOR) -> SeedCurve | None:
     """One record's validation curve against training seconds, or None without one. Left out: a
     point without seconds or at 0 s (nothing on a log axis), and epoch 0, the state before any
     update, which only some methods evaluate (DCF, after its initialisation; older DCF records
-    have it without seconds): every curve starts at its first validation after training began."""
+    have it without seconds): every curve starts at its first validation after training began
+    (unless epoch 0 was selected: its star stays)."""
     extras = _extras(record)
     curve = extras.get("curve")
     if not isinstance(curve, list):
         return None
+    best_step = extras.get("best_epoch", extras.get("best_iteration"))
     points = []
     for p in curve:
         if not isinstance(p, dict):
             continue
         seconds, value = p.get("seconds"), (p.get("valid") or {}).get(metric)
         step = p.get("epoch", p.get("iteration"))  # older DCF records: iterations
-        if _number(seconds) and seconds > 0 and _number(value) and step != 0:
+        if _number(seconds) and seconds > 0 and _number(value) and (step != 0 or step == best_step):
             points.append((float(seconds), float(value), step))
     if not points:
         return None
     points.sort(key=lambda p: p[0])
-    best_step = extras.get("best_epoch", extras.get("best_iteration"))
     best = next(((s, v) for s, v, step in points if step is not None and step == best_step), None)
     return SeedCurve(_seed(record), [p[0] for p in points], [p[1] for p in points], extras.get("stopped"), best)
 

@@ -24,6 +24,7 @@ from hashbench.tables import (CAP_NOTE, MAIN_METRICS, ORDER, RETRIEVED_METRICS, 
                               select_records, short, strip_number, text_columns)
 
 FORMATS = ("markdown", "latex", "csv")
+CAMPAIGN_PROTOCOL = "random-8-1-1"  # the split every campaign cell runs on (cells.Cell's default)
 
 
 def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1",
@@ -279,7 +280,7 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
     if protocol_effects.has_evidence(main.records):
         by_cell = in_table_order(main)
         # the paper's own N beside "all", which includes the hits-based IDCG
-        paper = {m: v for m, v in published_values().items() if m in main.rows}
+        paper = {m: v for m, v in published_values().items() if m in main.rows} if main.published else {}
         for number, metric in (("7", "recall@50"), ("8", "ndcg@50")):
             title = protocol_effects_title(number, metric)
             if fmt == "markdown":
@@ -364,7 +365,7 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
                "significantly different from the best (Table 1c). " + CAP_NOTE
                + (" The paper's rows give its Recall only: its N values most likely use the hits-based IDCG and "
                   "stand beside our N* in Table 1b." if main.published else ""))
-    if campaign is not None:
+    if campaign is not None and bits == campaign.bits and protocol == CAMPAIGN_PROTOCOL:
         from hashbench.campaign_report import provenance_note
 
         caption += " " + provenance_note(campaign, main, selection.prefer)

@@ -175,8 +175,8 @@ CAP_MARK = "†"
 PEAKED_CAP_MARK = "‡"
 CAP_NOTE = (f"{CAP_MARK}: at least one seed stopped on its epoch or time cap, not by patience, with its "
             "validation score at its best at the cap or not recorded (it may still have been improving); "
-            f"{PEAKED_CAP_MARK}: seeds stopped on a cap, each after its validation score had peaked (the cap "
-            "fell while patience was still counting).")
+            f"{PEAKED_CAP_MARK}: seeds stopped on a cap, each with its best validation point before its last "
+            "(the cap fell while patience was still counting).")
 
 
 def stopped_on_cap(record: dict) -> bool:

@@ -293,6 +293,10 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     chosen = next(line for line in md.splitlines() if line.startswith("| chosen (Table 3): "))
     assert "estimator=signswish" in chosen and chosen.split("|")[2].strip() not in ("", "not run")
     assert "Every row is the converged campaign's final cells" in md  # Table 1's caption: no interim row
+    # at another code length (the sweep's) Table 1 is no campaign table: no claim about final cells
+    sixteen = runner.invoke(app, ["report", "--results", "results", "--bits", "16"])
+    caption = next(line for line in sixteen.output.splitlines() if line.startswith("### Table 1:"))
+    assert sixteen.exit_code == 0 and "16-bit" in caption and "final cells" not in caption
     assert (tmp_path / "results" / "bits_sweep.png").stat().st_size > 1000 and "](bits_sweep.png)" in md
     assert r"\begin{table*}" in (tmp_path / "results" / "table1.tex").read_text()
     assert "mean" in (tmp_path / "results" / "table1.csv").read_text()
@@ -460,8 +464,9 @@ def test_prune_deletes_the_files_of_every_trial_but_its_studys_leader(tmp_path):
 
 
 def test_prune_deletes_the_files_of_seeds_table_1_no_longer_shows(tmp_path):
-    """A row's first-campaign seeds drop out of Table 1 once its campaign configuration has as
-    many seeds: their files go; other code lengths and protocols, and every record, stay."""
+    """A row's first-campaign seeds drop out of Table 1 at its campaign configuration's first
+    final seed: their files go; other code lengths and protocols, and every record, stay, and so
+    does a file that a kept record names too."""
     from hashbench.campaign_report import unshown_files
     from hashbench.cells import Cell
 
@@ -481,12 +486,19 @@ def test_prune_deletes_the_files_of_seeds_table_1_no_longer_shows(tmp_path):
     others = [plant("sixteen-bits", 0, "2026-11-22T00:00:00", bits=16, params={"budget": 1}),
               plant("own-split", 0, "2026-11-22T00:00:00", protocol="lightgcn", params={"budget": 1})]
     assert unshown_files(c, results) == []  # the first campaign's row is Table 1's
-    converged = [plant(Cell("mostpop", "synthetic", 32, seed).config_hash(), seed, "2026-12-02T00:00:00")
-                 for seed in range(2)]
+    converged = [plant(Cell("mostpop", "synthetic", 32, 0).config_hash(), 0, "2026-12-02T00:00:00")]
+    assert unshown_files(c, results) == sorted(first)  # one final seed of two is enough
+    converged.append(plant(Cell("mostpop", "synthetic", 32, 1).config_hash(), 1, "2026-12-02T00:00:00"))
     assert unshown_files(c, results) == sorted(first)
+    # an older run at another code length named the same file as a first-campaign seed: it stays
+    records.append_record(results, {"config_hash": "sixteen-bits-old", "status": "ok", "method": "mostpop",
+                                     "dataset": "synthetic", "bits": 16, "protocol": "random-8-1-1", "seed": 0,
+                                     "params": {}, "finished_at": "2026-11-20T00:00:00",
+                                     "per_user_file": first[0].relative_to(results).as_posix()})
+    assert unshown_files(c, results) == [first[1]]
     for path in unshown_files(c, results):
         path.unlink()
-    assert all(p.exists() for p in others + converged) and len(list(records.read_records(results))) == 6
+    assert all(p.exists() for p in others + converged) and len(list(records.read_records(results))) == 7
 
 
 def test_prune_deletes_the_variant_rankings_of_lost_trials_too(tmp_path):

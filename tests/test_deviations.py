@@ -63,6 +63,15 @@ def test_no_gap_no_section():
     assert deviation_lines(table({}, ("recall@50",))) == []
 
 
+def test_a_row_with_zero_recall_is_left_out_of_the_ndcg_check_instead_of_dividing_by_it():
+    from hashbench.deviations import ndcg_definition_check
+
+    zero = table({"proposed": {("gowalla", "recall@50"): Cell([0.0]), ("gowalla", "ndcg@50"): Cell([0.0])}},
+                 ("recall@50", "ndcg@50"))
+    star = table({"proposed": {("gowalla", "ndcg_retrieved@50"): Cell([0.0])}}, ("ndcg_retrieved@50",))
+    assert ndcg_definition_check(zero, star) == []
+
+
 def test_a_cap_is_given_as_a_cause_only_of_a_number_below_the_papers_and_says_whether_it_cut_a_rise():
     from hashbench.tables import still_improving
 
@@ -77,7 +86,14 @@ def test_a_cap_is_given_as_a_cause_only_of_a_number_below_the_papers_and_says_wh
     below = table({"bgch": {("gowalla", "recall@50"): Cell([paper * 0.5])}}, ("recall@50",))
     below.records[("bgch", "gowalla")] = capped
     line = deviation_lines(below)[0]
-    assert "3 of its 3 runs stopped on an epoch or time cap" in line and "(2 of them still improving" in line
+    assert "3 of its 3 runs stopped on an epoch or time cap (†)" in line and "(2 of them still improving" in line
+    # every capped run past its peak: Table 1's ‡, and the line says the same; a run without a
+    # curve cannot tell, and says so
+    below.records[("bgch", "gowalla")] = [{**run, "extras": {**run["extras"], "best_epoch": 3}} for run in capped]
+    line = deviation_lines(below)[0]
+    assert "cap (‡)" in line and "(0 of them still improving on validation at the cap)" in line
+    below.records[("bgch", "gowalla")].append({"seed": 3, "metrics": METRICS, "extras": {"stopped": "time"}})
+    assert "(0 of them still improving on validation at the cap, 1 without a curve to tell)" in deviation_lines(below)[0]
     above = table({"bgch": {("gowalla", "recall@50"): Cell([paper * 1.5])}}, ("recall@50",))
     above.records[("bgch", "gowalla")] = capped
     line = deviation_lines(above)[0]

@@ -113,16 +113,20 @@ def test_table_1_says_which_rows_are_the_converged_campaigns_and_which_are_inter
     def recs(prefix, n):
         return [{"config_hash": f"{prefix}-{s}"} for s in range(n)]
 
-    rows = {m: {} for m in ("proposed", "dcf", "bgch")}
+    rows = {m: {} for m in ("proposed", "dcf", "bgch", "adhoc")}
     table = Table(["gowalla", "yelp2018"], ("recall@50",), rows, {m: True for m in rows}, {},
                   {("dcf", "gowalla"): recs("final-dcf-g", 3), ("dcf", "yelp2018"): recs("final-dcf-y", 3),
                    ("proposed", "gowalla"): recs("final-p-g", 2), ("proposed", "yelp2018"): recs("old-p-y", 3),
-                   ("bgch", "gowalla"): recs("old-b-g", 3), ("bgch", "yelp2018"): recs("old-b-y", 3)})
+                   ("bgch", "gowalla"): recs("old-b-g", 3), ("bgch", "yelp2018"): recs("old-b-y", 3),
+                   ("adhoc", "gowalla"): recs("run-a-g", 1), ("adhoc", "yelp2018"): recs("run-a-y", 1)})
+    campaign = SimpleNamespace(seeds=3, methods=["proposed", "dcf", "bgch"])
     finals = frozenset(r["config_hash"] for (m, d), rs in table.records.items() for r in rs if "final" in r["config_hash"])
-    note = provenance_note(SimpleNamespace(seeds=3), table, finals)
+    note = provenance_note(campaign, table, finals)
     assert "final cells (campaign.toml): dcf;" in note
     assert "(2 of 3 seeds): proposed on gowalla;" in note
-    assert note.endswith("one dataset): proposed on yelp2018, bgch.")
+    assert "records it: proposed on yelp2018, bgch;" in note
+    assert note.endswith("not in the campaign: adhoc.")  # a row no final stage will ever replace
+    del table.rows["adhoc"], table.records[("adhoc", "gowalla")], table.records[("adhoc", "yelp2018")]
     table.records[("proposed", "gowalla")] = recs("final-p-g", 3)
     everything = frozenset(r["config_hash"] for rs in table.records.values() for r in rs)
-    assert provenance_note(SimpleNamespace(seeds=3), table, everything).startswith("Every row is")
+    assert provenance_note(campaign, table, everything).startswith("Every row is")
