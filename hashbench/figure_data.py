@@ -24,7 +24,7 @@ import numpy as np
 
 from hashbench.errors import HashbenchError
 from hashbench.registry import method_spec
-from hashbench.tables import CAP_MARK, CAP_STOPS
+from hashbench.tables import CAP_MARK, CAP_STOPS, PEAKED_CAP_MARK
 
 MONITOR = "recall@50"
 FLOAT32_BYTES = 4
@@ -59,6 +59,11 @@ class SeedCurve:
     @property
     def capped(self) -> bool:
         return self.stopped in CAP_STOPS
+
+    @property
+    def peaked(self) -> bool:
+        """Its selected point came before its last one (tables.peaked_before_cap, on the curve)."""
+        return self.best is not None and self.best[0] < self.seconds[-1]
 
 
 def seed_curve(record: dict, metric: str = MONITOR) -> SeedCurve | None:
@@ -122,10 +127,17 @@ def reference_levels(records: Records, metric: str = MONITOR) -> dict[str, dict[
 
 
 def stop_label(curves: list[SeedCurve]) -> str:
-    """'stopped: epochs†' or, when the seeds differ, 'stopped: patience ×2, time† ×1'."""
+    """'stopped: epochs†' or, when the seeds differ, 'stopped: patience ×2, time† ×1'; a cap's
+    mark is Table 1's: ‡ when every seed it stopped had passed its selected point."""
     counts = Counter(c.stopped or "?" for c in curves)
-    return "stopped: " + ", ".join(f"{reason}{CAP_MARK if reason in CAP_STOPS else ''}"
-                                   + (f" ×{n}" if len(counts) > 1 else "") for reason, n in counts.items())
+
+    def mark(reason: str) -> str:
+        if reason not in CAP_STOPS:
+            return ""
+        return PEAKED_CAP_MARK if all(c.peaked for c in curves if c.stopped == reason) else CAP_MARK
+
+    return "stopped: " + ", ".join(f"{reason}{mark(reason)}" + (f" ×{n}" if len(counts) > 1 else "")
+                                   for reason, n in counts.items())
 
 
 # --- accuracy against efficiency --------------------------------------------------------------

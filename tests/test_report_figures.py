@@ -69,6 +69,9 @@ def test_learning_curves_are_each_seeds_validation_recall_against_seconds():
     assert reference_levels(recs) == {"synthetic": {"mostpop": pytest.approx(0.07)}}
     assert stop_label(proposed) == "stopped: patience ×1, epochs† ×1"
     assert stop_label(proposed[:1]) == "stopped: patience"
+    assert stop_label(series["synthetic"]["dcf"][:1]) == "stopped: max_iters†"  # its selected point is its last
+    peaked = cells(record("hashgnn", 0, 0.1, curve((1, 5.0, 0.2), (2, 9.0, 0.1)), "epochs", best_epoch=1))
+    assert stop_label(learning_curve_series(peaked)["synthetic"]["hashgnn"]) == "stopped: epochs‡"
 
 
 def test_a_curve_without_seconds_counts_as_no_curve():
