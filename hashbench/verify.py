@@ -10,12 +10,15 @@ method: a reader who doubts a number needs only the codes, the data and the eval
 Records without codes are not re-checkable this way: the float rows (LightGCN, MostPop) and
 the ranking variants that score with real values (bgch-scaled, hashgnn-rerank). A record whose
 files were pruned (a superseded run, a tuning trial that is not its study's leader) keeps its
-metrics, and git history keeps its files.
+metrics, and git history keeps its files: with `history`, they are read back from the last
+commit that had them (into a temporary folder; the work tree is not touched) and checked too.
 """
 
 from __future__ import annotations
 
 import math
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -36,6 +39,7 @@ class Check:
     record: dict
     outcome: str  # "match", "mismatch", "pruned" (codes file gone), "no codes" (a float row)
     problems: list[str] = field(default_factory=list)
+    restored: bool = False  # its files were read back from git history
 
     @property
     def label(self) -> str:
@@ -54,7 +58,8 @@ def _is_refit(rec: dict) -> bool:
 
 
 def check_record(rec: dict, results_dir: Path, split: Split) -> Check:
-    """Re-evaluate one record's codes on `split` (its dataset, protocol and seed's split)."""
+    """Re-evaluate one record's codes on `split` (its dataset, protocol and seed's split); its
+    files are read under `results_dir` (or where they were restored from git history)."""
     problems: list[str] = []
     with np.load(Path(results_dir) / rec["codes_file"], allow_pickle=False) as z:
         user_codes, item_codes = z["user_codes"], z["item_codes"]
@@ -99,11 +104,34 @@ def _per_user_problems(path: Path, result, n_users: int) -> list[str]:
     return problems
 
 
+def restore_from_history(results_dir: Path, name: str, into: Path) -> bool:
+    """Write the results-relative file `name` under `into` as the last commit that had it holds
+    it; False when the history lacks it or this is no git work tree. Only a blob is read (git
+    show), so nothing in the history can run."""
+    def git(*args: str) -> bytes | None:
+        try:
+            out = subprocess.run(["git", "-C", str(results_dir), *args], capture_output=True, timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    commit = (git("log", "-n", "1", "--format=%H", "--diff-filter=AM", "--", name) or b"").decode().strip()
+    content = git("show", f"{commit}:./{name}") if commit else None
+    if content is None:
+        return False
+    target = into / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    return True
+
+
 def verify(results_dir: Path, load_split: Callable[[str, str, int], Split],
            keep: Callable[[dict], bool] = lambda rec: True,
-           on_check: Callable[[Check], None] = lambda check: None) -> list[Check]:
+           on_check: Callable[[Check], None] = lambda check: None, history: bool = False) -> list[Check]:
     """Check every current record (the latest of each cell) that passes `keep`; the splits are
-    built once per (dataset, protocol, seed) by `load_split`."""
+    built once per (dataset, protocol, seed) by `load_split`. `history`: a pruned record's files
+    are read back from git history, one record at a time, and checked too (still "pruned" when
+    the history lacks its codes)."""
     checks = []
     todo: list[dict] = []
     for rec in records.latest_by_cell(results_dir).values():
@@ -111,18 +139,28 @@ def verify(results_dir: Path, load_split: Callable[[str, str, int], Split],
             continue
         if not rec.get("codes_file"):
             checks.append(Check(rec, "no codes"))
-        elif not (Path(results_dir) / rec["codes_file"]).is_file():
-            checks.append(Check(rec, "pruned"))
-        else:
+        elif history or (Path(results_dir) / rec["codes_file"]).is_file():
             todo.append(rec)
+        else:
+            checks.append(Check(rec, "pruned"))
     todo.sort(key=lambda r: (r["dataset"], r["protocol"], r["seed"]))  # one split alive at a time
     current: tuple | None = None
     split = None
     for rec in todo:
-        key = (rec["dataset"], rec["protocol"], rec["seed"])
-        if key != current:
-            current, split = key, load_split(*key)
-        check = check_record(rec, results_dir, split)
+        with tempfile.TemporaryDirectory(prefix="hashbench-verify-") as restored:
+            root = Path(results_dir)
+            if not (root / rec["codes_file"]).is_file():
+                root = Path(restored)
+                if not restore_from_history(results_dir, rec["codes_file"], root):
+                    checks.append(Check(rec, "pruned"))
+                    continue
+                if rec.get("per_user_file"):  # checked where the history has it, as on disk
+                    restore_from_history(results_dir, rec["per_user_file"], root)
+            key = (rec["dataset"], rec["protocol"], rec["seed"])
+            if key != current:
+                current, split = key, load_split(*key)
+            check = check_record(rec, root, split)
+        check.restored = root != Path(results_dir)
         on_check(check)
         checks.append(check)
     return checks

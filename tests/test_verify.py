@@ -97,3 +97,37 @@ def test_an_altered_per_user_value_is_caught(results, tmp_path):
     np.savez_compressed(path, **arrays)
     out = invoke("verify", "--results", results, "--methods", "proposed")
     assert out.exit_code == 1 and "per-user recall@50: 1 users differ" in out.output
+
+
+def test_history_checks_pruned_codes_from_the_commit_that_had_them(results, tmp_path):
+    """Prune deletes files that git history keeps; --history reads them back from it and checks
+    them like the others, without writing into the work tree."""
+    import subprocess
+
+    results = copy_of(results, tmp_path)
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(results), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "results")
+    recs = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    pruned = next(r for r in recs if r["method"] == "lsh" and r["seed"] == 1)
+    for key in ("codes_file", "per_user_file"):
+        (results / pruned[key]).unlink()
+    git("commit", "-qam", "prune")
+    out = invoke("verify", "--results", results, "--methods", "lsh", "--history")
+    assert out.exit_code == 0, out.output
+    assert "match lsh · synthetic · 32b · seed 1" in out.output and "(codes from git history)" in out.output
+    assert "2 records re-checked from their codes match, 0 do not (1 of them read back from git history)" in out.output
+    assert not (results / pruned["codes_file"]).exists()  # the work tree is left as it was
+    # without --history it is only counted, and the summary says how to check it
+    plain = invoke("verify", "--results", results, "--methods", "lsh")
+    assert "1 with pruned codes (git history has them: --history checks them)" in plain.output
+    # a file the history never had stays "pruned"
+    fresh = copy_of(results, tmp_path / "fresh")
+    shutil.rmtree(fresh / ".git")
+    out = invoke("verify", "--results", fresh, "--methods", "lsh", "--history")
+    assert out.exit_code == 0 and "1 with pruned codes not in git history" in out.output

@@ -15,6 +15,9 @@ def verify_command(
                                                     "(default: all with records).", show_default=False)] = None,
     methods: Annotated[Optional[str], typer.Option("--methods", "-m", help="Comma-separated methods to check "
                                                    "(default: all with records).", show_default=False)] = None,
+    history: Annotated[bool, typer.Option("--history", help="Also check records whose files were pruned, reading "
+                                          "their codes back from the git history of RESULTS (nothing is written "
+                                          "to the work tree).")] = False,
     mirror: Mirror = None,
     cache_dir: CacheDir = None,
 ):
@@ -25,7 +28,8 @@ def verify_command(
     by Hamming distance must give back every recorded test metric (and validation metric, for
     a run that is not a refit) and the stored per-user values. Exit status 1 if any differs.
     Records of float rows have no codes to check; pruned files are counted, not failed (git
-    history keeps them).
+    history keeps them), or read back from that history and checked like the others (the
+    history option).
     """
     from hashbench.checks import check_results_dir
     from hashbench.datasets import load_dataset
@@ -51,16 +55,20 @@ def verify_command(
         return make_split(loaded[dataset], protocol, seed)
 
     def report(check) -> None:
+        where = " (codes from git history)" if check.restored else ""
         if check.outcome == "match":
-            console.print(f"  [green]match[/] {check.label}", highlight=False)
+            console.print(f"  [green]match[/] {check.label}{where}", highlight=False)
         else:
-            console.print(f"  [red]MISMATCH[/] {check.label}: " + "; ".join(check.problems), highlight=False,
+            console.print(f"  [red]MISMATCH[/] {check.label}{where}: " + "; ".join(check.problems), highlight=False,
                           soft_wrap=True)
 
-    checks = verify(results, load_split, keep, report)
+    checks = verify(results, load_split, keep, report, history)
     counts = summary(checks)
-    console.print(f"{counts['match']} records re-checked from their codes match, {counts['mismatch']} do not; "
-                  f"{counts['pruned']} with pruned codes (git history has them), {counts['no codes']} float or "
-                  "real-valued rows without codes", highlight=False, soft_wrap=True)
+    restored = sum(check.restored for check in checks)
+    console.print(f"{counts['match']} records re-checked from their codes match, {counts['mismatch']} do not"
+                  + (f" ({restored} of them read back from git history)" if history else "")
+                  + f"; {counts['pruned']} with pruned codes"
+                  + (" not in git history" if history else " (git history has them: --history checks them)")
+                  + f", {counts['no codes']} float or real-valued rows without codes", highlight=False, soft_wrap=True)
     if counts["mismatch"]:
         raise typer.Exit(1)
