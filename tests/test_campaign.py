@@ -166,7 +166,7 @@ def test_each_cell_is_ready_once_what_it_needs_is_recorded(tmp_path):
 def test_the_queue_starts_the_longest_chains_of_work_first(tmp_path):
     """A study's trial weighs its expected time × the trials its study has left, another cell its
     own time; cells in flight (a checkpoint) go before everything."""
-    from hashbench.campaign import longest_chain_first
+    from hashbench.campaign_queue import longest_chain_first
     from hashbench.cells import Cell, checkpoint_dir_for
     from hashbench.tuning import TrialTag
 
@@ -405,7 +405,7 @@ def test_the_compute_bill_counts_the_cpu_of_killed_and_resumed_segments():
 
 
 def test_a_resumed_campaign_finishes_the_cells_in_flight_before_starting_new_ones(tmp_path):
-    from hashbench.campaign import stage_queue
+    from hashbench.campaign_queue import stage_queue
     from hashbench.cells import checkpoint_dir_for
 
     c = load_campaign(write_spec(tmp_path))

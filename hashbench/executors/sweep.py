@@ -101,7 +101,7 @@ class Sweep:
     hashbench.schedule): a cell that would not is left for a later run, unclaimed and untouched.
 
     `order`, if given, arranges the queue (the cells first, then each time `more` adds some):
-    the campaign puts the longest chains of dependent cells first (campaign.longest_chain_first).
+    the campaign puts the longest chains of dependent cells first (campaign_queue.longest_chain_first).
     """
 
     def __init__(self, cells: Iterable[Cell], spec: RunnerSpec, overwrite: str = "failed",
