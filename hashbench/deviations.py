@@ -45,7 +45,7 @@ def deviation_lines(table: Table, retrieved: Table | None = None) -> list[str]:
                     causes = [spec["measured"]["capped"].format(
                         capped=len(capped), runs=len(runs), improving=improving, mark=cap_marker(runs),
                         unknown=f", {unknown} without a curve to tell" if unknown else ""), *causes]
-                measured = _measured_habits(table, method, d)
+                measured = _measured_habits(table, method, d, values.get("recall@50"))
                 if not below:  # ours is above: "causes" would claim a direction most of them do not have
                     label = " Known differences: "
                 else:
@@ -99,8 +99,9 @@ def ndcg_definition_check(table: Table, retrieved: Table | None, k: int = 50) ->
 NDCG_RATIO_TOLERANCE = 0.2
 
 
-def _measured_habits(table: Table, method: str, dataset: str) -> str:
-    """What the papers' evaluation habits measurably do to this row's R@50 (protocol_effects), or ""."""
+def _measured_habits(table: Table, method: str, dataset: str, paper: float | None = None) -> str:
+    """What the papers' evaluation habits measurably do to this row's R@50 (protocol_effects),
+    and how much of the gap to the paper's R@50 (`paper`) all of them together close; or ""."""
     rows = {(m, d): recs for (m, d), recs in table.records.items()
             if d == dataset and (m == method or protocol_effects.based_on(m) == method)}
     row = protocol_effects.effects(rows, "recall@50").get((method, dataset), {})
@@ -110,5 +111,10 @@ def _measured_habits(table: Table, method: str, dataset: str) -> str:
         return ""
     text = " Measured effect of the papers' evaluation habits on R@50: " + ", ".join(changes)
     if row.get("all"):
-        text += f"; all together {float(np.mean(row['ours'])) + float(np.mean(row['all'])):.4f}"
+        ours, together = float(np.mean(row["ours"])), float(np.mean(row["ours"])) + float(np.mean(row["all"]))
+        text += f"; all together {together:.4f}"
+        if paper is not None and paper != ours:
+            share = (together - ours) / (paper - ours)
+            text += (f", which closes {share:.0%} of the gap from ours ({ours:.4f}) to the paper's ({paper:.4f})"
+                     if share >= 0 else f", further from the paper's ({paper:.4f}) than ours ({ours:.4f})")
     return text + "."
