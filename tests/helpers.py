@@ -1,4 +1,7 @@
-"""What the method test modules share: fit a registered method on a split, the way the runner does."""
+"""What the test modules share: fit a registered method on a split, the way the runner does;
+run git in a test's folder."""
+
+import subprocess
 
 import numpy as np
 
@@ -72,3 +75,16 @@ class CountingTrainer:
         return contextlib.nullcontext()
 
     evaluating = session
+
+
+def git(folder, *args):
+    """git in `folder` with a throwaway identity (tests that need a history: prune, verify --history)."""
+    subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                   check=True, capture_output=True)
+
+
+def commit_everything(folder, message="results"):
+    """A new repository in `folder` with everything in it committed."""
+    git(folder, "init", "-q")
+    git(folder, "add", "-A")
+    git(folder, "commit", "-qm", message)

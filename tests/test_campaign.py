@@ -2,7 +2,6 @@
 records, the stages end to end on the synthetic dataset, and the report they regenerate."""
 
 import json
-import subprocess
 from dataclasses import replace
 
 import pytest
@@ -14,6 +13,7 @@ from hashbench.campaign_report import tuning_rows
 from hashbench.cells import Cell
 from hashbench.cli import app
 from hashbench.errors import HashbenchError
+from helpers import commit_everything
 
 SPEC = """
 [campaign]
@@ -446,13 +446,7 @@ def test_prune_deletes_the_files_of_every_trial_but_its_studys_leader(tmp_path):
     out = CliRunner().invoke(app, prune)
     assert out.exit_code == 0 and "removed 0 files" in out.output and "kept 4 more" in out.output, out.output
 
-    def git(*args):
-        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                       check=True, capture_output=True)
-
-    git("init", "-q")
-    git("add", "-A")
-    git("commit", "-qm", "results")
+    commit_everything(tmp_path)
     files[("hashrec", 1)][0].write_bytes(b"changed since")  # not as committed: kept
     out = CliRunner().invoke(app, prune)
     assert out.exit_code == 0, out.output

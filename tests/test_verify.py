@@ -102,22 +102,15 @@ def test_an_altered_per_user_value_is_caught(results, tmp_path):
 def test_history_checks_pruned_codes_from_the_commit_that_had_them(results, tmp_path):
     """Prune deletes files that git history keeps; --history reads them back from it and checks
     them like the others, without writing into the work tree."""
-    import subprocess
+    from helpers import commit_everything, git
 
     results = copy_of(results, tmp_path)
-
-    def git(*args):
-        subprocess.run(["git", "-C", str(results), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                       check=True, capture_output=True)
-
-    git("init", "-q")
-    git("add", "-A")
-    git("commit", "-qm", "results")
+    commit_everything(results)
     recs = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
     pruned = next(r for r in recs if r["method"] == "lsh" and r["seed"] == 1)
     for key in ("codes_file", "per_user_file"):
         (results / pruned[key]).unlink()
-    git("commit", "-qam", "prune")
+    git(results, "commit", "-qam", "prune")
     out = invoke("verify", "--results", results, "--methods", "lsh", "--history")
     assert out.exit_code == 0, out.output
     assert "match lsh · synthetic · 32b · seed 1" in out.output and "(codes from git history)" in out.output
