@@ -350,8 +350,9 @@ def table_selection(results_dir: Path, campaign=None) -> Selection:
 
 def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, protocol: str = "random-8-1-1",
                   campaign=None, plot: Path | None = None, datasets: list[str] | None = None,
-                  figures=()) -> str:
-    """The report in `fmt`; `figures` (markdown only): figures.Figure drawn beside it, linked under Table 1."""
+                  figures=(), campaign_tables: bool = True) -> str:
+    """The report in `fmt`; `figures` (markdown only): figures.Figure drawn beside it, linked under Table 1.
+    `campaign` decides Table 1's rows (table_selection) and, with `campaign_tables`, adds its Tables 3-6."""
     if fmt not in FORMATS:
         raise HashbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     selection = table_selection(results_dir, campaign)
@@ -374,7 +375,7 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
     alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS, datasets=datasets, selection=selection)
     alt_caption = ("Table 1b: NDCG with the hits-based IDCG of the BGCH/HashGNN code (non-standard, N*), "
                    "the variant the paper's N columns most likely use.")
-    extra = campaign_sections(results_dir, main, alt, fmt, campaign, plot)
+    extra = campaign_sections(results_dir, main, alt, fmt, campaign if campaign_tables else None, plot)
     if fmt == "markdown":
         links = figure_links(figures)
         parts = [render_markdown(main, f"### {caption}"), *([links] if links else []),

@@ -293,6 +293,11 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     chosen = next(line for line in md.splitlines() if line.startswith("| chosen (Table 3): "))
     assert "estimator=signswish" in chosen and chosen.split("|")[2].strip() not in ("", "not run")
     assert "Every row is the converged campaign's final cells" in md  # Table 1's caption: no interim row
+    # --no-campaign leaves out the campaign's tables, not its choice of Table 1's rows
+    plain = runner.invoke(app, ["report", "--results", "results", "--bits", "32", "--no-campaign"])
+    assert plain.exit_code == 0 and "Table 3:" not in plain.output
+    table_1 = md.split("### Table 1:")[1].split("![")[0].split("### ")[0].strip()
+    assert table_1 in plain.output
     # at another code length (the sweep's) Table 1 is no campaign table: no claim about final cells
     sixteen = runner.invoke(app, ["report", "--results", "results", "--bits", "16"])
     caption = next(line for line in sixteen.output.splitlines() if line.startswith("### Table 1:"))

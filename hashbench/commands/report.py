@@ -26,7 +26,8 @@ def report_command(
     spec: Annotated[Optional[Path], typer.Option("--spec", help="The campaign spec whose tuning, sweep, ablation "
                                                  "and compute sections to add (default: ./campaign.toml).",
                                                  show_default=False)] = None,
-    no_campaign: Annotated[bool, typer.Option("--no-campaign", help="Only Tables 1, 1b, 1c and 2.")] = False,
+    no_campaign: Annotated[bool, typer.Option("--no-campaign", help="Only Tables 1, 1b, 1c and 2 (their rows are "
+                                              "still the campaign's, as without this flag).")] = False,
     datasets: Annotated[Optional[str], typer.Option("--datasets", "-d", help="Comma-separated datasets to tabulate "
                                                     "(default: every real dataset with results; the synthetic one "
                                                     "only when named here).", show_default=False)] = None,
@@ -60,7 +61,7 @@ def report_command(
         check_out_file(out)
     names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
     campaign = None
-    if not no_campaign and (spec is not None or campaign_path().exists()):
+    if spec is not None or campaign_path().exists():
         campaign = load_campaign(spec)
         # the default spec only adds its sections to results that hold some of its runs
         if spec is None and not any(cell.config_hash() in latest_by_cell(results) for cell in tune_cells(campaign, results)):
@@ -84,11 +85,12 @@ def report_command(
         for suffix, f in (("md", "markdown"), ("tex", "latex"), ("csv", "csv")):
             _write(results / f"table1.{suffix}", render_report(results, f, bits, protocol, campaign,
                                                                plot if f == "markdown" else None, names,
-                                                               figures if f == "markdown" else ()))
+                                                               figures if f == "markdown" else (),
+                                                               campaign_tables=not no_campaign))
         if plot.exists():
             console.print(f"wrote {plot}")
         return
-    text = render_report(results, fmt, bits, protocol, campaign, datasets=names)
+    text = render_report(results, fmt, bits, protocol, campaign, datasets=names, campaign_tables=not no_campaign)
     if out:
         _write(out, text)
     else:
