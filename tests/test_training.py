@@ -94,6 +94,22 @@ def test_patience_waits_for_min_epochs(min_epochs, stops_at):
     assert result.stopped == "patience" and trainer.epochs == list(range(1, stops_at + 1))
 
 
+def test_progress_says_how_much_patience_a_run_has_used():
+    """A log line per validation says how close patience is to stopping the run (the epoch cap
+    it also prints is only a safety net)."""
+    from types import SimpleNamespace
+
+    from hashbench.core.training import TrainConfig, run_training
+
+    seen = []
+    ctx = SimpleNamespace(seed=np.random.SeedSequence(0), validate=lambda m: {"recall@50": 0.1},
+                          progress=lambda *a, **fields: seen.append(fields.get("patience")),
+                          checkpoint_dir=None, evidence=None)
+    run_training(SimpleNamespace(ctx=ctx, name="constant"), CountingTrainer(), TrainConfig(epochs=50, eval_every=1,
+                                                                                           patience=3), "x")
+    assert seen == ["0/3", "1/3", "2/3", "3/3"]  # the first validation is a new best, then none is
+
+
 def test_scores_come_from_the_restored_best_state_not_the_last(split):
     # high lr + patience 1: the run stops after an evaluation that is not the best
     m = fit(split, method="lightgcn", epochs=12, eval_every=2, patience=1, lr=0.5)

@@ -350,8 +350,11 @@ def _run(method, trainer: Trainer, config: TrainConfig, config_hash: str) -> Tra
         # refit killed mid-way resumes too instead of starting over
         if "valid" in record or stop or (ctx.validate is None and due):
             checkpoint(epoch)
+        # patience: validations without a new best so far, out of the patience that stops the
+        # run, so a log shows how close a run is to stopping (its epoch cap is a safety net)
         ctx.progress(name, epoch, config.epochs, loss=record.get("loss"),
-                     valid=record.get("valid", {}).get(config.monitor), best=result.best_valid.get(config.monitor))
+                     valid=record.get("valid", {}).get(config.monitor), best=result.best_valid.get(config.monitor),
+                     **({"patience": f"{bad_evals}/{config.patience}"} if ctx.validate is not None else {}))
         if stop:
             result.stopped = stop
             break
