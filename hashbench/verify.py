@@ -20,7 +20,7 @@ import math
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 import numpy as np
@@ -106,8 +106,15 @@ def _per_user_problems(path: Path, result, n_users: int) -> list[str]:
 
 def restore_from_history(results_dir: Path, name: str, into: Path) -> bool:
     """Write the results-relative file `name` under `into` as the last commit that had it holds
-    it; False when the history lacks it or this is no git work tree. Only a blob is read (git
-    show), so nothing in the history can run."""
+    it; False when the history lacks it, this is no git work tree, or `name` (from a record,
+    which anyone may have edited) would land outside `into`. Only a blob is read (git show), so
+    nothing in the history can run."""
+    if not isinstance(name, str):
+        return False
+    parts = PurePosixPath(name).parts
+    if not parts or PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
+        return False
+
     def git(*args: str) -> bytes | None:
         try:
             out = subprocess.run(["git", "-C", str(results_dir), *args], capture_output=True, timeout=120)

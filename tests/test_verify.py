@@ -124,3 +124,23 @@ def test_history_checks_pruned_codes_from_the_commit_that_had_them(results, tmp_
     shutil.rmtree(fresh / ".git")
     out = invoke("verify", "--results", fresh, "--methods", "lsh", "--history")
     assert out.exit_code == 0 and "1 with pruned codes not in git history" in out.output
+
+
+def test_a_record_naming_a_file_outside_the_results_is_never_restored_there(tmp_path):
+    """A record is a line anyone may have edited: its file name must not let --history write
+    outside the temporary folder."""
+    from helpers import commit_everything
+
+    from hashbench.verify import restore_from_history
+
+    results = tmp_path / "results"
+    (results / "codes").mkdir(parents=True)
+    (results / "codes" / "a.npz").write_bytes(b"codes")
+    (tmp_path / "outside.npz").write_bytes(b"not ours")
+    commit_everything(tmp_path)
+    into = tmp_path / "restored" / "here"
+    into.mkdir(parents=True)
+    assert restore_from_history(results, "codes/a.npz", into) and (into / "codes" / "a.npz").read_bytes() == b"codes"
+    for hostile in ("../outside.npz", "/etc/passwd", "codes/../../outside.npz", "", 7, "..\\outside.npz"):
+        assert not restore_from_history(results, hostile, into)
+    assert not (tmp_path / "restored" / "outside.npz").exists()
