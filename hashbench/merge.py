@@ -19,7 +19,7 @@ import json
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from hashbench import records
@@ -27,7 +27,6 @@ from hashbench.errors import HashbenchError
 from hashbench.files import atomic_write
 
 FILE_KEYS = ("codes_file", "per_user_file")  # a record's files, relative to its results directory
-FILE_FOLDERS = ("codes", "per_user")
 
 
 @dataclass
@@ -40,15 +39,6 @@ class MergePlan:
 
 def _canonical(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, default=str)
-
-
-def _safe_relative(value: Any, where: str) -> str:
-    """A record's file path: relative, inside codes/ or per_user/, no '..' (a record is data,
-    and data must not make us write elsewhere)."""
-    path = PurePosixPath(str(value))
-    if path.is_absolute() or ".." in path.parts or len(path.parts) != 2 or path.parts[0] not in FILE_FOLDERS:
-        raise HashbenchError(f"{where}: file {value!r} is not a name inside codes/ or per_user/")
-    return str(path)
 
 
 def plan_merge(source: Path, dest: Path) -> MergePlan:
@@ -69,7 +59,7 @@ def plan_merge(source: Path, dest: Path) -> MergePlan:
             continue
         for key in FILE_KEYS:
             if record.get(key) and record.get("status") == "ok":
-                relative = _safe_relative(record[key], f"{source / records.RUNS_FILE}")
+                relative = records.record_file(record[key], f"{source / records.RUNS_FILE}")
                 if not (source / relative).is_file():
                     raise HashbenchError(f"{source}: a record names {relative}, which is not there")
                 plan.files.append(relative)

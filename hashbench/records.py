@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from filelock import FileLock
 
-from hashbench.errors import HashbenchWarning
+from hashbench.errors import HashbenchError, HashbenchWarning
 from hashbench.files import append_line, no_space_is_an_error
 
 RUNS_FILE = "runs.jsonl"
@@ -101,3 +101,17 @@ class RecordLog:
                 self.latest[record["config_hash"]] = record
         self._offset += end
         return self.latest
+
+
+FILE_FOLDERS = ("codes", "per_user")  # where a record's files live, under its results directory
+
+
+def record_file(value: Any, where: str) -> str:
+    """A record's file path (codes_file, per_user_file): relative, one name inside codes/ or
+    per_user/, no '..'. A record is data anyone may have edited, and data must not make us read
+    or write elsewhere (merge copies these files, verify --history restores them)."""
+    path = PurePosixPath(str(value))
+    if not isinstance(value, str) or path.is_absolute() or ".." in path.parts or len(path.parts) != 2 \
+            or path.parts[0] not in FILE_FOLDERS:
+        raise HashbenchError(f"{where}: file {value!r} is not a name inside codes/ or per_user/")
+    return str(path)

@@ -20,12 +20,13 @@ import math
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
 from hashbench import records
+from hashbench.errors import HashbenchError
 from hashbench.evaluate import evaluate_split_codes
 from hashbench.splits import Split
 
@@ -109,10 +110,9 @@ def restore_from_history(results_dir: Path, name: str, into: Path) -> bool:
     it; False when the history lacks it, this is no git work tree, or `name` (from a record,
     which anyone may have edited) would land outside `into`. Only a blob is read (git show), so
     nothing in the history can run."""
-    if not isinstance(name, str):
-        return False
-    parts = PurePosixPath(name).parts
-    if not parts or PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
+    try:
+        name = records.record_file(name, "a record")
+    except HashbenchError:
         return False
 
     def git(*args: str) -> bytes | None:
@@ -146,7 +146,16 @@ def verify(results_dir: Path, load_split: Callable[[str, str, int], Split],
             continue
         if not rec.get("codes_file"):
             checks.append(Check(rec, "no codes"))
-        elif history or (Path(results_dir) / rec["codes_file"]).is_file():
+            continue
+        try:  # a record is data: its file names must stay inside the results directory
+            for key in ("codes_file", "per_user_file"):
+                if rec.get(key):
+                    records.record_file(rec[key], key)
+        except HashbenchError as exc:
+            checks.append(Check(rec, "mismatch", [str(exc)]))
+            on_check(checks[-1])
+            continue
+        if history or (Path(results_dir) / rec["codes_file"]).is_file():
             todo.append(rec)
         else:
             checks.append(Check(rec, "pruned"))

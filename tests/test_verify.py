@@ -144,3 +144,13 @@ def test_a_record_naming_a_file_outside_the_results_is_never_restored_there(tmp_
     for hostile in ("../outside.npz", "/etc/passwd", "codes/../../outside.npz", "", 7, "..\\outside.npz"):
         assert not restore_from_history(results, hostile, into)
     assert not (tmp_path / "restored" / "outside.npz").exists()
+
+
+def test_a_record_whose_file_name_leaves_the_results_is_a_named_mismatch(results, tmp_path):
+    results = copy_of(results, tmp_path)
+    recs = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    k = next(i for i, r in enumerate(recs) if r["method"] == "lsh")
+    recs[k]["codes_file"] = "../../elsewhere.npz"
+    (results / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = invoke("verify", "--results", results, "--methods", "lsh")
+    assert out.exit_code == 1 and "MISMATCH lsh" in out.output and "not a name inside codes/" in out.output
