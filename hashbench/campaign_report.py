@@ -268,7 +268,11 @@ def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
             kept |= files
             continue
         out |= files
-    return sorted(out - kept)  # a file a kept record also names (an older run's same file name) stays
+    # a file a kept record also names (an older run's same file name) stays, and so does
+    # anything a (hand-edited) record names outside codes/ and per_user/
+    inside = Path(results_dir).resolve()
+    return sorted(f for f in out - kept if f.resolve().parent.parent == inside
+                  and f.resolve().parent.name in records.FILE_FOLDERS)
 
 
 def in_git_history(files: list[Path], results_dir: Path) -> tuple[list[Path], list[Path]]:

@@ -495,9 +495,16 @@ def test_prune_deletes_the_files_of_seeds_table_1_no_longer_shows(tmp_path):
                                      "params": {}, "finished_at": "2026-11-20T00:00:00",
                                      "per_user_file": first[0].relative_to(results).as_posix()})
     assert unshown_files(c, results) == [first[1]]
+    # a hand-edited record naming a file outside codes/ and per_user/ never gets it deleted
+    (tmp_path / "precious.txt").write_text("not a result")
+    records.append_record(results, {"config_hash": "edited", "status": "ok", "method": "mostpop",
+                                     "dataset": "synthetic", "bits": 32, "protocol": "random-8-1-1", "seed": 5,
+                                     "params": {"edited": 1}, "finished_at": "2026-11-20T00:00:00",
+                                     "per_user_file": "../precious.txt"})
+    assert unshown_files(c, results) == [first[1]]
     for path in unshown_files(c, results):
         path.unlink()
-    assert all(p.exists() for p in others + converged) and len(list(records.read_records(results))) == 7
+    assert all(p.exists() for p in others + converged) and len(list(records.read_records(results))) == 8
 
 
 def test_prune_deletes_the_variant_rankings_of_lost_trials_too(tmp_path):
