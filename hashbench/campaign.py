@@ -224,7 +224,7 @@ def losing_trial_files(c: Campaign, results_dir: Path) -> list[Path]:
                     continue
                 for rec in filter(None, (latest.get(replace(cell, method=name).config_hash()) for name in [m, *variants])):
                     out += [Path(results_dir) / rec[k] for k in ("codes_file", "per_user_file")
-                            if rec.get(k) and (Path(results_dir) / rec[k]).is_file()]
+                            if rec.get(k) and records.is_record_file(rec[k]) and (Path(results_dir) / rec[k]).is_file()]
     return out
 
 

@@ -260,7 +260,8 @@ def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
     losing = set(losing_trial_files(c, results_dir))
     out, kept = set(losing), set()
     for config_hash, rec in records.latest_by_cell(results_dir).items():
-        files = {f for k in ("codes_file", "per_user_file") if rec.get(k) and (f := Path(results_dir) / rec[k]).is_file()}
+        files = {f for k in ("codes_file", "per_user_file") if rec.get(k) and records.is_record_file(rec[k])
+                 and (f := Path(results_dir) / rec[k]).is_file()}
         if files <= losing:  # a lost trial's (or no file left)
             continue
         if config_hash in keep or rec.get("bits") != c.bits or rec.get("protocol") not in protocols \
@@ -268,11 +269,8 @@ def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:
             kept |= files
             continue
         out |= files
-    # a file a kept record also names (an older run's same file name) stays, and so does
-    # anything a (hand-edited) record names outside codes/ and per_user/
-    inside = Path(results_dir).resolve()
-    return sorted(f for f in out - kept if f.resolve().parent.parent == inside
-                  and f.resolve().parent.name in records.FILE_FOLDERS)
+    return sorted(out - kept)  # a file a kept record also names (an older run's same file name) stays
+
 
 
 def in_git_history(files: list[Path], results_dir: Path) -> tuple[list[Path], list[Path]]:

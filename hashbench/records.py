@@ -115,3 +115,12 @@ def record_file(value: Any, where: str) -> str:
             or path.parts[0] not in FILE_FOLDERS:
         raise HashbenchError(f"{where}: file {value!r} is not a name inside codes/ or per_user/")
     return str(path)
+
+
+def is_record_file(value: Any) -> bool:
+    """record_file's check as a yes/no: prune never deletes what a hand-edited record names elsewhere."""
+    try:
+        record_file(value, "a record")
+        return True
+    except HashbenchError:
+        return False

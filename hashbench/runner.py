@@ -259,7 +259,7 @@ class Runner:
             full = np.full(split.n_users, np.nan, dtype=np.float32)
             full[test.users] = test.per_user[key]
             per_user[key] = full
-        record["per_user_file"] = str(Path("per_user") / cell.codes_name())
+        record["per_user_file"] = (Path("per_user") / cell.codes_name()).as_posix()
         bad = sorted(f"{on} {k}" for on, m in metrics.items() for k, v in m.items() if not math.isfinite(v))
         if bad:
             raise FloatingPointError(f"{cell.method}: non-finite metrics ({', '.join(bad)})")
@@ -272,7 +272,7 @@ class Runner:
         record["extras"] = extras
         if method.hashing:
             codes = method.codes()
-            record["codes_file"] = str(Path("codes") / cell.codes_name())
+            record["codes_file"] = (Path("codes") / cell.codes_name()).as_posix()
             record["storage_bytes"] = int(codes[0].nbytes + codes[1].nbytes)
             result.codes = codes
         record["status"] = "ok"

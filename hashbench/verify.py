@@ -58,11 +58,11 @@ def _is_refit(rec: dict) -> bool:
     return bool(rec.get("refit")) or "refit" in (rec.get("extras") or {})
 
 
-def check_record(rec: dict, results_dir: Path, split: Split) -> Check:
-    """Re-evaluate one record's codes on `split` (its dataset, protocol and seed's split); its
-    files are read under `results_dir` (or where they were restored from git history)."""
+def check_record(rec: dict, split: Split, codes: Path, per_user: Path | None = None) -> Check:
+    """Re-evaluate one record's codes (the file `codes`) on `split` (its dataset, protocol and
+    seed's split), and its per-user values (`per_user`, when there is one to read)."""
     problems: list[str] = []
-    with np.load(Path(results_dir) / rec["codes_file"], allow_pickle=False) as z:
+    with np.load(codes, allow_pickle=False) as z:
         user_codes, item_codes = z["user_codes"], z["item_codes"]
         bits, codes_split = int(z["bits"]), str(z["split_hash"])
     if codes_split != split.hash or rec.get("split_hash") != split.hash:
@@ -78,8 +78,8 @@ def check_record(rec: dict, results_dir: Path, split: Split) -> Check:
             if again is None or not _close(value, again):
                 problems.append(f"{on} {key}: recorded {value:.6g}, the codes give "
                                 f"{'nothing' if again is None else f'{again:.6g}'}")
-        if on == "test" and rec.get("per_user_file") and (Path(results_dir) / rec["per_user_file"]).is_file():
-            problems += _per_user_problems(Path(results_dir) / rec["per_user_file"], result, split.n_users)
+        if on == "test" and per_user is not None:
+            problems += _per_user_problems(per_user, result, split.n_users)
     return Check(rec, "mismatch" if problems else "match", problems)
 
 
@@ -108,7 +108,7 @@ def _per_user_problems(path: Path, result, n_users: int) -> list[str]:
 def restore_from_history(results_dir: Path, name: str, into: Path) -> bool:
     """Write the results-relative file `name` under `into` as the last commit that had it holds
     it; False when the history lacks it, this is no git work tree, or `name` (from a record,
-    which anyone may have edited) would land outside `into`. Only a blob is read (git show), so
+    which anyone may have edited) would land outside `into`. Only a blob is read (cat-file), so
     nothing in the history can run."""
     try:
         name = records.record_file(name, "a record")
@@ -116,14 +116,15 @@ def restore_from_history(results_dir: Path, name: str, into: Path) -> bool:
         return False
 
     def git(*args: str) -> bytes | None:
-        try:
-            out = subprocess.run(["git", "-C", str(results_dir), *args], capture_output=True, timeout=120)
+        try:  # the name is a literal path, never a pattern, and renames are not followed (log.follow)
+            out = subprocess.run(["git", "--literal-pathspecs", "-C", str(results_dir), *args], capture_output=True,
+                                 timeout=120)
         except (OSError, subprocess.SubprocessError):
             return None
         return out.stdout if out.returncode == 0 else None
 
-    commit = (git("log", "-n", "1", "--format=%H", "--diff-filter=AM", "--", name) or b"").decode().strip()
-    content = git("show", f"{commit}:./{name}") if commit else None
+    commit = (git("log", "-n", "1", "--no-follow", "--format=%H", "--diff-filter=AM", "--", name) or b"").decode()
+    content = git("cat-file", "blob", f"{commit.strip()}:./{name}") if commit.strip() else None
     if content is None:
         return False
     target = into / name
@@ -164,19 +165,23 @@ def verify(results_dir: Path, load_split: Callable[[str, str, int], Split],
     split = None
     for rec in todo:
         with tempfile.TemporaryDirectory(prefix="hashbench-verify-") as restored:
-            root = Path(results_dir)
-            if not (root / rec["codes_file"]).is_file():
-                root = Path(restored)
-                if not restore_from_history(results_dir, rec["codes_file"], root):
-                    checks.append(Check(rec, "pruned"))
-                    continue
-                if rec.get("per_user_file"):  # checked where the history has it, as on disk
-                    restore_from_history(results_dir, rec["per_user_file"], root)
-            key = (rec["dataset"], rec["protocol"], rec["seed"])
-            if key != current:
-                current, split = key, load_split(*key)
-            check = check_record(rec, root, split)
-        check.restored = root != Path(results_dir)
+            # each of the record's files from disk, else (with history) from git, on its own
+            found: dict[str, Path] = {}
+            from_history = False
+            for file_key in ("codes_file", "per_user_file"):
+                if rec.get(file_key) and (Path(results_dir) / rec[file_key]).is_file():
+                    found[file_key] = Path(results_dir) / rec[file_key]
+                elif rec.get(file_key) and history and restore_from_history(results_dir, rec[file_key], Path(restored)):
+                    found[file_key] = Path(restored) / rec[file_key]
+                    from_history = from_history or file_key == "codes_file"
+            if "codes_file" not in found:
+                checks.append(Check(rec, "pruned"))
+                continue
+            split_key = (rec["dataset"], rec["protocol"], rec["seed"])
+            if split_key != current:
+                current, split = split_key, load_split(*split_key)
+            check = check_record(rec, split, found["codes_file"], found.get("per_user_file"))
+        check.restored = from_history
         on_check(check)
         checks.append(check)
     return checks

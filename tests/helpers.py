@@ -79,7 +79,8 @@ class CountingTrainer:
 
 def git(folder, *args):
     """git in `folder` with a throwaway identity (tests that need a history: prune, verify --history)."""
-    subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+    subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false",
+                    *args],
                    check=True, capture_output=True)
 
 

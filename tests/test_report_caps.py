@@ -130,3 +130,17 @@ def test_table_1_says_which_rows_are_the_converged_campaigns_and_which_are_inter
     table.records[("proposed", "gowalla")] = recs("final-p-g", 3)
     everything = frozenset(r["config_hash"] for rs in table.records.values() for r in rs)
     assert provenance_note(campaign, table, everything).startswith("Every row is")
+
+
+def test_no_campaign_still_reports_when_the_campaign_spec_does_not_load(tmp_path):
+    from typer.testing import CliRunner
+
+    from hashbench.cli import app
+
+    records.append_record(tmp_path / "results", record("dcf", 0, "patience", 0.3))
+    (tmp_path / "broken.toml").write_text("[campaign\n")
+    args = ["report", "--results", str(tmp_path / "results"), "--bits", "32", "--datasets", "synthetic",
+            "--spec", str(tmp_path / "broken.toml")]
+    assert CliRunner().invoke(app, args).exit_code == 1  # asked for its tables: the spec must load
+    out = CliRunner().invoke(app, [*args, "--no-campaign"])
+    assert out.exit_code == 0 and "| dcf" in out.output, out.output

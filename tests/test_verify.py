@@ -154,3 +154,23 @@ def test_a_record_whose_file_name_leaves_the_results_is_a_named_mismatch(results
     (results / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = invoke("verify", "--results", results, "--methods", "lsh")
     assert out.exit_code == 1 and "MISMATCH lsh" in out.output and "not a name inside codes/" in out.output
+
+
+def test_history_finds_each_file_on_its_own_so_a_pruned_per_user_file_is_still_checked(results, tmp_path):
+    from helpers import commit_everything, git
+
+    results = copy_of(results, tmp_path)
+    rec = next(json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()
+               if '"proposed"' in line)
+    path = results / rec["per_user_file"]
+    with np.load(path) as z:
+        arrays = {name: z[name] for name in z.files}
+    user = int(np.flatnonzero(~np.isnan(arrays["recall_at_50"]))[0])
+    arrays["recall_at_50"][user] = 1.0 - arrays["recall_at_50"][user]
+    np.savez_compressed(path, **arrays)  # committed altered, then pruned; the codes stay on disk
+    commit_everything(results)
+    path.unlink()
+    git(results, "commit", "-qam", "prune")
+    assert invoke("verify", "--results", results, "--methods", "proposed").exit_code == 0  # not on disk: not read
+    out = invoke("verify", "--results", results, "--methods", "proposed", "--history")
+    assert out.exit_code == 1 and "per-user recall@50: 1 users differ" in out.output

@@ -62,9 +62,14 @@ def report_command(
     names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
     campaign = None
     if spec is not None or campaign_path().exists():
-        campaign = load_campaign(spec)
+        try:
+            campaign = load_campaign(spec)
+        except HashbenchError:
+            if not no_campaign:  # without its tables, a spec that does not load only loses its row choice
+                raise
+            campaign = None
         # the default spec only adds its sections to results that hold some of its runs
-        if spec is None and not any(cell.config_hash() in latest_by_cell(results) for cell in tune_cells(campaign, results)):
+        if campaign is not None and spec is None and not any(cell.config_hash() in latest_by_cell(results) for cell in tune_cells(campaign, results)):
             campaign = None
     if names is None and campaign is not None:
         names = list(campaign.datasets)  # the campaign spec names its datasets: that is asking for them
