@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hashbench import protocol_effects
 from hashbench.errors import HashbenchError
 from hashbench.registry import method_spec
 from hashbench.tables import CAP_MARK, CAP_STOPS, PEAKED_CAP_MARK
@@ -231,4 +232,31 @@ def efficiency_points(records: Records, timings: dict[str, dict] | None = None,
         if way is not None and timing is not None and (found := rank_time(first, way, timing)) is not None:
             point.rank_seconds, point.timed_as = found
         points.append(point)
+    return points
+
+
+# --- the papers' evaluation habits ------------------------------------------------------------
+
+@dataclass
+class HabitPoint:
+    method: str
+    dataset: str
+    ours: float  # test metric under hashbench's protocol, mean over seeds (Table 1's cell)
+    together: float | None  # the same models with every measured habit of the papers' code at once
+    paper: float | None  # the paper's published number
+
+
+def habit_points(records: Records, published: dict[str, dict[tuple[str, str], float]],
+                 metric: str = MONITOR) -> list[HabitPoint]:
+    """Per Table 1 row, ours against the papers' habits all together (protocol_effects' "all",
+    Table 7) and the paper's number; rows with neither are left out."""
+    points = []
+    for (method, dataset), row in protocol_effects.effects(records, metric).items():
+        if not row["ours"]:
+            continue
+        ours = float(np.mean(row["ours"]))
+        together = ours + float(np.mean(row["all"])) if row.get("all") else None
+        paper = published.get(method, {}).get((dataset, metric))
+        if together is not None or paper is not None:
+            points.append(HabitPoint(method, dataset, ours, together, paper))
     return points

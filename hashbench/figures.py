@@ -7,7 +7,10 @@ Table 1's records:
   LSH) are dashed lines at their validation Recall@50;
 - accuracy against efficiency: each row's test Recall@50 (mean over seeds, Table 1's cell)
   against the bytes it stores per item and against the measured time to rank all users
-  (RESULTS/speed/retrieval-<dataset>.json, written by `hashbench speed --parts retrieval`).
+  (RESULTS/speed/retrieval-<dataset>.json, written by `hashbench speed --parts retrieval`);
+- the papers' evaluation habits: each row's test Recall@50 under hashbench's protocol, under
+  every habit of the papers' code measured on the same models at once (Table 7's "all"), and
+  the paper's number: how much of each gap the habits explain.
 
 What each plot draws comes from figure_data's pure functions (learning_curve_series,
 reference_levels, efficiency_points), tested on synthetic records; the plot functions here
@@ -21,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hashbench.figure_data import (MONITOR, EfficiencyPoint, SeedCurve, efficiency_points, learning_curve_series,
-                                   load_rank_timings, reference_levels, stop_label)
+from hashbench.figure_data import (MONITOR, EfficiencyPoint, HabitPoint, SeedCurve, efficiency_points, habit_points,
+                                   learning_curve_series, load_rank_timings, reference_levels, stop_label)
 from hashbench.files import save_figure
 from hashbench.tables import CAP_MARK, PEAKED_CAP_MARK
 from hashbench.tables import Table, short
 
-CURVES_FILE, EFFICIENCY_FILE = "learning_curves.png", "accuracy_efficiency.png"
+CURVES_FILE, EFFICIENCY_FILE, HABITS_FILE = "learning_curves.png", "accuracy_efficiency.png", "protocol_effects.png"
 
 
 @dataclass
@@ -187,6 +190,47 @@ def _curves_caption(series, references, metric: str) -> str:
                f"{short(metric)}" if flat else "") + ".")
 
 
+def plot_habits(points: list[HabitPoint], datasets: list[str], order: list[str], colours: dict[str, tuple],
+                path: Path, metric: str = MONITOR) -> None:
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    rows = [m for m in order if any(p.method == m for p in points)]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 0.45 * len(rows) + 1.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for p in (p for p in points if p.dataset == dataset):
+            y, colour = rows.index(p.method), colours[p.method]
+            if p.together is not None:
+                ax.annotate("", (p.together, y), (p.ours, y),
+                            arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.2, "shrinkA": 4, "shrinkB": 4})
+                ax.plot(p.together, y, "o", mfc="white", mec=colour, ms=7, zorder=3)
+            ax.plot(p.ours, y, "o", color=colour, ms=7, zorder=4)
+            if p.paper is not None:
+                ax.plot(p.paper, y, "*", color="black", ms=10, zorder=5)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set(xlabel=f"test {short(metric)}", title=dataset)
+        ax.grid(True, axis="x", alpha=0.3)
+    keys = [Line2D([], [], ls="none", marker="o", color="grey", label="ours (hashbench's protocol)"),
+            Line2D([], [], ls="none", marker="o", mfc="white", mec="grey", label="the papers' habits, all at once"),
+            Line2D([], [], ls="none", marker="*", color="black", ms=10, label="the paper's number")]
+    fig.legend(handles=keys, loc="upper center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    save_figure(fig, path, dpi=130)
+    plt.close(fig)
+
+
+def _habits_caption(points: list[HabitPoint], metric: str) -> str:
+    missing = sorted({p.method for p in points if p.together is None})
+    return (f"test {short(metric)} of each Table 1 row under hashbench's protocol (filled circle: the "
+            "validation-selected epoch, training items masked, pure Hamming ranking), and of the same trained models "
+            "under every evaluation habit of the papers' code measured on that row at once (open circle, arrow: "
+            "the epoch with the best test score, training items left in the ranking, real-valued scores where the "
+            "row has a real-valued ranking; Table 7's \"all\"), beside the paper's number (star)"
+            + (f"; only ours and the paper's number for rows whose habits were not measured ({', '.join(missing)})"
+               if missing else "") + ".")
+
+
 def _efficiency_caption(points: list[EfficiencyPoint], timings: dict[str, dict], metric: str) -> str:
     text = (f"test {short(metric)} of each Table 1 row (mean over seeds) against the bytes it stores per item "
             "(codes: bits / 8; float rows: dim × 4-byte float32; rows with real-valued extras: as the method "
@@ -219,7 +263,7 @@ def _efficiency_caption(points: list[EfficiencyPoint], timings: dict[str, dict],
 
 
 def write_figures(table: Table, results_dir: Path, metric: str = MONITOR) -> list[Figure]:
-    """Draw both figures into `results_dir`; a figure the records cannot support is skipped,
+    """Draw the figures into `results_dir`; a figure the records cannot support is skipped,
     its Figure saying why (path None)."""
     results_dir = Path(results_dir)
     colours = method_colours(list(table.rows))
@@ -245,4 +289,13 @@ def write_figures(table: Table, results_dir: Path, metric: str = MONITOR) -> lis
     else:
         figures.append(Figure("Accuracy against efficiency", None, "no row of Table 1 records what it stores "
                                                                    "per item"))
+    habits = habit_points(cells, table.published, metric)
+    if any(p.together is not None for p in habits):
+        path = results_dir / HABITS_FILE
+        plot_habits(habits, [d for d in table.datasets if any(p.dataset == d for p in habits)], list(table.rows),
+                    colours, path, metric)
+        figures.append(Figure("The papers' evaluation habits", path, _habits_caption(habits, metric)))
+    else:
+        figures.append(Figure("The papers' evaluation habits", None, "no row of Table 1 has the evidence of "
+                                                                    "its evaluation habits (protocol_evidence)"))
     return figures

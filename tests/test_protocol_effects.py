@@ -185,3 +185,19 @@ def test_the_effect_tables_read_in_table_1_order_whatever_order_the_runs_were_ma
     cells = [tuple(c.strip() for c in line.split("|")[1:3]) for line in section.splitlines()
              if line.startswith("| ") and not line.startswith("| method")]
     assert cells == [("proposed", "gowalla"), ("bgch", "gowalla"), ("proposed", "yelp2018"), ("bgch", "yelp2018")]
+
+
+def test_the_habits_figure_shows_ours_the_habits_all_at_once_and_the_paper(tmp_path):
+    from hashbench.figure_data import habit_points
+    from hashbench.figures import HABITS_FILE, plot_habits
+
+    by_cell = {("proposed", "d"): [record(s, 0.20 + s / 100, [(5, 0.19), (10, 0.24)], unmasked=0.15,
+                                          method="proposed") for s in (0, 1)],
+               ("other", "d"): [{**record(0, 0.1, method="other"), "protocol_evidence": {}}]}
+    points = habit_points(by_cell, {"proposed": {("d", "recall@50"): 0.3}})
+    [p] = points  # "other": no evidence and no paper number, nothing to draw
+    assert (p.method, p.dataset, p.paper) == ("proposed", "d", 0.3) and p.ours == pytest.approx(0.205)
+    changes = effects(by_cell, "recall@50")[("proposed", "d")]["all"]
+    assert p.together == pytest.approx(0.205 + sum(changes) / len(changes))
+    plot_habits(points, ["d"], ["proposed"], {"proposed": (0.1, 0.2, 0.3)}, tmp_path / HABITS_FILE)
+    assert (tmp_path / HABITS_FILE).stat().st_size > 1000

@@ -21,8 +21,9 @@ def report_command(
     protocol: Annotated[str, typer.Option("--protocol", help="Which split protocol to tabulate.")] = "random-8-1-1",
     out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
     write: Annotated[bool, typer.Option("--write", help="Regenerate RESULTS/table1.md, table1.tex, table1.csv, "
-                                                        "bits_sweep.png, learning_curves.png and "
-                                                        "accuracy_efficiency.png in one go.")] = False,
+                                                        "bits_sweep.png, learning_curves.png, "
+                                                        "accuracy_efficiency.png and protocol_effects.png in one "
+                                                        "go.")] = False,
     spec: Annotated[Optional[Path], typer.Option("--spec", help="The campaign spec whose tuning, sweep, ablation "
                                                  "and compute sections to add (default: ./campaign.toml).",
                                                  show_default=False)] = None,
@@ -40,8 +41,9 @@ def report_command(
     numbers beside ours, and a generated list of large deviations with their likely causes.
     Table 2: dataset statistics. Table 1b: NDCG with the non-standard hits-based IDCG. With
     campaign.toml: Table 3 tuning, Table 4 estimator ablation, Table 5 bits sweep (and its
-    plot), Table 6 compute. Writing the files also draws two figures of Table 1's rows, linked
-    under it: learning curves, and accuracy against storage and measured ranking time.
+    plot), Table 6 compute. Writing the files also draws three figures of Table 1's rows, linked
+    under it: learning curves, accuracy against storage and measured ranking time, and what the
+    papers' evaluation habits do to each row beside the paper's number.
     """
     from hashbench.campaign import campaign_path, load_campaign, tune_cells
     from hashbench.records import latest_by_cell
