@@ -34,6 +34,19 @@ def copy_of(results, tmp_path):
     return target
 
 
+def alter_one_per_user_value(results):
+    """Flip one user's stored Recall@50 in Proposed's per-user file; returns that file."""
+    rec = next(json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()
+               if '"proposed"' in line)
+    path = results / rec["per_user_file"]
+    with np.load(path) as z:
+        arrays = {name: z[name] for name in z.files}
+    user = int(np.flatnonzero(~np.isnan(arrays["recall_at_50"]))[0])
+    arrays["recall_at_50"][user] = 1.0 - arrays["recall_at_50"][user]
+    np.savez_compressed(path, **arrays)
+    return path
+
+
 def test_faithful_records_are_all_re_checked_and_match(results):
     out = invoke("verify", "--results", results)
     assert out.exit_code == 0, out.output
@@ -87,14 +100,7 @@ def test_a_directory_without_records_is_a_one_line_error(tmp_path):
 def test_an_altered_per_user_value_is_caught(results, tmp_path):
     """The significance tests read the per-user files: one user's value changed is a mismatch."""
     results = copy_of(results, tmp_path)
-    rec = next(json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()
-               if '"proposed"' in line)
-    path = results / rec["per_user_file"]
-    with np.load(path) as z:
-        arrays = {name: z[name] for name in z.files}
-    user = int(np.flatnonzero(~np.isnan(arrays["recall_at_50"]))[0])
-    arrays["recall_at_50"][user] = 1.0 - arrays["recall_at_50"][user]
-    np.savez_compressed(path, **arrays)
+    alter_one_per_user_value(results)
     out = invoke("verify", "--results", results, "--methods", "proposed")
     assert out.exit_code == 1 and "per-user recall@50: 1 users differ" in out.output
 
@@ -160,14 +166,7 @@ def test_history_finds_each_file_on_its_own_so_a_pruned_per_user_file_is_still_c
     from helpers import commit_everything, git
 
     results = copy_of(results, tmp_path)
-    rec = next(json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()
-               if '"proposed"' in line)
-    path = results / rec["per_user_file"]
-    with np.load(path) as z:
-        arrays = {name: z[name] for name in z.files}
-    user = int(np.flatnonzero(~np.isnan(arrays["recall_at_50"]))[0])
-    arrays["recall_at_50"][user] = 1.0 - arrays["recall_at_50"][user]
-    np.savez_compressed(path, **arrays)  # committed altered, then pruned; the codes stay on disk
+    path = alter_one_per_user_value(results)  # committed altered, then pruned; the codes stay on disk
     commit_everything(results)
     path.unlink()
     git(results, "commit", "-qam", "prune")
