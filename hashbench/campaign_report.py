@@ -1,4 +1,5 @@
-"""The campaign's sections of the report: tuning, significance, the bits sweep (with its plot), the gradient-estimator ablation and the compute bill.
+"""The campaign's sections of the report: tuning, significance, the bits sweep (with its plot),
+the gradient-estimator ablation and the compute bill.
 
 Every number is read from results/runs.jsonl (and per_user/ for the tests); which records
 belong to which stage is recomputed from campaign.toml, as `hashbench campaign` does.

@@ -84,11 +84,12 @@ def ndcg_definition_check(table: Table, retrieved: Table | None, k: int = 50) ->
 
         p, s, st = (float(np.mean(x)) for x in (paper, ours, ours_star))
         closer = "N*" if abs(st - p) < abs(s - p) else "standard NDCG"
-        fits = min(abs(st - p), abs(s - p)) / p < NDCG_RATIO_TOLERANCE
+        off = min(abs(st - p), abs(s - p)) / p  # the closer definition's relative distance
+        fits = off < NDCG_RATIO_TOLERANCE
         verdict = (f"the paper's ratios match our {closer}'s" + (
             "" if closer == "N*" else " (Table 1b and the N gaps above compare with N*, as the other datasets suggest)")
             if fits else
-                   f"neither of ours matches (closest: {closer}, {min(abs(st - p), abs(s - p)) / p:.0%} away), so "
+                   f"neither of ours matches (closest: {closer}, {off:.0%} away), so "
                    f"the paper's N on {d} is not comparable with either and its N gaps above are indicative only")
         lines.append(f"- **NDCG definition, {d}**: N@{k}/R@{k} of the rows with a paper's number is {span(paper)} "
                      f"in the paper, {span(ours)} in ours with standard NDCG, {span(ours_star)} with N*: {verdict}.")
@@ -111,7 +112,8 @@ def _measured_habits(table: Table, method: str, dataset: str, paper: float | Non
         return ""
     text = " Measured effect of the papers' evaluation habits on R@50: " + ", ".join(changes)
     if row.get("all"):
-        ours, together = float(np.mean(row["ours"])), float(np.mean(row["ours"])) + float(np.mean(row["all"]))
+        ours = float(np.mean(row["ours"]))
+        together = ours + float(np.mean(row["all"]))
         text += f"; all together {together:.4f}"
         if paper is not None and paper != ours:
             share = (together - ours) / (paper - ours)
