@@ -12,6 +12,7 @@ from hashbench import campaign as cp
 from hashbench import records
 from hashbench.registry import method_spec
 from hashbench.schedule import busy_seconds
+from hashbench.splits import DEFAULT_PROTOCOL
 
 
 def campaign_time_left(c: cp.Campaign, results_dir: Path) -> tuple[int, float, list[str], list[str]]:
@@ -34,7 +35,7 @@ def campaign_time_left(c: cp.Campaign, results_dir: Path) -> tuple[int, float, l
         if method_spec(method).based_on in c.methods:
             return 0.0
         mine = [r for r in complete if r["method"] == method]
-        ours = [r for r in mine if r.get("protocol", "random-8-1-1") == "random-8-1-1"]
+        ours = [r for r in mine if r.get("protocol", DEFAULT_PROTOCOL) == DEFAULT_PROTOCOL]
         if mine and not ours:
             borrowed.add(method)
         mine = ours or mine

@@ -13,6 +13,7 @@ from typing import Any
 from hashbench import records
 from hashbench.errors import HashbenchError
 from hashbench.registry import check_bits, method_spec
+from hashbench.splits import DEFAULT_PROTOCOL
 from hashbench.tuning import TrialTag
 
 OVERWRITE = ("never", "failed", "always")
@@ -25,7 +26,7 @@ class Cell:
     dataset: str
     bits: int
     seed: int
-    protocol: str = "random-8-1-1"
+    protocol: str = DEFAULT_PROTOCOL
     params: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
     ks: tuple[int, ...] = (50, 100)
     trial: TrialTag | None = None  # a tuning trial (hashbench.tuning): pruned on its validation curve
@@ -62,7 +63,7 @@ class Cell:
 
         The same name is used under codes/ (the codes) and per_user/ (per-user test metrics)."""
         name = f"{self.dataset}-{self.method}-{self.bits}b-seed{self.seed}"
-        if self.protocol != "random-8-1-1" or self.params or tuple(self.ks) != (50, 100) or self.trial or self.refit:
+        if self.protocol != DEFAULT_PROTOCOL or self.params or tuple(self.ks) != (50, 100) or self.trial or self.refit:
             name += f"-{self.config_hash()[:8]}"
         return name + ".npz"
 

@@ -19,15 +19,15 @@ from tabulate import tabulate
 from hashbench import protocol_effects, records
 from hashbench.deviations import deviation_lines
 from hashbench.errors import HashbenchError
+from hashbench.splits import DEFAULT_PROTOCOL
 from hashbench.tables import (CAP_NOTE, MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Selection, Table, cap_marker,
                               fits_a_column, latex_table, latex_text, load_published, page_chunks, published_values,
                               select_records, short, strip_number, text_columns)
 
 FORMATS = ("markdown", "latex", "csv")
-CAMPAIGN_PROTOCOL = "random-8-1-1"  # the split every campaign cell runs on (cells.Cell's default)
 
 
-def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1",
+def build_table(results_dir: Path, bits: int = 64, protocol: str = DEFAULT_PROTOCOL,
                 metrics: tuple[str, ...] = MAIN_METRICS, split: str = "test", datasets: list[str] | None = None,
                 selection: Selection = Selection()) -> Table:
     """Table 1's rows from the records (select_records; `selection`: see table_selection)."""
@@ -53,7 +53,7 @@ def build_table(results_dir: Path, bits: int = 64, protocol: str = "random-8-1-1
     as_ours = {m.replace("ndcg_retrieved", "ndcg") if m.startswith("ndcg_retrieved") else m: m for m in metrics
                if not m.startswith("ndcg@")}
     published = {method: {(d, as_ours[m]): v for (d, m), v in per.items() if d in datasets and m in as_ours}
-                 for method, per in published_values().items()} if bits == 64 and protocol == "random-8-1-1" else {}
+                 for method, per in published_values().items()} if bits == 64 and protocol == DEFAULT_PROTOCOL else {}
     published = {k: v for k, v in published.items() if v and k in rows}  # no paper rows for methods not run
     order = sorted(rows, key=lambda m: (not hashing[m], ORDER.index(m) if m in ORDER else len(ORDER), m))
     return Table(datasets, metrics, {m: rows[m] for m in order}, hashing, published, by_cell)
@@ -348,7 +348,7 @@ def table_selection(results_dir: Path, campaign=None) -> Selection:
     return Selection(campaign_report.tuning_only(campaign, results_dir, finals), finals)
 
 
-def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, protocol: str = "random-8-1-1",
+def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, protocol: str = DEFAULT_PROTOCOL,
                   campaign=None, plot: Path | None = None, datasets: list[str] | None = None,
                   figures=(), campaign_tables: bool = True) -> str:
     """The report in `fmt`; `figures` (markdown only): figures.Figure drawn beside it, linked under Table 1.
@@ -366,7 +366,7 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
                "significantly different from the best (Table 1c). " + CAP_NOTE
                + (" The paper's rows give its Recall only: its N values most likely use the hits-based IDCG and "
                   "stand beside our N* in Table 1b." if main.published else ""))
-    if campaign is not None and bits == campaign.bits and protocol == CAMPAIGN_PROTOCOL:
+    if campaign is not None and bits == campaign.bits and protocol == DEFAULT_PROTOCOL:
         from hashbench.campaign_report import provenance_note
 
         caption += " " + provenance_note(campaign, main, selection.prefer)

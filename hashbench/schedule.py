@@ -27,6 +27,7 @@ from hashbench import records
 from hashbench.cells import Cell, checkpoint_dir_for
 from hashbench.errors import HashbenchError
 from hashbench.registry import method_spec
+from hashbench.splits import DEFAULT_PROTOCOL
 
 MARGIN = 1.25  # expected times come from other runs: leave room for a slower one
 RECENT = 3  # runs per (method, dataset) that the cost per epoch is taken from
@@ -97,7 +98,7 @@ def expected_seconds(cell: Cell, latest: dict[str, dict], results_dir: Path, dev
     # runs under the cell's protocol (another trains on other data, often at other settings:
     # LightGCN's own protocol at its batch of 2,048 costs ~70x an epoch here), and among them
     # runs that measured busy time (all since the converged campaign), describe it best
-    runs = [r for r in runs if r.get("protocol", "random-8-1-1") == cell.protocol] or runs
+    runs = [r for r in runs if r.get("protocol", DEFAULT_PROTOCOL) == cell.protocol] or runs
     runs = [r for r in runs if device is None or r.get("device", "cpu") == device] or runs
     runs = [r for r in runs if (r.get("extras") or {}).get("busy_seconds")] or runs
     here = [r for r in runs if r.get("dataset") == cell.dataset][-RECENT:]  # the records file is in time order

@@ -15,7 +15,8 @@ from hashbench.data import TEST_FOLD, Interactions
 from hashbench.errors import HashbenchError
 from hashbench.files import atomic_save_npz, read_npz
 
-PROTOCOLS = ("random-8-1-1", "lightgcn")
+DEFAULT_PROTOCOL = "random-8-1-1"  # protocol.md §2: the split every campaign cell and every default run uses
+PROTOCOLS = (DEFAULT_PROTOCOL, "lightgcn")
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,7 +92,7 @@ def split_random_8_1_1(data: Interactions, seed: int) -> Split:
     parts = [shuffled[position < train_end],
              shuffled[(position >= train_end) & (position < valid_end)],
              shuffled[position >= valid_end]]
-    return _make(data, "random-8-1-1", seed, *parts)
+    return _make(data, DEFAULT_PROTOCOL, seed, *parts)
 
 
 def split_lightgcn(data: Interactions, seed: int) -> Split:
@@ -123,10 +124,10 @@ def _make(data: Interactions, protocol: str, seed: int, train, valid, test) -> S
     )
 
 
-SPLITTERS = {"random-8-1-1": split_random_8_1_1, "lightgcn": split_lightgcn}
+SPLITTERS = {DEFAULT_PROTOCOL: split_random_8_1_1, "lightgcn": split_lightgcn}
 
 
-def make_split(data: Interactions, protocol: str = "random-8-1-1", seed: int = 0) -> Split:
+def make_split(data: Interactions, protocol: str = DEFAULT_PROTOCOL, seed: int = 0) -> Split:
     if protocol not in SPLITTERS:
         from hashbench.specs import unknown_name_error
 

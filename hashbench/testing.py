@@ -28,7 +28,7 @@ import pytest
 
 from hashbench import seeds
 from hashbench.registry import FitContext, Method, TrainData, method_names
-from hashbench.splits import Split
+from hashbench.splits import DEFAULT_PROTOCOL, Split
 
 __all__ = ["MethodContract", "planted_split", "fit"]
 
@@ -47,7 +47,7 @@ def planted_split() -> Split:
         from hashbench.datasets import load_dataset
         from hashbench.splits import make_split
 
-        _SPLIT = make_split(load_dataset("synthetic"), "random-8-1-1", 0)
+        _SPLIT = make_split(load_dataset("synthetic"), DEFAULT_PROTOCOL, 0)
     return _SPLIT
 
 

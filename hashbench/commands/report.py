@@ -6,6 +6,7 @@ import typer
 from hashbench.commands.common import ResultsDir, command, console
 from hashbench.errors import HashbenchError
 from hashbench.files import atomic_write_text
+from hashbench.splits import DEFAULT_PROTOCOL
 
 
 def _write(path: Path, text: str) -> None:
@@ -18,7 +19,7 @@ def report_command(
     fmt: Annotated[str, typer.Option("--format", "-f", help="markdown, latex or csv.")] = "markdown",
     results: ResultsDir = Path("results"),
     bits: Annotated[int, typer.Option("--bits", help="Which code length to tabulate.")] = 64,
-    protocol: Annotated[str, typer.Option("--protocol", help="Which split protocol to tabulate.")] = "random-8-1-1",
+    protocol: Annotated[str, typer.Option("--protocol", help="Which split protocol to tabulate.")] = DEFAULT_PROTOCOL,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
     write: Annotated[bool, typer.Option("--write", help="Regenerate RESULTS/table1.md, table1.tex, table1.csv, "
                                                         "bits_sweep.png, learning_curves.png, "

@@ -16,6 +16,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from hashbench.cells import has_checkpoint
 from hashbench.commands.common import CacheDir, FinishBy, Mirror, ResultsDir, command, console
 from hashbench.errors import HashbenchError
+from hashbench.splits import DEFAULT_PROTOCOL, PROTOCOLS
 
 
 PAPER_DATASETS = ("gowalla", "yelp2018")  # `run` without --datasets: the paper's Table 1
@@ -99,7 +100,7 @@ def run_command(
     bits: Annotated[int, typer.Option("--bits", "-b", help="Code length in bits (a positive multiple of 8).")] = 64,
     seeds: Annotated[int, typer.Option("--seeds", help="Number of seeds: runs seeds first-seed .. first-seed+N-1.")] = 1,
     first_seed: Annotated[int, typer.Option("--first-seed", help="The first seed.")] = 0,
-    protocol: Annotated[str, typer.Option("--protocol", help="Split protocol: random-8-1-1 or lightgcn.")] = "random-8-1-1",
+    protocol: Annotated[str, typer.Option("--protocol", help=f"Split protocol: {' or '.join(PROTOCOLS)}.")] = DEFAULT_PROTOCOL,
     ks: Annotated[str, typer.Option("--ks", help="Cut-offs K for Recall@K / NDCG@K.")] = "50,100",
     param: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", metavar="[METHOD.]KEY=VALUE", help="Override a method parameter: KEY=VALUE (every selected method that has KEY) "

@@ -10,6 +10,7 @@ from hashbench.checks import check_results_dir
 from hashbench.commands.common import CacheDir, Mirror, command, console
 from hashbench.errors import HashbenchError
 from hashbench.files import atomic_write_text, read_npz
+from hashbench.splits import DEFAULT_PROTOCOL
 
 PARTS = ("retrieval", "fig2", "lookup")
 
@@ -61,7 +62,7 @@ def speed_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="retrieval: the dataset whose sizes and training "
                                                                   "items (masked) are used.")] = "gowalla",
     protocol: Annotated[str, typer.Option("--protocol", help="retrieval: split protocol of the mask.")] =
-    "random-8-1-1",
+    DEFAULT_PROTOCOL,
     seed: Annotated[int, typer.Option("--seed", help="Split seed, and seed of the random codes/vectors.")] = 0,
     codes: Annotated[Optional[list[Path]], typer.Option(
         "--codes", help="lookup: trained codes files (.npz with user_codes, item_codes); repeatable "

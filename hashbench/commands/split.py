@@ -5,7 +5,7 @@ import typer
 
 from hashbench.commands.common import CacheDir, Mirror, command, console
 from hashbench.errors import HashbenchError
-from hashbench.splits import PROTOCOLS
+from hashbench.splits import DEFAULT_PROTOCOL, PROTOCOLS
 
 
 @command("split")
@@ -15,7 +15,7 @@ def split_command(
                                                    "train, valid, test of shape [n, 2] = (user, item)); its "
                                                    "directory must exist.")],
     seed: Annotated[int, typer.Option("--seed", help="Split seed.")] = 0,
-    protocol: Annotated[str, typer.Option("--protocol", help=f"One of: {', '.join(PROTOCOLS)}.")] = "random-8-1-1",
+    protocol: Annotated[str, typer.Option("--protocol", help=f"One of: {', '.join(PROTOCOLS)}.")] = DEFAULT_PROTOCOL,
     mirror: Mirror = None,
     cache_dir: CacheDir = None,
 ):
