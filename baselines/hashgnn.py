@@ -80,7 +80,7 @@ from hashbench.codes import pack_signs
 from hashbench.core.estimators import mix_straight_through
 from hashbench.core.graph import UserItemIndex
 from hashbench.core.losses import bce_loss, bpr_loss
-from hashbench.core.sage import SampledMean, mean_operator, sage_input  # noqa: F401 (tests use the first two)
+from hashbench.core.sage import sage_input
 from hashbench.core.trained_method import TorchMethod, parameter_versions
 from hashbench.registry import TrainData, register
 

@@ -170,7 +170,7 @@ def plot_efficiency(points: list[EfficiencyPoint], datasets: list[str], colours:
             ax.set_ylim(min(recalls) - 0.12 * span, max(recalls) + 0.12 * span)
             ax.set(xlabel=xlabel, ylabel=f"test {short(metric)} (mean over seeds)", title=dataset)
             ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(f"Accuracy against storage and ranking time (circles: Hamming-ranked codes, squares: "
+    fig.suptitle("Accuracy against storage and ranking time (circles: Hamming-ranked codes, squares: "
                  "real-valued rows)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=130)

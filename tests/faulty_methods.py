@@ -12,7 +12,6 @@ import os
 import signal
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from hashbench.core.trained_method import TorchMethod

@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from hashbench.cli import app
 from hashbench.evaluate import evaluate_split_codes
-from hashbench.splits import Split
 
 runner = CliRunner()
 
@@ -245,7 +244,7 @@ def test_the_live_line_keeps_the_last_validation_score_and_the_best():
     from rich.progress import Progress
 
     from hashbench.cells import Cell
-    from hashbench.commands.run import SweepDisplay
+    from hashbench.commands.sweep_display import SweepDisplay
 
     bars = Progress(console=Console(file=io.StringIO()))
     display = SweepDisplay(bars, 1)
@@ -265,7 +264,7 @@ def test_a_log_file_gets_one_line_per_validation_instead_of_live_bars():
     from rich.progress import Progress
 
     from hashbench.cells import Cell
-    from hashbench.commands.run import SweepDisplay
+    from hashbench.commands.sweep_display import SweepDisplay
 
     log = io.StringIO()  # not a terminal, as under nohup or in CI
     display = SweepDisplay(Progress(console=Console(file=log)), 1)
@@ -284,7 +283,7 @@ def test_a_log_file_says_how_many_cells_of_the_sweep_are_done_as_each_ends():
     from rich.progress import Progress
 
     from hashbench.cells import Cell
-    from hashbench.commands.run import SweepDisplay
+    from hashbench.commands.sweep_display import SweepDisplay
 
     log = io.StringIO()
     display = SweepDisplay(Progress(console=Console(file=log)), 3)

@@ -2,8 +2,8 @@
 (every problem is a HashbenchError naming the file and line, or the registry entry), and
 never give a silently wrong dataset: what they return is exactly what the input says.
 
-"Exactly what the input says" is the parsers' own definition of an id (fetch._is_id: ASCII
-digits, below 2**63) and of the two formats (fetch.py, datasets.toml's header comment).
+"Exactly what the input says" is the parsers' own definition of an id (parsers._is_id: ASCII
+digits, below 2**63) and of the two formats (parsers.py, datasets.toml's header comment).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from hashbench.data import TEST_FOLD, TRAIN_FOLD
 from hashbench.errors import HashbenchError
-from hashbench.fetch import TSV_HEADER, parse_source, read_adjacency, read_tsv
+from hashbench.parsers import TSV_HEADER, parse_source, read_adjacency, read_tsv
 from hashbench.specs import FORMATS, ROLES, DatasetSpec, FileSpec, SourceSpec, parse_registry
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

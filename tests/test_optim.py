@@ -1,6 +1,5 @@
 """LazyAdam (HashRec's optimiser) is torch's SparseAdam, bit for bit, only faster."""
 
-import copy
 
 import pytest
 import torch

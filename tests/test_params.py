@@ -8,7 +8,7 @@ import pytest
 
 from hashbench.errors import HashbenchError
 from hashbench.params import MethodSpec
-from hashbench.registry import available_methods, method_names, method_spec
+from hashbench.registry import available_methods, method_names
 
 SPEC = MethodSpec.from_table("m", {"params": {
     "epochs": {"default": 10, "min": 1},

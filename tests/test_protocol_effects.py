@@ -1,7 +1,6 @@
 """Protocol effects: the evidence is recorded during training but decides nothing, and each
 habit moves the metric in the direction it must on planted cases."""
 
-import dataclasses
 
 import numpy as np
 import pytest
