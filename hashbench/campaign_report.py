@@ -18,7 +18,7 @@ from hashbench.campaign import (STAGES, Campaign, ablation_cells, ablation_refer
 from hashbench.errors import HashbenchError
 from hashbench.files import save_figure
 from hashbench.registry import method_spec
-from hashbench.tables import Selection, Table, select_records, short
+from hashbench.tables import CAP_STOPS, Selection, Table, select_records, short
 
 Rows = tuple[list[str], list[list[str]]]  # header, body
 
@@ -190,6 +190,23 @@ def seconds_running(spans: list[tuple]) -> float:
     return seconds + (end - start).total_seconds()
 
 
+def stop_reasons(recs: list[dict], share: bool = False) -> str:
+    """How a group of cells stopped, e.g. 'patience 15, cap 2': their records' extras.stopped,
+    every epoch, time or iteration budget counted as 'cap', a row that does not train (lsh,
+    mostpop) as 'no training'. `share`: with the part of the trained cells that did not stop on
+    a cap (issue 15 expects at least 90% of the final stage's by patience)."""
+    counts: dict[str, int] = {}
+    for rec in recs:
+        reason = (rec.get("extras") or {}).get("stopped")
+        label = "cap" if reason in CAP_STOPS else "no training" if reason is None else reason.replace("-", " ")
+        counts[label] = counts.get(label, 0) + 1
+    text = ", ".join(f"{label} {n}" for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    trained = sum(n for label, n in counts.items() if label != "no training")
+    if share and trained:
+        text += f"; {(trained - counts.get('cap', 0)) / trained:.0%} not on a cap"
+    return text or "–"
+
+
 def compute_rows(c: Campaign, results_dir: Path) -> Rows:
     """The compute bill per stage and method: CPU hours (every resumed segment included), summed
     cell time, cells on a GPU, and each stage's elapsed time; a cell shared by two stages is
@@ -222,18 +239,18 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
         spans.extend(times)
         for method in dict.fromkeys(r["method"] for r in recs):
             mine = [r for r in recs if r["method"] == method]
-            body.append([name, method, str(len(mine)), hours(sum(billed_cpu_seconds(r) for r in mine)),
-                         hours(sum(_cell_seconds(r) for r in mine)), "", "",
+            body.append([name, method, str(len(mine)), stop_reasons(mine),
+                         hours(sum(billed_cpu_seconds(r) for r in mine)), hours(sum(_cell_seconds(r) for r in mine)), "", "",
                          str(sum(1 for r in mine if r.get("device") == "cuda"))])
         stage = {"cells": len(recs), "cpu": sum(billed_cpu_seconds(r) for r in recs),
                  "summed": sum(_cell_seconds(r) for r in recs), "gpu": sum(1 for r in recs if r.get("device") == "cuda")}
-        body.append([name, "all", str(stage["cells"]), hours(stage["cpu"]), hours(stage["summed"]),
-                     running_of(times), elapsed_of(times), str(stage["gpu"])])
+        body.append([name, "all", str(stage["cells"]), stop_reasons(recs, share=True), hours(stage["cpu"]),
+                     hours(stage["summed"]), running_of(times), elapsed_of(times), str(stage["gpu"])])
         total = {k: total[k] + stage[k] for k in total}
-    body.append(["total", "", str(total["cells"]), hours(total["cpu"]), hours(total["summed"]), running_of(spans),
+    body.append(["total", "", str(total["cells"]), "", hours(total["cpu"]), hours(total["summed"]), running_of(spans),
                  elapsed_of(spans), str(total["gpu"])])
-    return (["stage", "method", "cells recorded", "CPU hours", "cell hours (train + eval, summed)",
-             "running hours", "elapsed hours", "cells on GPU"], body)
+    return (["stage", "method", "cells", "stopped by", "CPU h", "cell h (train + eval, summed)", "running h",
+             "elapsed h", "on GPU"], body)
 
 
 def unshown_files(c: Campaign, results_dir: Path) -> list[Path]:

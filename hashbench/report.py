@@ -304,12 +304,15 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
                   f"{campaign.bits} bits, seed 0", lambda: cr.ablation_rows(campaign, results_dir)),
             ("5", f"Table 5: bits sweep on {campaign.sweep_dataset}, seed 0 (Proposed and the two baselines with "
                   "the best validation Recall@50)", lambda: _sweep(cr, campaign, results_dir, plot)),
-            ("6", "Table 6: what the campaign cost on this machine, per stage and method (CPU hours: every "
+            ("6", "Table 6: what the campaign cost on this machine, per stage and method, and why its cells "
+                  "stopped (patience: validation stopped improving; pruned: the tuning pruner ended a trial below "
+                  "its study's median; cap: the epoch, time or iteration budget; the stage's share of trained "
+                  "cells that did not stop on a cap; h: hours; CPU h: every "
                   "process that trained or evaluated a cell, killed-and-resumed segments included; for a cell "
-                  "resumed before that count was recorded, its busy time × threads where larger; running hours: the wall "
+                  "resumed before that count was recorded, its busy time × threads where larger; running h: the wall "
                   "time during which at least one of the stage's cells was in flight, from each cell's start (a resumed "
                   "cell's last start: a lower bound) to its finish, so the hours between working sessions are left "
-                  "out; elapsed hours: first start to "
+                  "out; elapsed h: first start to "
                   "last finish, which counts them, and records reused from the first campaign)",
              lambda: cr.compute_rows(campaign, results_dir))):
         try:

@@ -125,6 +125,7 @@ def strip_number(title: str) -> tuple[str | None, str]:
 
 COLUMN_CHARS = 48  # roughly what \small text fits across one column of a two-column page
 LONG_TEXT_CHARS = 40  # a column this wide, of words, is wrapped rather than widening the table
+TWO_NARROW_LINES_CHARS = 50  # text that wraps to at most two lines a quarter of the page wide
 
 
 def _widths(header: list[str], body: list[list[str]]) -> list[int]:
@@ -139,13 +140,17 @@ def fits_a_column(header: list[str], body: list[list[str]]) -> bool:
 
 def text_columns(header: list[str], body: list[list[str]]) -> str:
     """Left-aligned columns, except that a column of long text (a tuning trial's parameter list)
-    wraps as a paragraph a third of the page wide instead of pushing the table into the margin.
-    Columns of numbers never wrap: they cannot break, and a page holds eight of them."""
-    def long_text(i: int) -> bool:
+    wraps as a paragraph a third of the page wide (a quarter where two lines hold its longest
+    cell: Table 6's stop reasons) instead of pushing the table into the margin. Columns of
+    numbers never wrap: they cannot break, and a page holds eight of them."""
+    def column(i: int) -> str:
         cells = [str(row[i]) for row in body]
-        return max(map(len, cells), default=0) > LONG_TEXT_CHARS and any(" " in c for c in cells)
+        longest = max(map(len, cells), default=0)
+        if longest <= LONG_TEXT_CHARS or not any(" " in c for c in cells):
+            return "l"
+        return r"p{0.25\textwidth}" if longest <= TWO_NARROW_LINES_CHARS else r"p{0.35\textwidth}"
 
-    return "".join(r"p{0.35\textwidth}" if long_text(i) else "l" for i in range(len(header)))
+    return "".join(column(i) for i in range(len(header)))
 
 
 ROWS_PER_PAGE = 20  # rows of \small text that fit a page even when each wraps to two lines (parameter lists)

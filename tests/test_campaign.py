@@ -409,6 +409,18 @@ def test_the_compute_bill_counts_the_cpu_of_killed_and_resumed_segments():
     assert [billed_cpu_seconds(r) for r in (fresh, resumed, old)] == [100.0, 250.0, 480.0]
 
 
+def test_the_compute_bill_says_how_many_trained_cells_stopped_on_a_cap():
+    """Issue 15 expects at least 90% of the final cells to stop by patience: Table 6 shows the share,
+    every kind of budget counted as a cap and untrained rows (lsh, mostpop) left out of it."""
+    from hashbench.campaign_report import stop_reasons
+
+    stops = ["patience"] * 7 + ["epochs", "time", "pruned", "max_iters"] + [None] * 3
+    recs = [{"extras": {"stopped": s} if s else {}} for s in stops]
+    assert stop_reasons(recs) == "patience 7, cap 3, no training 3, pruned 1"
+    assert stop_reasons(recs, share=True).endswith("; 73% not on a cap")  # 8 of 11 trained
+    assert stop_reasons([{"extras": {}}], share=True) == "no training 1"
+
+
 def test_a_resumed_campaign_finishes_the_cells_in_flight_before_starting_new_ones(tmp_path):
     from hashbench.campaign_queue import stage_queue
     from hashbench.cells import checkpoint_dir_for
