@@ -5,6 +5,7 @@ campaign` prints it beside what is recorded, so a user can tell how many session
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
@@ -15,9 +16,20 @@ from hashbench.schedule import busy_seconds
 from hashbench.splits import DEFAULT_PROTOCOL
 
 
-def campaign_time_left(c: cp.Campaign, results_dir: Path) -> tuple[int, float, list[str], list[str]]:
-    """(cells left, their expected busy seconds, the methods of those with nothing to go by, the
-    methods costed from runs on another protocol) for the whole campaign `c`, the cells not
+NOT_CHOSEN_YET = "sweep baselines not chosen yet"  # the sweep's best baselines, known after the final stage
+
+
+@dataclass
+class TimeLeft:
+    cells: int
+    seconds: float  # their expected busy seconds
+    unknown: list[str]  # the methods of the cells with nothing to go by (one entry per cell)
+    borrowed: list[str]  # the methods costed from runs on another protocol
+    by_method: dict[str, tuple[int, float]]  # method -> (cells, seconds), the costliest first
+
+
+def campaign_time_left(c: cp.Campaign, results_dir: Path) -> TimeLeft:
+    """What is left of the whole campaign `c` (TimeLeft), the cells not
     known yet included (the final cells of a study still running, the sweep's baselines, the
     ablation before its study ends). A cell left costs what its method's recorded cells on that
     dataset cost, the median: a study's recorded trials (pruned ones included, so its pruning
@@ -64,24 +76,32 @@ def campaign_time_left(c: cp.Campaign, results_dir: Path) -> tuple[int, float, l
     left += [(c.ablation_method, cost(c.ablation_method, c.sweep_dataset))] * (len(other_bits) - swept_main)
     baselines = [x for m in c.tune_methods if m != c.ablation_method and (x := cost(m, c.sweep_dataset)) is not None]
     not_chosen_yet = c.sweep_baselines * len(other_bits) - (len(swept) - swept_main)
-    left += [("a sweep baseline", median(baselines) if baselines else None)] * not_chosen_yet
+    left += [(NOT_CHOSEN_YET, median(baselines) if baselines else None)] * not_chosen_yet
     ablation = cp.ablation_cells(c, results_dir, ready_only=True)
     done = sum((latest.get(cell.config_hash()) or {}).get("status") == "ok" for _, cell in ablation)
     left += [(c.ablation_method, cost(c.ablation_method, c.ablation_dataset))] * (len(c.variants) - done)
-    unknown = [m for m, x in left if x is None]
-    return len(left), float(sum(x for _, x in left if x is not None)), unknown, sorted(borrowed)
+    by_method: dict[str, tuple[int, float]] = {}
+    for m, x in left:
+        cells, seconds = by_method.get(m, (0, 0.0))
+        by_method[m] = (cells + 1, seconds + (x or 0.0))
+    return TimeLeft(len(left), float(sum(x for _, x in left if x is not None)), [m for m, x in left if x is None],
+                    sorted(borrowed), dict(sorted(by_method.items(), key=lambda kv: -kv[1][1])))
 
 
 def describe_time_left(c: cp.Campaign, results_dir: Path, jobs: int) -> str:
-    """'about 48 CPU-hours in 102 cells left in the whole campaign (~24 h at --jobs 2), ...'."""
-    cells, seconds, unknown, borrowed = campaign_time_left(c, results_dir)
-    if not cells:
+    """'about 48 cell-hours in 102 cells left in the whole campaign (~24 h at --jobs 2), ...; most of
+    it: proposed 19 cells ~17 h, ...' (the three costliest methods: where a speed-up would pay)."""
+    left = campaign_time_left(c, results_dir)
+    if not left.cells:
         return "nothing left in the campaign"
-    hours = seconds / 3600
-    text = (f"about {hours:.0f} cell-hours in {cells} cells left in the whole campaign (~{hours / jobs:.0f} h "
+    hours, unknown, borrowed = left.seconds / 3600, left.unknown, left.borrowed
+    text = (f"about {hours:.0f} cell-hours in {left.cells} cells left in the whole campaign (~{hours / jobs:.0f} h "
             f"at --jobs {jobs}), from what each method's recorded cells cost on each dataset")
     if borrowed:
         text += f" ({', '.join(borrowed)}: from its runs on another protocol)"
+    costliest = [f"{m} {n} cells ~{x / 3600:.0f} h" for m, (n, x) in left.by_method.items() if x > 0][:3]
+    if costliest:
+        text += "; most of it: " + ", ".join(costliest)
     if unknown:  # e.g. a row whose every recorded run stopped on a cap: its cost is not known yet
         text += (f"; not counted: {len(unknown)} cells with no complete run of their method to go by "
                  f"({', '.join(sorted(set(unknown)))})")

@@ -131,8 +131,8 @@ def test_the_campaign_says_how_much_is_left_in_all_from_what_each_method_cost(tm
     c = load_campaign(write_spec(tmp_path, SPEC))
     results = tmp_path / "results"
     # 6 trials; 8 final cells less the 3 tuned methods' winning trials; 2 sweep cells at 16 bits; 2 ablation variants
-    cells, seconds, unknown, _ = campaign_time_left(c, results)
-    assert (cells, seconds, len(unknown)) == (15, 0.0, 15)
+    left = campaign_time_left(c, results)
+    assert (left.cells, left.seconds, len(left.unknown)) == (15, 0.0, 15)
     assert "not counted: 15 cells" in describe_time_left(c, results, 2)
 
     trial = next(cell for cell in tune_cells(c, results) if cell.method == "proposed")
@@ -140,18 +140,20 @@ def test_the_campaign_says_how_much_is_left_in_all_from_what_each_method_cost(tm
                                     "dataset": "synthetic", "bits": 32, "params": trial.config()["params"],
                                     "tuning": trial.trial.config(), "metrics": {"valid": {"recall@50": 0.3}},
                                     "extras": {"stopped": "patience", "busy_seconds": 3600.0, "curve": []}})
-    cells, seconds, unknown, borrowed = campaign_time_left(c, results)
+    left = campaign_time_left(c, results)
     # proposed: its other trial, its second seed, its 16-bit sweep cell and the two ablation variants
     # at its one recorded hour each; the other methods (the sweep's baseline too) have no cost on record
-    assert cells == 14 and seconds == 5 * 3600.0 and "proposed" not in unknown
-    assert describe_time_left(c, results, 2).startswith("about 5 cell-hours in 14 cells left in the whole campaign "
-                                                         "(~2 h at --jobs 2)")
-    assert borrowed == []
+    assert left.cells == 14 and left.seconds == 5 * 3600.0 and "proposed" not in left.unknown
+    assert left.by_method["proposed"] == (5, 5 * 3600.0) and list(left.by_method)[0] == "proposed"
+    said = describe_time_left(c, results, 2)
+    assert said.startswith("about 5 cell-hours in 14 cells left in the whole campaign (~2 h at --jobs 2)")
+    assert "; most of it: proposed 5 cells ~5 h" in said  # where a speed-up would pay
+    assert left.borrowed == []
     # a method with no complete run on the campaign's protocol is costed from another protocol's
     records.append_record(results, {"config_hash": "hashrec-own-split", "status": "ok", "method": "hashrec",
                                     "dataset": "synthetic", "bits": 32, "protocol": "lightgcn", "params": {},
                                     "metrics": {"valid": {"recall@50": 0.2}},
                                     "extras": {"stopped": "patience", "busy_seconds": 1800.0}})
-    cells, seconds, unknown, borrowed = campaign_time_left(c, results)
-    assert borrowed == ["hashrec"] and "hashrec" not in unknown and seconds > 5 * 3600.0
+    left = campaign_time_left(c, results)
+    assert left.borrowed == ["hashrec"] and "hashrec" not in left.unknown and left.seconds > 5 * 3600.0
     assert "(hashrec: from its runs on another protocol)" in describe_time_left(c, results, 2)
