@@ -65,9 +65,9 @@ def tuning_rows(c: Campaign, results_dir: Path) -> Rows:
                          state if state != "complete" else (rec.get("extras") or {}).get("stopped") or "complete")
                 mark = lead_mark if leader is not None and cell.config_hash() == leader.config_hash() else ""
                 body.append([name, str(number), describe(cell.params, c.budget_for(m)), _f(value), ended, mark])
-            if len(done) < c.trials:
-                body.append([name, f"{len(done)}–{c.trials - 1}" if done else f"0–{c.trials - 1}", "not run",
-                             "", "", ""])
+            if (first := len(done)) < c.trials:
+                trials = str(first) if first == c.trials - 1 else f"{first}–{c.trials - 1}"
+                body.append([name, trials, "not run", "", "", ""])
     return ["study", "trial", "parameters", f"valid {short(c.monitor)}", "ended", "chosen"], body
 
 
@@ -190,18 +190,25 @@ def seconds_running(spans: list[tuple]) -> float:
     return seconds + (end - start).total_seconds()
 
 
+def on_gpu(rec: dict) -> bool:
+    """Whether a cell trained on a GPU: where its model was (extras.device, e.g. "cuda:0"), else
+    the runner's device."""
+    return str((rec.get("extras") or {}).get("device") or rec.get("device") or "").startswith("cuda")
+
+
 def stop_reasons(recs: list[dict], share: bool = False) -> str:
     """How a group of cells stopped, e.g. 'patience 15, cap 2': their records' extras.stopped,
     every epoch, time or iteration budget counted as 'cap', a row that does not train (lsh,
-    mostpop) as 'no training'. `share`: with the part of the trained cells that did not stop on
+    mostpop) as 'no training', a failed cell as 'failed'. `share`: with the part of the trained cells that did not stop on
     a cap (issue 15 expects at least 90% of the final stage's by patience)."""
     counts: dict[str, int] = {}
     for rec in recs:
         reason = (rec.get("extras") or {}).get("stopped")
-        label = "cap" if reason in CAP_STOPS else "no training" if reason is None else reason.replace("-", " ")
+        label = ("failed" if rec.get("status", "ok") != "ok" else "cap" if reason in CAP_STOPS
+                 else "no training" if reason is None else reason.replace("-", " "))
         counts[label] = counts.get(label, 0) + 1
     text = ", ".join(f"{label} {n}" for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    trained = sum(n for label, n in counts.items() if label != "no training")
+    trained = sum(n for label, n in counts.items() if label not in ("no training", "failed"))
     if share and trained:
         text += f"; {(trained - counts.get('cap', 0)) / trained:.0%} not on a cap"
     return text or "–"
@@ -241,9 +248,9 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
             mine = [r for r in recs if r["method"] == method]
             body.append([name, method, str(len(mine)), stop_reasons(mine),
                          hours(sum(billed_cpu_seconds(r) for r in mine)), hours(sum(_cell_seconds(r) for r in mine)), "", "",
-                         str(sum(1 for r in mine if r.get("device") == "cuda"))])
+                         str(sum(1 for r in mine if on_gpu(r)))])
         stage = {"cells": len(recs), "cpu": sum(billed_cpu_seconds(r) for r in recs),
-                 "summed": sum(_cell_seconds(r) for r in recs), "gpu": sum(1 for r in recs if r.get("device") == "cuda")}
+                 "summed": sum(_cell_seconds(r) for r in recs), "gpu": sum(1 for r in recs if on_gpu(r))}
         body.append([name, "all", str(stage["cells"]), stop_reasons(recs, share=True), hours(stage["cpu"]),
                      hours(stage["summed"]), running_of(times), elapsed_of(times), str(stage["gpu"])])
         total = {k: total[k] + stage[k] for k in total}

@@ -111,9 +111,9 @@ def _measured_habits(table: Table, method: str, dataset: str, paper: float | Non
     if not changes:
         return ""
     text = " Measured effect of the papers' evaluation habits on R@50: " + ", ".join(changes)
-    if row.get("all"):
+    together = protocol_effects.together(row)
+    if together is not None:
         ours = float(np.mean(row["ours"]))
-        together = ours + float(np.mean(row["all"]))
         text += f"; all together {together:.4f}"
         if paper is not None and paper != ours:
             share = (together - ours) / (paper - ours)

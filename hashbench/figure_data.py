@@ -255,7 +255,7 @@ def habit_points(records: Records, published: dict[str, dict[tuple[str, str], fl
         if not row["ours"]:
             continue
         ours = float(np.mean(row["ours"]))
-        together = ours + float(np.mean(row["all"])) if row.get("all") else None
+        together = protocol_effects.together(row)
         paper = published.get(method, {}).get((dataset, metric))
         if together is not None or paper is not None:
             points.append(HabitPoint(method, dataset, ours, together, paper))

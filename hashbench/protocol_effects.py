@@ -17,18 +17,20 @@ The habits (methods.md E1–E4), each switched on alone and then all together:
 
 All of it comes from the records' `protocol_evidence`, which training writes and never reads
 (method_eval.protocol_evidence); records made before it existed show "–". Differences are
-per seed, then mean ± std over the seeds.
+per seed, then mean ± std over the seeds; "all" is left out for a seed whose real-valued
+ranking is not recorded (for a row that has one: it would not be every habit), and for a refit,
+whose recorded curve is its selection run's, another model. A seed without the metric (a run
+with other cut-offs) is left out.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from hashbench.errors import HashbenchError
-from hashbench.registry import method_spec
+from hashbench.registry import method_names, method_spec
 
 METRICS = ("recall@50", "ndcg@50")
 
@@ -54,14 +56,22 @@ def _at_best_test_epoch(rec: dict, which: str) -> dict[str, float] | None:
     return max(curve, key=lambda point: point[which]["recall@50"])[which]
 
 
-def _ours(rec: dict, metric: str) -> float:
-    return rec["metrics"]["test"][metric]
+def _ours(rec: dict, metric: str) -> float | None:
+    return ((rec.get("metrics") or {}).get("test") or {}).get(metric)
 
 
-def habit_values(rec: dict, metric: str, scaled: dict | None) -> dict[str, float | None]:
-    """One seed's metric under each habit (None where the record cannot say)."""
+def has_real_valued_ranking(method: str) -> bool:
+    """Whether a registered row ranks `method`'s model with real-valued scores (bgch-scaled for bgch)."""
+    return any(based_on(name) == method for name in method_names())
+
+
+def habit_values(rec: dict, metric: str, scaled: dict | None,
+                 real_valued_ranking: bool = False) -> dict[str, float | None]:
+    """One seed's metric under each habit (None where the record cannot say). `real_valued_ranking`:
+    the method has a real-valued ranking row, so "all" needs its record `scaled` of this model."""
     final = (rec.get("protocol_evidence") or {}).get("final") or {}
-    best_test = _at_best_test_epoch(rec, "test")
+    # a refit's curve is its selection run's: another model than the one `ours` measures
+    best_test = None if rec.get("refit") else _at_best_test_epoch(rec, "test")
     values: dict[str, float | None] = {
         "ours": _ours(rec, metric),
         "test-epoch": best_test[metric] if best_test else None,
@@ -70,7 +80,9 @@ def habit_values(rec: dict, metric: str, scaled: dict | None) -> dict[str, float
                       if metric.startswith("ndcg") else None),
         "real-valued": _ours(scaled, metric) if scaled is not None else None,
     }
-    every = _at_best_test_epoch(scaled if scaled is not None else rec, "test_unmasked")
+    every = None
+    if not rec.get("refit") and (scaled is not None or not real_valued_ranking):
+        every = _at_best_test_epoch(scaled if scaled is not None else rec, "test_unmasked")
     if every is not None:
         values["all"] = every[metric.replace("ndcg", "ndcg_retrieved")] if metric.startswith("ndcg") else every[metric]
     else:
@@ -82,7 +94,8 @@ HABITS = ("test-epoch", "unmasked", "hits IDCG", "real-valued", "all")
 
 
 def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """(method, dataset) -> {"ours": [per seed], habit: [per-seed change]} for the pure rows."""
+    """(method, dataset) -> {"ours": [per seed], habit: [per-seed change], "together": [per-seed
+    value under all habits, for the seeds that have "all"]} for the pure rows."""
     out = {}
     variant_of = {based_on(method): method for method, _ in by_cell if based_on(method)}
     for (method, dataset), recs in by_cell.items():
@@ -93,15 +106,26 @@ def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tup
         # variant of the tuned model would otherwise be compared with another model
         ranked = {model: r for r in by_cell.get((variant_of.get(method), dataset), [])
                   if (model := (r.get("extras") or {}).get("model_of"))}
+        real_valued = has_real_valued_ranking(method)
         row: dict[str, list[float]] = {"ours": []}
         for rec in sorted(recs, key=lambda r: r["seed"]):
-            values = habit_values(rec, metric, ranked.get(rec.get("config_hash")))
+            values = habit_values(rec, metric, ranked.get(rec.get("config_hash")), real_valued)
+            if values["ours"] is None:
+                continue
             row["ours"].append(values["ours"])
             for habit in HABITS:
                 if values[habit] is not None:
                     row.setdefault(habit, []).append(values[habit] - values["ours"])
+            if values["all"] is not None:
+                row.setdefault("together", []).append(values["all"])
         out[(method, dataset)] = row
     return out
+
+
+def together(row: dict[str, list[float]]) -> float | None:
+    """The mean under every habit at once, over the seeds that measure it (not ours' mean over
+    every seed plus the change's mean over fewer), or None."""
+    return float(np.mean(row["together"])) if row.get("together") else None
 
 
 def _mean_std(values: list[float] | None, signed: bool) -> str:
@@ -129,10 +153,10 @@ def effect_rows(by_cell: dict[tuple[str, str], list[dict]], metric: str,
         if dataset is not None and d != dataset:
             continue
         paper = published.get(method, {}).get((d, metric))
-        every = (float(np.mean(row["ours"])) + float(np.mean(row["all"]))) if row.get("all") else math.nan
+        every = together(row)
         body.append([method, *([d] if dataset is None else []), _mean_std(row["ours"], False),
                      *[_mean_std(row.get(h), True) for h in habits if h != "all"],
-                     "–" if math.isnan(every) else f"{every:.4f}", "–" if paper is None else f"{paper:.4f}"])
+                     "–" if every is None else f"{every:.4f}", "–" if paper is None else f"{paper:.4f}"])
     return header, body
 
 

@@ -213,12 +213,13 @@ def table_section(title: str, rows, fmt: str, label: str = "", refs: dict[str, s
 
 LABELS = {"2": "tab:datasets", "3": "tab:tuning", "4": "tab:ablation", "5": "tab:bits-sweep", "6": "tab:compute",
           "7": "tab:protocol-recall", "8": "tab:protocol-ndcg"}
-PROTOCOL_EFFECTS = ("Table {number}: protocol effects on {metric}: ours (validation-selected epoch, training items "
-                    "masked{ndcg}, pure Hamming) and the change each habit of the papers' code causes on "
-                    "the same trained models, mean ± std over seeds: the epoch with the best test Recall@50, training "
-                    "items left in the ranking{idcg}, real-valued scores (the method's real-valued ranking row: "
-                    "bgch-scaled, hashgnn-rerank, ranking the same model); then all together, beside the paper's "
-                    "number; –: not measured for this row")
+PROTOCOL_EFFECTS = ("Table {number}: protocol effects on {metric}: ours (validation-selected epoch, training and "
+                    "validation items masked{ndcg}, pure Hamming for the hashing rows) and the change each habit of "
+                    "the papers' code causes on the same trained models, mean ± std over seeds: the epoch with the "
+                    "best test Recall@50, training and validation items left in the ranking{idcg}, real-valued "
+                    "scores (the method's real-valued ranking row: bgch-scaled, hashgnn-rerank, ranking the same "
+                    "model); then all together (mean over the seeds where every habit the row has is measured), "
+                    "beside the paper's number; –: not measured for this row")
 
 
 def protocol_effects_title(number: str, metric: str) -> str:

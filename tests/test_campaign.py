@@ -419,6 +419,16 @@ def test_the_compute_bill_says_how_many_trained_cells_stopped_on_a_cap():
     assert stop_reasons(recs) == "patience 7, cap 3, no training 3, pruned 1"
     assert stop_reasons(recs, share=True).endswith("; 73% not on a cap")  # 8 of 11 trained
     assert stop_reasons([{"extras": {}}], share=True) == "no training 1"
+    failed = {"status": "failed", "error": "out of memory"}  # no extras: not to be read as an untrained row
+    assert stop_reasons([failed, recs[0]], share=True) == "failed 1, patience 1; 100% not on a cap"
+
+
+def test_the_compute_bill_counts_a_cell_on_the_gpu_where_its_model_trained():
+    from hashbench.campaign_report import on_gpu
+
+    assert on_gpu({"device": "cuda", "extras": {"device": "cuda:0"}})
+    assert not on_gpu({"device": "cuda", "extras": {"device": "cpu"}})  # a CPU-only method on the GPU machine
+    assert on_gpu({"device": "cuda"}) and not on_gpu({"device": "cpu"}) and not on_gpu({})
 
 
 def test_a_resumed_campaign_finishes_the_cells_in_flight_before_starting_new_ones(tmp_path):

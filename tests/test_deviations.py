@@ -103,7 +103,8 @@ def test_a_cap_is_given_as_a_cause_only_of_a_number_below_the_papers_and_says_wh
 def test_the_measured_habits_say_how_much_of_the_gap_to_the_paper_they_close(monkeypatch):
     from hashbench import deviations
 
-    measured = {("bgch", "gowalla"): {"ours": [0.10, 0.10], "real-valued": [0.04, 0.04], "all": [0.05, 0.05]}}
+    measured = {("bgch", "gowalla"): {"ours": [0.10, 0.10], "real-valued": [0.04, 0.04], "all": [0.05, 0.05],
+                                     "together": [0.15, 0.15]}}
     monkeypatch.setattr(deviations.protocol_effects, "effects", lambda rows, metric: measured)
     text = deviations._measured_habits(table({}, ("recall@50",)), "bgch", "gowalla", paper=0.20)
     assert "real-valued +0.0400" in text and "all together 0.1500" in text

@@ -77,6 +77,33 @@ def test_real_valued_rows_pair_by_model_and_records_without_evidence_show_a_dash
     assert next(r for r in body if r[0] == pure_name)[-1] == "0.4000"
 
 
+def test_all_habits_together_needs_every_habit_of_the_seed_and_is_averaged_over_the_same_seeds():
+    """bgch has a real-valued ranking row: a seed whose bgch-scaled record is missing (a pruned
+    trial's, a failed ranking) has no "all" (without real-valued scores it is not every habit),
+    and the mean under all habits is over the seeds that have it, not ours over every seed plus
+    the change over fewer."""
+    from hashbench.protocol_effects import together
+
+    curve = [(1, 0.2), (2, 0.3)]  # unmasked test curve: 0.1, 0.2
+    pure = [record(0, 0.10, curve, unmasked=0.1, method="bgch"), record(1, 0.30, curve, unmasked=0.1, method="bgch")]
+    scaled = [record(0, 0.20, [(1, 0.4), (2, 0.5)], method="bgch-scaled", model_of="bgch0")]
+    row = effects({("bgch", "d"): pure, ("bgch-scaled", "d"): scaled}, "recall@50")[("bgch", "d")]
+    assert row["all"] == pytest.approx([0.30])  # seed 0 only: the scaled model's best unmasked point 0.4
+    assert together(row) == pytest.approx(0.40)  # not mean(ours) 0.20 + 0.30
+    # a row without a real-valued ranking needs none
+    assert effects({("m", "d"): [record(0, 0.25, curve)]}, "recall@50")[("m", "d")]["all"] == pytest.approx([-0.05])
+
+
+def test_a_refit_measures_no_test_epoch_habit_and_a_run_without_the_cut_off_is_left_out():
+    """A refit's recorded curve is its selection run's, another model: picking a test epoch on it
+    would compare two models. A run evaluated at other cut-offs has no value to compare."""
+    refit = {**record(0, 0.30, [(1, 0.2), (2, 0.25)], unmasked=0.2), "refit": True}
+    other_ks = {**record(1, 0.0), "metrics": {"test": {"recall@20": 0.1}}}
+    row = effects({("m", "d"): [refit, other_ks]}, "recall@50")[("m", "d")]
+    assert row["ours"] == [0.30] and "test-epoch" not in row and "all" not in row
+    assert row["unmasked"] == pytest.approx([-0.10])
+
+
 def test_masking_only_helps_and_hurts_a_model_that_ranks_training_items_first(split):
     rng = np.random.default_rng(0)
     users = rng.integers(0, 2, size=(split.n_users, 64), dtype=np.uint8)
