@@ -21,8 +21,8 @@ def stage_queue(c: Campaign, stage: str, results_dir: Path) -> tuple[list[Cell],
     `runnable` again after every cell (Sweep's `more`), and no worker idles while a long trial
     of another study (HashGNN's) finishes a round. The trials are the same in any order of
     finishing: each study's sampler is seeded per study and reads that study's records only.
-    A finished tuning starts from all its cells: the sweep skips them (and re-runs failed ones).
-    "all" queues every stage's cells the same way, as their inputs are recorded (ready_cells);
+    A failed trial is not run again, in either mode (the study has moved on from it: a retried
+    trial that won would change the winner after the later stages used it). "all" queues every stage's cells the same way, as their inputs are recorded (ready_cells);
     a failed final, sweep or ablation cell is run again, a failed trial of a study is not (the
     study has moved on from it).
     Cells that a killed run left a checkpoint for go first: work in flight is finished before
@@ -46,7 +46,7 @@ def stage_queue(c: Campaign, stage: str, results_dir: Path) -> tuple[list[Cell],
         latest = records.latest_by_cell(results_dir)
         return [cell for cell in tune_cells(c, results_dir) if cell.config_hash() not in latest]
 
-    return in_flight_first(runnable() or tune_cells(c, results_dir)), runnable
+    return in_flight_first(runnable()), runnable
 
 
 def longest_chain_first(c: Campaign, results_dir: Path) -> Callable[[list[Cell]], list[Cell]]:

@@ -158,6 +158,15 @@ class Runner:
         latest = records.latest_by_cell(self.results_dir)
         return [c for c in wanted if should_run(c, latest, self.overwrite)]  # not already recorded
 
+    @staticmethod
+    def _pruner(cell: Cell):
+        """A tuning trial's pruner; none for a ranking variant's trial (bgch-scaled), which is the
+        completed base trial's model trained again only when that trial predates companions: it was
+        not pruned, and a pruned copy would stand as the variant row's seed-0 final cell."""
+        if cell.trial is None or method_spec(cell.method).based_on is not None:
+            return None
+        return pruner_for(cell.trial)
+
     def compute_cell(self, cell: Cell) -> CellResult:
         """Split → fit → evaluate one cell (and its companions: the same model ranked as a
         variant). A method's exception or NaN loss gives a `failed` record with its traceback;
@@ -189,7 +198,7 @@ class Runner:
             ctx = FitContext(seed=seeds.seed_sequence(cell.seed, "method"), device=self.device,
                              checkpoint_dir=checkpoint_dir_for(self.results_dir, cell), validate=validate,
                              progress=self._checked_progress(cell), evidence=protocol_evidence(split, rankings),
-                             prune=pruner_for(cell.trial) if cell.trial is not None else None)
+                             prune=self._pruner(cell))
             started = time.perf_counter()
             trainer_cls = training_class(cls)
             if cell.refit:

@@ -7,12 +7,13 @@ the cells whose expected time still fits, leaves the others for the next run of 
 command, and ends when nothing left fits; cells in flight are never interrupted.
 
 A cell's expected time comes from the records (a guess, not a bound): the method's cost per
-epoch on the dataset (busy seconds over epochs run, evaluation included, the most of its latest
+epoch on the dataset (seconds by the clock — the larger of busy seconds and training +
+evaluation time, since the deadline is the clock's — over epochs run, the most of its latest
 runs, those that measured busy time first: code and thread counts change; another dataset's
 cost scaled by training interactions where the method never ran on this one) times the epochs
-it is expected to run (the most any run of the method needed to stop on patience, else its
-epoch budget), less the epochs its checkpoint already holds, times a safety margin. A cell
-with nothing to estimate from is not started.
+it is expected to run (the most any run of the method on that dataset needed to stop on
+patience, any dataset where none did, else its epoch budget), less the epochs its checkpoint
+already holds, times a safety margin. A cell with nothing to estimate from is not started.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ def busy_seconds(record: dict[str, Any]) -> float:
     return float(extras.get("busy_seconds") or (record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0)))
 
 
+def elapsed_seconds(record: dict[str, Any]) -> float:
+    """How long a recorded cell took by the clock: the larger of its busy seconds and its
+    training (every resumed segment) + evaluation time. A deadline is wall-clock time, and on a
+    shared machine a cell takes up to ~3x its busy seconds (both ran at --jobs 2 on 2 cores)."""
+    extras = record.get("extras") or {}
+    wall = float(extras.get("train_seconds") or record.get("train_seconds") or 0.0)
+    wall += float(record.get("eval_seconds") or 0.0)
+    return max(busy_seconds(record), wall)
+
+
 def _train_size(record: dict[str, Any]) -> int:
     return int((record.get("split_sizes") or {}).get("train") or 0)
 
@@ -73,6 +84,9 @@ def _expected_epochs(cell: Cell, runs: list[dict], latest: dict[str, dict]) -> i
     if cell.fixed_epochs:
         return cell.fixed_epochs
     converged = [_epochs_run(r) for r in runs if (r.get("extras") or {}).get("stopped") == "patience"]
+    same_data = [_epochs_run(r) for r in runs if (r.get("extras") or {}).get("stopped") == "patience"
+                 and r.get("dataset") == cell.dataset]
+    converged = same_data or converged  # Yelp2018's Proposed runs 300 epochs, Gowalla's 70
     epochs = min(max(converged), budget) if converged else budget
     if cell.refit:  # its selection run (unless recorded), then the refit of the chosen epochs
         selection = latest.get(cell.selection().config_hash())
@@ -81,7 +95,8 @@ def _expected_epochs(cell: Cell, runs: list[dict], latest: dict[str, dict]) -> i
 
 
 def expected_seconds(cell: Cell, latest: dict[str, dict], results_dir: Path, device: str | None = None) -> float | None:
-    """The cell's expected busy seconds from now (see the module doc); None: no record to go by.
+    """The cell's expected seconds by the clock from now (see the module doc; elapsed_seconds);
+    None: no record to go by.
     `device` ("cpu", "cuda"): where it will run; that device's runs are preferred (results merged
     from a GPU machine would make a CPU's estimates ~50x too short)."""
     from hashbench.core.checkpoints import checkpoint_epoch
@@ -93,7 +108,7 @@ def expected_seconds(cell: Cell, latest: dict[str, dict], results_dir: Path, dev
         runs = [r for r in runs if _epochs_run(r) > 0]
 
     def unit(r: dict) -> float:  # seconds per epoch, or per run for a method not trained in epochs
-        return busy_seconds(r) / _epochs_run(r) if epochs is not None else busy_seconds(r)
+        return elapsed_seconds(r) / _epochs_run(r) if epochs is not None else elapsed_seconds(r)
 
     # runs under the cell's protocol (another trains on other data, often at other settings:
     # LightGCN's own protocol at its batch of 2,048 costs ~70x an epoch here), and among them

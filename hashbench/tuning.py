@@ -191,13 +191,20 @@ def plan_study(spec: MethodSpec, study_name: str, trials: int, seed: int, startu
         asks += 1
         params = json.dumps(trial.params, sort_keys=True)
         if params in known:
-            # the sampler proposed a recorded trial's parameters again (it happens in small
-            # discrete spaces): same parameters and seed give the same run, so tell the sampler
-            # that outcome again and ask anew; every method gets `trials` distinct trials
+            # the sampler proposed a recorded trial's parameters again, then ask anew: every
+            # method gets `trials` distinct trials. While the sampler still draws at random (the
+            # startup trials), a repeat is the replay's doing: a recorded trial is enqueued, so it
+            # draws nothing from the sampler's generator, which then repeats the earlier random
+            # draws. Told as failed, such a repeat does not count as a startup trial (told as
+            # complete, a copy of trial 1 made TPE take over at trial 3, not 4). Once TPE models
+            # the space (small discrete spaces), the repeat is told its known outcome again, so
+            # that the model moves on from the point instead of proposing it forever
             if asks > REPEATS_PER_TRIAL * trials:
                 raise HashbenchError(f"{study_name}: the search space has fewer than {trials} distinct points; "
                                      "lower [tuning] trials or widen the space")
-            _tell(study, trial, *known[params])
+            finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                optuna.trial.TrialState.PRUNED))
+            _tell(study, trial, *(known[params] if len(finished) >= startup_trials else ("fail", None, ())))
             continue
         cell = cell_for(dict(trial.params), tag(len(planned), tuple(history)))
         record = record_for(cell)

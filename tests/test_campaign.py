@@ -274,9 +274,10 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     # nothing is trained twice: no two records of the same method, data, bits, seed and parameters
     runs = [json.dumps([r["method"], r["dataset"], r["bits"], r["seed"], r["params"]], sort_keys=True) for r in recs]
     assert len(runs) == len(set(runs))
-    # one queue: final cells whose inputs were recorded (mostpop's: none) ran before tuning ended
+    # one queue: a row's final cells start once its own study is recorded, before the other studies end
     order = [r["method"] if "tuning" not in r else "trial" for r in recs]
-    assert order.index("mostpop") < len(order) - 1 - order[::-1].index("trial")
+    first_final = next(i for i, method in enumerate(order) if method != "trial")
+    assert first_final < len(order) - 1 - order[::-1].index("trial")
     # re-running the finished campaign runs nothing
     again = runner.invoke(app, ["campaign", "--results", "results"])
     assert again.exit_code == 0 and again.output.count("0 run,") == 1
@@ -444,6 +445,35 @@ def test_a_resumed_campaign_finishes_the_cells_in_flight_before_starting_new_one
     folder.mkdir(parents=True)
     (folder / "train_state.pt").write_bytes(b"a killed run's state")
     assert [cell.method for cell in stage_queue(c, "tune", results)[0]] == ["dcf", "proposed", "hashrec"]
+
+
+def test_a_finished_tuning_runs_no_trial_again_not_even_a_failed_one(tmp_path):
+    """A failed trial is not retried once its study has moved on: a retry that won would change
+    the winner after the final, sweep and ablation cells had used it."""
+    from hashbench.campaign_queue import stage_queue
+
+    c = load_campaign(write_spec(tmp_path))
+    results = tmp_path / "results"
+    for number in range(c.trials):
+        for cell in tune_cells(c, results):
+            if cell.trial.number == number:
+                failed = cell.method == "proposed" and number == 0
+                records.append_record(results, fake_record(cell, 0.1, status="failed" if failed else "ok"))
+    assert all(cell.config_hash() in records.latest_by_cell(results) for cell in tune_cells(c, results))
+    cells, more = stage_queue(c, "tune", results)
+    assert cells == [] and more() == []
+
+
+def test_a_ranking_variants_trial_trained_again_is_never_pruned():
+    """bgch-scaled's seed-0 final cell is bgch's winning trial ranked its way; trained again (the
+    trial predates ranking variants computed beside it), a pruned copy would stand as that cell."""
+    from hashbench.runner import Runner
+    from hashbench.tuning import TrialTag
+
+    tag = TrialTag("bgch/synthetic", 4, "median", (("n_startup_trials", 3),), history=())
+    assert Runner._pruner(Cell("bgch", "synthetic", 32, 0, trial=tag)) is not None
+    assert Runner._pruner(Cell("bgch-scaled", "synthetic", 32, 0, trial=tag)) is None
+    assert Runner._pruner(Cell("bgch", "synthetic", 32, 0)) is None
 
 
 def test_prune_deletes_the_files_of_every_trial_but_its_studys_leader(tmp_path):

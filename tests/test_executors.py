@@ -157,6 +157,29 @@ def test_a_cell_made_runnable_by_a_record_starts_while_other_cells_still_run(tmp
     assert sweep.counts == {"run": 3} and asked == [0, 1, 3]
 
 
+def test_a_cell_made_runnable_goes_where_the_order_puts_it_not_behind_the_cells_queued_before(tmp_path):
+    """A study's next trial (the longest chain) is offered by `more` once its predecessor is
+    recorded and starts next, ahead of the cells queued at the start: the campaign's critical
+    path does not wait for the whole queue to drain."""
+    first, second, third, follow_up = plan_cells(["mostpop"], ["synthetic"], 32, [0, 1, 2, 3], "random-8-1-1", [],
+                                                 (50,))
+
+    def more():
+        recorded = {r["config_hash"] for r in records.read_records(tmp_path)}
+        return [follow_up] if first.config_hash() in recorded else []
+
+    def follow_up_first(cells):
+        return sorted(cells, key=lambda cell: cell != follow_up)
+
+    cells = [first, second, third]
+    sweep = Sweep(cells, RunnerSpec.for_cells([*cells, follow_up], tmp_path), "failed", None, more,
+                  order=follow_up_first)
+    runner = sweep.spec.make_runner()
+    assert sweep.next_cell(block=False) == first
+    sweep.finish(runner.compute_cell(first))
+    assert sweep.next_cell(block=False) == follow_up  # not second, queued before it
+
+
 def test_ranking_variants_a_trial_computes_beside_it_are_counted_before_they_are_reported(tmp_path):
     """A tuning trial of BGCH records bgch-scaled's ranking beside its own, a cell no one queued:
     the sweep announces it before reporting it finished, so the progress bar's total covers every

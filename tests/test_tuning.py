@@ -59,7 +59,7 @@ def test_the_driver_stops_a_pruned_trial_and_says_so():
     assert state == "pruned" and len(curve) == result.epochs_run
 
 
-def run_study(spec, trials):
+def run_study(spec, trials, startup_trials=1):
     """plan_study until every trial is recorded (a fake run scoring a trial by its parameters)."""
     from hashbench.tuning import plan_study
 
@@ -69,13 +69,37 @@ def run_study(spec, trials):
         return TrialTag("m/d", number, "none", (), history=past)
 
     while True:
-        planned = plan_study(spec, "m/d", trials, 0, 1, tag, lambda params, t: (json.dumps(params, sort_keys=True), t),
-                             lambda cell: recorded.get(cell), "recall@50")
+        planned = plan_study(spec, "m/d", trials, 0, startup_trials, tag,
+                             lambda params, t: (json.dumps(params, sort_keys=True), t), lambda cell: recorded.get(cell),
+                             "recall@50",
+                             recorded_params=lambda k: [json.loads(c[0]) for c in recorded if c[1].number == k])
         cell, record = planned[-1]
         if record is not None and len(planned) == trials:
             return [json.loads(c[0]) for c, _ in planned]
         recorded[cell] = {"status": "ok", "metrics": {"valid": {"recall@50": 0.1 * json.loads(cell[0])["n"]}},
                           "extras": {"stopped": "patience", "curve": []}}
+
+
+def test_a_replayed_study_draws_its_startup_trials_as_one_uninterrupted_study_would():
+    """Every planning replays the study from its records (a recorded trial is enqueued, so it draws
+    nothing): the random startup trials must still be the seeded sampler's first draws, in order,
+    and TPE must take over after `startup_trials` of them, not earlier."""
+    import optuna
+
+    spec = MethodSpec.from_table("m", {"params": {"n": {"default": 1}, "x": {"default": 0.5}},
+                                       "search": {"n": {"choices": [0, 1, 2, 3]}, "x": {"low": 0.0, "high": 1.0}}},
+                                 "test")
+    replayed = run_study(spec, 5, startup_trials=4)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=4))
+    study.enqueue_trial({"n": 1, "x": 0.5})
+    once = []
+    for _ in range(4):  # the defaults, then three random draws, in one process
+        trial = study.ask({"n": optuna.distributions.CategoricalDistribution([0, 1, 2, 3]),
+                           "x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+        once.append(trial.params)
+        study.tell(trial, 0.1 * trial.params["n"])
+    assert replayed[:4] == once
 
 
 def test_a_study_never_spends_a_trial_on_parameters_it_has_already_run():

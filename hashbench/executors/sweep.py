@@ -91,11 +91,12 @@ class CellLock:
 class Sweep:
     """The driver's state: which cells are left, which this process holds, what got written.
 
-    `more`, if given, is asked for further cells whenever the queue runs dry after a cell
-    has ended: the cells that the records written so far make runnable (a tuning study's next
-    trial, proposed from its recorded ones). It starts as soon as its predecessor is recorded,
-    while other cells are still running, instead of waiting for a whole round; each cell is
-    queued once per sweep, whatever `more` returns.
+    `more`, if given, is asked for further cells before the next cell is handed out, once per
+    cell ended: the cells that the records written so far make runnable (a tuning study's next
+    trial, proposed from its recorded ones). They join the queue where `order` puts them, so a
+    study's next trial starts as soon as its predecessor is recorded (the longest chain first),
+    not behind every cell queued at the start; each cell is queued once per sweep, whatever
+    `more` returns.
 
     `fits`, if given, says whether a cell would end in time if started now (`--finish-by`,
     hashbench.schedule): a cell that would not is left for a later run, unclaimed and untouched.
@@ -170,6 +171,7 @@ class Sweep:
 
     def next_cell(self, block: bool = True) -> Cell | None:
         """The next cell to run, claimed; None when there is none (now, if not `block`)."""
+        self._ask_for_more()  # a record since the last call may have made a cell runnable that goes first
         while True:
             held_back: list[Cell] = []  # ranking variants whose base cell is running here
             while self.todo:
