@@ -159,6 +159,25 @@ def study_trials(c: Campaign, method: str, dataset: str, latest: dict[str, dict]
                       recorded_params=lambda number: tagged.get(number, []))
 
 
+def startup_trials_not_drawn(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> list[int]:
+    """The recorded random startup trials (1 .. startup_trials - 1) that are not the seeded
+    sampler's draws: each replanned from the records before it and compared. Before 894469f a
+    replay counted repeated draws as finished trials, so TPE proposed trial 3 of some studies;
+    such a trial stays (it is a trial of the study like any other) and the report marks it."""
+    trials = study_trials(c, method, dataset, latest)
+    off = []
+    for number in range(1, min(c.startup_trials, len(trials))):
+        cell, rec = trials[number]
+        if rec is None:
+            break
+        later = {t.config_hash() for t, r in trials[number:] if r is not None}
+        drawn = study_trials(c, method, dataset, {h: r for h, r in latest.items() if h not in later})[number][0]
+        if any(not np.isclose(drawn.params[k], v, rtol=1e-9) if isinstance(v, float) else drawn.params[k] != v
+               for k, v in cell.params.items()):
+            off.append(number)
+    return off
+
+
 def tune_cells(c: Campaign, results_dir: Path | None = None) -> list[Cell]:
     """Every study's recorded trials and its next one (a study's trial k is known once its
     trials 0..k-1 are recorded: run the stage again until tuning_finished)."""

@@ -293,13 +293,17 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
                                       fmt, LABELS[number] + ("" if i == 0 else f"-{d}"), refs))
     if campaign is None:
         return parts
+    tuning = cr.tuning_rows(campaign, results_dir)
+    not_drawn = any(row[1].endswith(cr.NOT_DRAWN_MARK) for row in tuning[1])
     parts.append(table_section(f"Table 3: tuning on the validation split of each of {', '.join(campaign.tune_datasets)}, "
                           f"seed {campaign.tune_seed}: {campaign.trials} trials per method and dataset, Optuna "
-                          f"{campaign.sampler.upper()} sampler (defaults first) with a {campaign.pruner} pruner, over "
+                          f"{campaign.sampler.upper()} sampler (defaults first, then {campaign.startup_trials - 1} "
+                          f"random draws) with a {campaign.pruner} pruner, over "
                           "the search space declared beside each method (campaign.toml, method TOML files): "
                           + cr.tuning_spaces(campaign) + ". Chosen: ✓ the winner of a finished study (its "
-                          "configuration is its row's final cells'); leads: the best complete trial of a study still running",
-                          cr.tuning_rows(campaign, results_dir), fmt, LABELS["3"], refs))
+                          "configuration is its row's final cells'); leads: the best complete trial of a study still running"
+                          + (f"; {cr.NOT_DRAWN_NOTE}" if not_drawn else ""),
+                          tuning, fmt, LABELS["3"], refs))
     for number, title, make in (
             ("4", f"Table 4: gradient-estimator ablation, {campaign.ablation_method} on {campaign.ablation_dataset}, "
                   f"{campaign.bits} bits, seed 0", lambda: cr.ablation_rows(campaign, results_dir)),

@@ -447,6 +447,34 @@ def test_a_resumed_campaign_finishes_the_cells_in_flight_before_starting_new_one
     assert [cell.method for cell in stage_queue(c, "tune", results)[0]] == ["dcf", "proposed", "hashrec"]
 
 
+def test_the_tuning_table_marks_a_startup_trial_the_sampler_did_not_draw(tmp_path):
+    """Before 894469f a replay let TPE propose a trial that should have been a random draw; the
+    trial stays, and Table 3 marks it (replanned from the records before it, and compared)."""
+    from dataclasses import replace
+
+    from hashbench.campaign import startup_trials_not_drawn
+    from hashbench.campaign_report import NOT_DRAWN_MARK, tuning_rows
+
+    c = load_campaign(write_spec(tmp_path, SPEC.replace("startup_trials = 1", "startup_trials = 3")))
+    results = tmp_path / "results"
+
+    def record(cell, value):
+        return {**fake_record(cell, value), "method": cell.method, "dataset": cell.dataset,
+                "params": cell.config()["params"], "tuning": cell.trial.config()}
+
+    for number in range(2):
+        for cell in tune_cells(c, results):
+            if cell.trial.number == number:
+                if number == 1 and cell.method == "hashrec":  # another proposal than the seeded draw
+                    cell = replace(cell, params={**cell.params, "lr": cell.params["lr"] * 1.5})
+                records.append_record(results, record(cell, 0.1 + number / 10))
+    latest = records.latest_by_cell(results)
+    assert startup_trials_not_drawn(c, "hashrec", "synthetic", latest) == [1]
+    assert startup_trials_not_drawn(c, "proposed", "synthetic", latest) == []
+    marked = [row[:2] for row in tuning_rows(c, results)[1] if row[1].endswith(NOT_DRAWN_MARK)]
+    assert marked == [["hashrec/synthetic", "1" + NOT_DRAWN_MARK]]
+
+
 def test_a_finished_tuning_runs_no_trial_again_not_even_a_failed_one(tmp_path):
     """A failed trial is not retried once its study has moved on: a retry that won would change
     the winner after the final, sweep and ablation cells had used it."""
