@@ -164,6 +164,9 @@ class MethodSpec:
     search: dict[str, Any] = field(default_factory=dict)
     # a variant row of another method (`based_on` in its TOML): the same model, trained alike
     based_on: str | None = None
+    # the method's released code removes the user's training items from its ranking (methods.md
+    # E2): "all the papers' habits" (protocol_effects) then keeps them masked for this row
+    released_code_masks_training: bool = False
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -171,12 +174,13 @@ class MethodSpec:
 
     @classmethod
     def from_table(cls, name: str, table: dict[str, Any], where: str) -> "MethodSpec":
-        unknown = set(table) - {"description", "hashing", "params", "search", "based_on"}
+        unknown = set(table) - {"description", "hashing", "params", "search", "based_on", "released_code_masks_training"}
         if unknown:
             raise HashbenchError(f"{where}: [{name}] has unknown key(s) {', '.join(sorted(unknown))}")
         params = {k: ParamSpec.parse(k, v, f"{where} [{name}]") for k, v in table.get("params", {}).items()}
         return cls(name, table.get("description", ""), bool(table.get("hashing", True)), params,
-                   dict(table.get("search", {})), table.get("based_on"))
+                   dict(table.get("search", {})), table.get("based_on"),
+                   bool(table.get("released_code_masks_training", False)))
 
     @classmethod
     def from_defaults(cls, name: str, description: str, hashing: bool, defaults: dict[str, Any]) -> "MethodSpec":

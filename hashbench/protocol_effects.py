@@ -12,13 +12,16 @@ The habits (methods.md E1–E4), each switched on alone and then all together:
   scales, HashGNN's continuous re-ranking of Hamming candidates): the method's ranking-variant
   row (registered `based_on` it: bgch-scaled, hashgnn-rerank) against the pure-Hamming row,
   paired by seed.
-- **all**: every habit at once (the variant row's unmasked test curve at its best epoch, with
-  the hits IDCG for NDCG), beside the paper's published number.
+- **all**: every habit of the row's released code at once (the variant row's unmasked test
+  curve at its best epoch, with the hits IDCG for NDCG; its masked curve for a method whose
+  code masks training items: BGCH's, CIGAR's, `released_code_masks_training` in its TOML),
+  beside the paper's published number.
 
 All of it comes from the records' `protocol_evidence`, which training writes and never reads
 (method_eval.protocol_evidence); records made before it existed show "–". Differences are
 per seed, then mean ± std over the seeds; "all" is left out for a seed whose real-valued
-ranking is not recorded (for a row that has one: it would not be every habit), and for a refit,
+ranking is not recorded (for a row that has one: it would not be every habit) or recorded over
+part of the run only (added when its base resumed from a checkpoint), and for a refit,
 whose recorded curve is its selection run's, another model. A seed without the metric (a run
 with other cut-offs) is left out.
 """
@@ -65,10 +68,11 @@ def has_real_valued_ranking(method: str) -> bool:
     return any(based_on(name) == method for name in method_names())
 
 
-def habit_values(rec: dict, metric: str, scaled: dict | None,
-                 real_valued_ranking: bool = False) -> dict[str, float | None]:
+def habit_values(rec: dict, metric: str, scaled: dict | None, real_valued_ranking: bool = False,
+                 code_masks_training: bool = False) -> dict[str, float | None]:
     """One seed's metric under each habit (None where the record cannot say). `real_valued_ranking`:
-    the method has a real-valued ranking row, so "all" needs its record `scaled` of this model."""
+    the method has a real-valued ranking row, so "all" needs its record `scaled` of this model;
+    `code_masks_training`: its released code masks training items, so "all" keeps them masked."""
     final = (rec.get("protocol_evidence") or {}).get("final") or {}
     # a refit's curve is its selection run's: another model than the one `ours` measures
     best_test = None if rec.get("refit") else _at_best_test_epoch(rec, "test")
@@ -81,12 +85,13 @@ def habit_values(rec: dict, metric: str, scaled: dict | None,
         "real-valued": _ours(scaled, metric) if scaled is not None else None,
     }
     every = None
-    if not rec.get("refit") and (scaled is not None or not real_valued_ranking):
-        every = _at_best_test_epoch(scaled if scaled is not None else rec, "test_unmasked")
-    if every is not None:
-        values["all"] = every[metric.replace("ndcg", "ndcg_retrieved")] if metric.startswith("ndcg") else every[metric]
-    else:
-        values["all"] = None
+    # a variant added when its base resumed from a checkpoint has a curve from that epoch on only:
+    # its best test epoch would be the best of part of the run
+    partial = scaled is not None and {p["epoch"] for p in _curve(scaled)} < {p["epoch"] for p in _curve(rec)}
+    if not rec.get("refit") and not partial and (scaled is not None or not real_valued_ranking):
+        every = _at_best_test_epoch(scaled if scaled is not None else rec,
+                                    "test" if code_masks_training else "test_unmasked")
+    values["all"] = (every or {}).get(metric.replace("ndcg", "ndcg_retrieved") if metric.startswith("ndcg") else metric)
     return values
 
 
@@ -107,9 +112,13 @@ def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tup
         ranked = {model: r for r in by_cell.get((variant_of.get(method), dataset), [])
                   if (model := (r.get("extras") or {}).get("model_of"))}
         real_valued = has_real_valued_ranking(method)
+        try:
+            masks = method_spec(method).released_code_masks_training
+        except HashbenchError:  # a method no longer registered: its code's habits are not known
+            masks = False
         row: dict[str, list[float]] = {"ours": []}
         for rec in sorted(recs, key=lambda r: r["seed"]):
-            values = habit_values(rec, metric, ranked.get(rec.get("config_hash")), real_valued)
+            values = habit_values(rec, metric, ranked.get(rec.get("config_hash")), real_valued, masks)
             if values["ours"] is None:
                 continue
             row["ours"].append(values["ours"])

@@ -19,6 +19,7 @@ from tabulate import tabulate
 from hashbench import protocol_effects, records
 from hashbench.deviations import deviation_lines
 from hashbench.errors import HashbenchError
+from hashbench.registry import method_names, method_spec
 from hashbench.splits import DEFAULT_PROTOCOL
 from hashbench.tables import (CAP_NOTE, MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Selection, Table, cap_marker,
                               fits_a_column, latex_table, latex_text, load_published, page_chunks, published_values,
@@ -218,14 +219,16 @@ PROTOCOL_EFFECTS = ("Table {number}: protocol effects on {metric}: ours (validat
                     "the papers' code causes on the same trained models, mean ± std over seeds: the epoch with the "
                     "best test Recall@50, training and validation items left in the ranking{idcg}, real-valued "
                     "scores (the method's real-valued ranking row: bgch-scaled, hashgnn-rerank, ranking the same "
-                    "model); then all together (mean over the seeds where every habit the row has is measured), "
+                    "model); then all the habits of the row's released code together (training items stay masked "
+                    "for {masking}, whose code masks them; mean over the seeds where each is measured), "
                     "beside the paper's number; –: not measured for this row")
 
 
 def protocol_effects_title(number: str, metric: str) -> str:
     ndcg = metric.startswith("ndcg")
+    masking = [m for m in method_names() if method_spec(m).released_code_masks_training and not method_spec(m).based_on]
     return PROTOCOL_EFFECTS.format(number=number, metric=metric, ndcg=", standard NDCG" if ndcg else "",
-                                   idcg=", the hits-based IDCG" if ndcg else "")
+                                   idcg=", the hits-based IDCG" if ndcg else "", masking=" and ".join(masking) or "none")
 
 
 def latex_refs(main: Table) -> dict[str, str]:
