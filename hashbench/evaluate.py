@@ -18,7 +18,9 @@ the metrics.
 Metric keys, for each K: recall@K, ndcg@K (standard: IDCG over min(K, |rel|) positions),
 recall_micro@K (hits over all users / relevant pairs over all users, Proposed paper Eq. 1),
 ndcg_retrieved@K (NON-STANDARD, methods.md E1: IDCG over the hits actually retrieved, as in
-the BGCH/BiGeaR/HashGNN code; its exact expectation under ties, see `_ndcg_retrieved`).
+the BGCH/BiGeaR/HashGNN code; its exact expectation under ties, see `_ndcg_retrieved`). The
+hits counted are those in the top K; those codes count the hits of a longer list (HashGNN's
+top 100, BGCH's top max_k), so at K below that length this is an upper bound of theirs.
 
 Relevant and excluded pairs must be disjoint (checked) and each free of duplicates (checked).
 

@@ -385,7 +385,9 @@ def render_report(results_dir: Path, fmt: str = "markdown", bits: int = 64, prot
     stats = dataset_rows(results_dir, main.datasets)
     alt = build_table(results_dir, bits, protocol, RETRIEVED_METRICS, datasets=datasets, selection=selection)
     alt_caption = ("Table 1b: NDCG with the hits-based IDCG of the BGCH/HashGNN code (non-standard, N*), "
-                   "the variant the paper's N columns most likely use.")
+                   "the variant the paper's N columns most likely use. Our N*@K counts the hits in the top K; "
+                   "HashGNN's code counts those in its top-100 list and BGCH's in its top-max_k list, never "
+                   "fewer, so N*@100 is HashGNN's own and N*@50 an upper bound of both codes' N@50.")
     extra = campaign_sections(results_dir, main, alt, fmt, campaign if campaign_tables else None, plot)
     if fmt == "markdown":
         links = figure_links(figures)
