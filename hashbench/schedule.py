@@ -83,10 +83,9 @@ def _expected_epochs(cell: Cell, runs: list[dict], latest: dict[str, dict]) -> i
         return None
     if cell.fixed_epochs:
         return cell.fixed_epochs
-    converged = [_epochs_run(r) for r in runs if (r.get("extras") or {}).get("stopped") == "patience"]
-    same_data = [_epochs_run(r) for r in runs if (r.get("extras") or {}).get("stopped") == "patience"
-                 and r.get("dataset") == cell.dataset]
-    converged = same_data or converged  # Yelp2018's Proposed runs 300 epochs, Gowalla's 70
+    stopped = [r for r in runs if (r.get("extras") or {}).get("stopped") == "patience"]
+    # on the cell's dataset where any stopped there: Yelp2018's Proposed runs 300 epochs, Gowalla's 70
+    converged = [_epochs_run(r) for r in stopped if r.get("dataset") == cell.dataset] or list(map(_epochs_run, stopped))
     epochs = min(max(converged), budget) if converged else budget
     if cell.refit:  # its selection run (unless recorded), then the refit of the chosen epochs
         selection = latest.get(cell.selection().config_hash())
