@@ -140,6 +140,17 @@ def latex_label(kind: str, dataset: str | None = None) -> str:
     return f"tab:{kind}" + (f"-{re.sub(r'[^a-z0-9]+', '-', dataset.lower())}" if dataset else "")
 
 
+# beside four "0.1234 ± 0.0012" columns a table* has room for a method label of about this many characters
+METHOD_LABEL_CHARS = 30
+
+
+def _method_column(body: list[list[str]]) -> str:
+    """A label longer than the room (bgch-scaled's "real-valued scales, not pure Hamming") wraps
+    as a paragraph instead of pushing the numbers into the margin."""
+    longest = max((len(row[0]) for row in body), default=0)
+    return "l" if longest <= METHOD_LABEL_CHARS else r"p{0.22\textwidth}"
+
+
 def render_latex(table: Table, caption: str, kind: str, refs: dict[str, str]) -> str:
     """One table* per group of datasets that fits a page (Table 1: one per dataset); the first
     carries the caption, the others point back to it."""
@@ -159,8 +170,8 @@ def render_latex(table: Table, caption: str, kind: str, refs: dict[str, str]) ->
         text = latex_text(caption, refs) if group is groups[0] else (
             rf"As Table~\ref{{{first}}}, on {latex_text(', '.join(group))}.")
         rules = tuple(i for i in (reference_at, n_ours if table.published else None) if i)
-        parts.append(latex_table(header, body, text, latex_label(kind, group[0]), "l" + "c" * n * len(group),
-                                 wide=True, rules_before=rules, top=top))
+        parts.append(latex_table(header, body, text, latex_label(kind, group[0]),
+                                 _method_column(body) + "c" * n * len(group), wide=True, rules_before=rules, top=top))
     return "\n\n".join(parts)
 
 
@@ -218,17 +229,22 @@ PROTOCOL_EFFECTS = ("Table {number}: protocol effects on {metric}: ours (validat
                     "validation items masked{ndcg}, pure Hamming for the hashing rows) and the change each habit of "
                     "the papers' code causes on the same trained models, mean ± std over seeds: the epoch with the "
                     "best test Recall@50, training and validation items left in the ranking{idcg}, real-valued "
-                    "scores (the method's real-valued ranking row: bgch-scaled, hashgnn-rerank, ranking the same "
-                    "model); then all the habits of the row's released code together (training items stay masked "
-                    "for {masking}, whose code masks them; mean over the seeds where each is measured), "
-                    "beside the paper's number; –: not measured for this row")
+                    "scores (the method's real-valued ranking row{ranking_rows}, ranking the same model); then all "
+                    "the habits of the row's released code together ({masking}mean over the seeds where each is "
+                    "measured), beside the paper's number; –: not measured for this row")
 
 
-def protocol_effects_title(number: str, metric: str) -> str:
+def protocol_effects_title(number: str, metric: str, shown: list[str]) -> str:
+    """The caption names only methods among the `shown` rows: a report of what was run mentions nothing else."""
     ndcg = metric.startswith("ndcg")
-    masking = [m for m in method_names() if method_spec(m).released_code_masks_training and not method_spec(m).based_on]
-    return PROTOCOL_EFFECTS.format(number=number, metric=metric, ndcg=", standard NDCG" if ndcg else "",
-                                   idcg=", the hits-based IDCG" if ndcg else "", masking=" and ".join(masking) or "none")
+    registered = [m for m in shown if m in method_names()]
+    ranking_rows = [m for m in method_names() if method_spec(m).based_on in registered]
+    masking = [m for m in registered if method_spec(m).released_code_masks_training and not method_spec(m).based_on]
+    return PROTOCOL_EFFECTS.format(
+        number=number, metric=metric, ndcg=", standard NDCG" if ndcg else "",
+        idcg=", the hits-based IDCG" if ndcg else "",
+        ranking_rows=": " + ", ".join(ranking_rows) if ranking_rows else "",
+        masking=f"training items stay masked for {' and '.join(masking)}, whose code masks them; " if masking else "")
 
 
 def latex_refs(main: Table) -> dict[str, str]:
@@ -286,7 +302,7 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
         # the paper's own N beside "all", which includes the hits-based IDCG
         paper = {m: v for m, v in published_values().items() if m in main.rows} if main.published else {}
         for number, metric in (("7", "recall@50"), ("8", "ndcg@50")):
-            title = protocol_effects_title(number, metric)
+            title = protocol_effects_title(number, metric, list(main.rows))
             if fmt == "markdown":
                 parts.append(table_section(title, protocol_effects.effect_rows(by_cell, metric, paper), fmt))
                 continue
