@@ -19,8 +19,9 @@ Metric keys, for each K: recall@K, ndcg@K (standard: IDCG over min(K, |rel|) pos
 recall_micro@K (hits over all users / relevant pairs over all users, Proposed paper Eq. 1),
 ndcg_retrieved@K (NON-STANDARD, methods.md E1: IDCG over the hits actually retrieved, as in
 the BGCH/BiGeaR/HashGNN code; its exact expectation under ties, see `_ndcg_retrieved`). The
-hits counted are those in the top K; those codes count the hits of a longer list (HashGNN's
-top 100, BGCH's top max_k), so at K below that length this is an upper bound of theirs.
+hits counted are those in the top K, an upper bound of those codes' N*, which count the hits of
+a longer list (HashGNN's top 100, BGCH's top max_k = 1000); asked for with `lists`, the N*@K
+over the hits of a top-L list is ndcg_retrieved_topL@K (`retrieved_key`), each code's own.
 
 Relevant and excluded pairs must be disjoint (checked) and each free of duplicates (checked).
 
@@ -51,6 +52,14 @@ from hashbench.errors import HashbenchError
 from hashbench.splits import Split
 
 DEFAULT_KS = (50, 100)
+# the lengths of the lists whose hits the released codes' IDCG counts (methods.md E1): HashGNN's
+# top 100, BGCH's top max(topks) = 1000 with its default topks
+RELEASED_CODE_LISTS = (100, 1000)
+
+
+def retrieved_key(k: int, length: int) -> str:
+    """The N*@K whose IDCG counts the hits of a top-`length` list (length = K: `ndcg_retrieved@K`)."""
+    return f"ndcg_retrieved@{k}" if length == k else f"ndcg_retrieved_top{length}@{k}"
 
 
 @dataclass
@@ -89,6 +98,13 @@ def _check_ks(ks, n_items: int) -> tuple[int, ...]:
     if ks[-1] > n_items:
         raise HashbenchError(f"K = {ks[-1]} is larger than the catalogue ({n_items} items)")
     return ks
+
+
+def _check_lists(lists) -> tuple[int, ...]:
+    lists = tuple(sorted({int(n) for n in lists}))
+    if lists and lists[0] < 1:
+        raise HashbenchError(f"retrieved list lengths must be positive integers, got {lists}")
+    return lists
 
 
 def _sorted_pairs(pairs, label: str, n_users: int, n_items: int):
@@ -159,21 +175,23 @@ def _log_choose(n, k):
     return gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
 
 
-def _ndcg_retrieved(row, start, g, dcg_pair, k: int, disc: np.ndarray, n_rows: int) -> np.ndarray:
-    """E[DCG@K / IDCG_retrieved] per user, IDCG_retrieved = C[hits in top K] (0/0 := 0).
+def _ndcg_retrieved(row, start, g, dcg, k: int, length: int, disc: np.ndarray, n_rows: int) -> np.ndarray:
+    """E[DCG@K / IDCG] per user, IDCG = C[min(hits in the top `length`, K)] (0/0 := 0): the IDCG
+    of a code that sorts the hit vector of its retrieved list (length >= K) and keeps K of it.
 
-    Groups wholly inside the top K give fixed hits H_in and DCG D_in. The one group that
-    straddles rank K (g candidates, h relevant, m = K - start slots inside) puts
-    X ~ Hypergeometric(g, h, m) relevant items in the top K, each inside slot equally likely
-    to hold one, so E[ratio] = sum_x P(X=x) (D_in + x S_b / m) / C[H_in + x], with S_b the
-    discount mass of the m slots.
+    Groups wholly inside the top `length` give fixed hits H. The one group that straddles rank
+    `length` (g candidates, h relevant, s above it, m = length - s of its slots inside) puts
+    Z ~ Hypergeometric(g, h, m) relevant items in the list. When that group starts below K, the
+    DCG@K it adds is independent of Z, so E[DCG@K | Z] is the expected DCG@K, `dcg`. When it
+    starts above K it also straddles K; given Z its relevant slots among the m are uniform, so
+    its DCG@K is Z/m per slot over ranks s+1..K in place of h/g: E[ratio] = sum_z P(Z=z)
+    (dcg - (h/g - z/m) S) / C[min(H + z, K)], with S the discount mass of those slots.
     """
-    inside = start + g <= k
-    h_in = np.bincount(row[inside], minlength=n_rows)
-    d_in = np.bincount(row[inside], dcg_pair[inside], minlength=n_rows)
-    ratio = np.divide(d_in, disc[h_in], out=np.zeros(n_rows), where=h_in > 0)
+    inside = start + g <= length
+    fixed = np.bincount(row[inside], minlength=n_rows)
+    ratio = np.divide(dcg, disc[np.minimum(fixed, k)], out=np.zeros(n_rows), where=fixed > 0)
 
-    straddle = (start < k) & ~inside
+    straddle = (start < length) & ~inside
     if straddle.any():
         h_b = np.bincount(row[straddle], minlength=n_rows)
         users = np.flatnonzero(h_b)
@@ -182,25 +200,27 @@ def _ndcg_retrieved(row, start, g, dcg_pair, k: int, disc: np.ndarray, n_rows: i
         g_all[row[straddle]] = g[straddle]
         s_all[row[straddle]] = start[straddle]
         h, gg, s = h_b[users], g_all[users], s_all[users]
-        m = k - s
-        x_lo = np.maximum(0, m - (gg - h))
-        x_hi = np.minimum(h, m)
-        n_x = x_hi - x_lo + 1
-        owner = np.repeat(np.arange(len(users)), n_x)
-        x = x_lo[owner] + np.arange(n_x.sum()) - np.repeat(np.cumsum(n_x) - n_x, n_x)
+        m = length - s
+        z_lo = np.maximum(0, m - (gg - h))
+        z_hi = np.minimum(h, m)
+        n_z = z_hi - z_lo + 1
+        owner = np.repeat(np.arange(len(users)), n_z)
+        z = z_lo[owner] + np.arange(n_z.sum()) - np.repeat(np.cumsum(n_z) - n_z, n_z)
         h, gg, m, s = h[owner], gg[owner], m[owner], s[owner]
-        p = np.exp(_log_choose(h, x) + _log_choose(gg - h, m - x) - _log_choose(gg, m))
-        hits = h_in[users][owner] + x
-        dcg = d_in[users][owner] + x * (disc[k] - disc[s]) / m
-        value = np.divide(dcg, disc[hits], out=np.zeros(len(x)), where=hits > 0)
+        p = np.exp(_log_choose(h, z) + _log_choose(gg - h, m - z) - _log_choose(gg, m))
+        hits = np.minimum(fixed[users][owner] + z, k)
+        slots_in_k = disc[k] - disc[np.minimum(s, k)]  # 0 when the group starts below K
+        gain = dcg[users][owner] - (h / gg - z / m) * slots_in_k
+        value = np.divide(gain, disc[hits], out=np.zeros(len(z)), where=hits > 0)
         ratio[users] = np.bincount(owner, p * value, minlength=len(users))
     return ratio
 
 
-def _group_metrics(pairs: _Pairs, start: np.ndarray, g: np.ndarray, ks) -> EvalResult:
-    """Metrics from, per relevant pair, `start` candidates above it and `g` tied with it."""
+def _group_metrics(pairs: _Pairs, start: np.ndarray, g: np.ndarray, ks, lists=()) -> EvalResult:
+    """Metrics from, per relevant pair, `start` candidates above it and `g` tied with it
+    (exact up to rank max(ks + lists); beyond it a pair may be clipped to start = that, g = 1)."""
     row, n_rows, n_rel = pairs.rel_row, len(pairs.users), pairs.n_relevant
-    disc = _discount_prefix(max(ks))
+    disc = _discount_prefix(max((*ks, *lists)))
     metrics, per_user = {}, {}
     for k in ks:
         lo, hi = np.minimum(start, k), np.minimum(start + g, k)
@@ -209,11 +229,15 @@ def _group_metrics(pairs: _Pairs, start: np.ndarray, g: np.ndarray, ks) -> EvalR
         dcg = np.bincount(row, dcg_pair, minlength=n_rows)
         per_user[f"recall@{k}"] = hits / n_rel
         per_user[f"ndcg@{k}"] = dcg / disc[np.minimum(k, n_rel)]
-        per_user[f"ndcg_retrieved@{k}"] = _ndcg_retrieved(row, start, g, dcg_pair, k, disc, n_rows)
+        per_user[f"ndcg_retrieved@{k}"] = _ndcg_retrieved(row, start, g, dcg, k, k, disc, n_rows)
+        for length in (n for n in lists if n > k):
+            per_user[retrieved_key(k, length)] = _ndcg_retrieved(row, start, g, dcg, k, length, disc, n_rows)
         metrics[f"recall@{k}"] = float(per_user[f"recall@{k}"].mean())
         metrics[f"ndcg@{k}"] = float(per_user[f"ndcg@{k}"].mean())
         metrics[f"recall_micro@{k}"] = float(hits.sum() / n_rel.sum())
         metrics[f"ndcg_retrieved@{k}"] = float(per_user[f"ndcg_retrieved@{k}"].mean())
+        for length in (n for n in lists if n > k):
+            metrics[retrieved_key(k, length)] = float(per_user[retrieved_key(k, length)].mean())
     return EvalResult(metrics=metrics, users=pairs.users, per_user=per_user)
 
 
@@ -235,17 +259,18 @@ def check_codes(user_codes, item_codes, bits: int | None) -> int:
 
 
 def evaluate_codes(user_codes: np.ndarray, item_codes: np.ndarray, relevant: np.ndarray,
-                   exclude: np.ndarray, ks=DEFAULT_KS, bits: int | None = None) -> EvalResult:
+                   exclude: np.ndarray, ks=DEFAULT_KS, bits: int | None = None, lists=()) -> EvalResult:
     """Tie-aware metrics of the ranking by Hamming similarity s(u, i) = bits - 2·Ham(b_u, d_i).
 
     Codes are numpy.packbits rows: uint8 [n_users, ceil(bits/8)] and [n_items, ceil(bits/8)];
-    `bits` defaults to 8 x bytes per row.
+    `bits` defaults to 8 x bytes per row. `lists`: lengths L of retrieved lists whose hits an
+    N*@K (K < L) counts, as `retrieved_key(K, L)`.
     """
     from hashbench import hamming  # numba import + cached kernels: only when codes are evaluated
 
     bits = check_codes(user_codes, item_codes, bits)
     n_items = item_codes.shape[0]
-    ks = _check_ks(ks, n_items)
+    ks, lists = _check_ks(ks, n_items), _check_lists(lists)
     pairs = _prepare(relevant, exclude, user_codes.shape[0], n_items)
     user_words = hamming.pack_words(user_codes[pairs.users], bits)
     item_words = hamming.pack_words(item_codes, bits)
@@ -257,7 +282,7 @@ def evaluate_codes(user_codes: np.ndarray, item_codes: np.ndarray, relevant: np.
         hist -= np.bincount(pairs.exc_row * n_bins + d, minlength=hist.size).reshape(hist.shape).astype(np.int32)
     above = np.cumsum(hist, axis=1, dtype=np.int64) - hist  # candidates strictly closer than d
     d = hamming.pair_distances(user_words, item_words, pairs.rel_row, pairs.rel_item)
-    return _group_metrics(pairs, above[pairs.rel_row, d], hist[pairs.rel_row, d].astype(np.int64), ks)
+    return _group_metrics(pairs, above[pairs.rel_row, d], hist[pairs.rel_row, d].astype(np.int64), ks, lists)
 
 
 # --- float scores ----------------------------------------------------------------------------
@@ -285,18 +310,19 @@ def _as_float_tensor(scores, n_rows: int, n_items: int):
 
 
 def evaluate_scores(score_fn: Callable, n_users: int, n_items: int, relevant: np.ndarray,
-                    exclude: np.ndarray, ks=DEFAULT_KS, batch_users: int = 2048) -> EvalResult:
+                    exclude: np.ndarray, ks=DEFAULT_KS, batch_users: int = 2048, lists=()) -> EvalResult:
     """Tie-aware metrics of the ranking by float scores (the non-hashing reference rows).
 
     score_fn(users: int64 array) -> numpy array or torch tensor [len(users), n_items]. The
     returned array is modified while a batch is ranked (excluded entries set to -inf) and
-    restored before returning. Scores must not be NaN; candidates must not score -inf.
+    restored before returning. Scores must not be NaN; candidates must not score -inf. `lists`:
+    as in evaluate_codes (the ranks are then counted exactly down to the longest list).
     """
     from hashbench.score_ranks import BAD_NAN, RankWorkspace, rank_relevant  # numba: only for scores
 
-    ks = _check_ks(ks, n_items)
+    ks, lists = _check_ks(ks, n_items), _check_lists(lists)
     pairs = _prepare(relevant, exclude, n_users, n_items)
-    k_max = ks[-1]
+    k_max = min(max((*ks, *lists)), n_items)
     n_rows = len(pairs.users)
     start = np.empty(len(pairs.rel_row), np.int64)
     g = np.empty(len(pairs.rel_row), np.int64)
@@ -315,23 +341,23 @@ def evaluate_scores(score_fn: Callable, n_users: int, n_items: int, relevant: np
         if bad.any():
             what = "NaN" if (bad == BAD_NAN).any() else "-inf for an item that is not excluded"
             raise HashbenchError(f"score_fn returned {what} (scores must not be NaN; candidates must not be -inf)")
-    return _group_metrics(pairs, start, g, ks)
+    return _group_metrics(pairs, start, g, ks, lists)
 
 
 # --- split conveniences ----------------------------------------------------------------------
 
 def evaluate_split_codes(user_codes, item_codes, split: Split, on: str, ks=DEFAULT_KS,
-                         bits: int | None = None) -> EvalResult:
+                         bits: int | None = None, lists=()) -> EvalResult:
     relevant, exclude = held_out(split, on)
     if user_codes.shape[0] != split.n_users or item_codes.shape[0] != split.n_items:
         raise HashbenchError(
             f"codes cover {user_codes.shape[0]} users x {item_codes.shape[0]} items, the split "
             f"{split.n_users} x {split.n_items}")
-    return evaluate_codes(user_codes, item_codes, relevant, exclude, ks=ks, bits=bits)
+    return evaluate_codes(user_codes, item_codes, relevant, exclude, ks=ks, bits=bits, lists=lists)
 
 
 def evaluate_split_scores(score_fn: Callable, split: Split, on: str, ks=DEFAULT_KS,
-                          batch_users: int = 2048) -> EvalResult:
+                          batch_users: int = 2048, lists=()) -> EvalResult:
     relevant, exclude = held_out(split, on)
     return evaluate_scores(score_fn, split.n_users, split.n_items, relevant, exclude, ks=ks,
-                           batch_users=batch_users)
+                           batch_users=batch_users, lists=lists)

@@ -12,30 +12,31 @@ import copy
 from typing import Any, Callable
 
 from hashbench.errors import HashbenchError
-from hashbench.evaluate import EvalResult, evaluate_scores, evaluate_split_codes, held_out
+from hashbench.evaluate import RELEASED_CODE_LISTS, EvalResult, evaluate_scores, evaluate_split_codes, held_out
 from hashbench.registry import Method, get_method, method_spec
 from hashbench.splits import Split
 
 
-def evaluate_method_full(method: Method, split: Split, on: str, ks) -> EvalResult:
+def evaluate_method_full(method: Method, split: Split, on: str, ks, lists=()) -> EvalResult:
     if method.hashing:
         user_codes, item_codes = method.codes()
-        return evaluate_split_codes(user_codes, item_codes, split, on, ks)
+        return evaluate_split_codes(user_codes, item_codes, split, on, ks, lists=lists)
     from hashbench.retrieval import Exclusions
 
     relevant, exclude = held_out(split, on)
     score_fn = method.scores_excluding(Exclusions.from_pairs(exclude, split.n_users, split.n_items))
-    return evaluate_scores(score_fn, split.n_users, split.n_items, relevant, exclude, ks)
+    return evaluate_scores(score_fn, split.n_users, split.n_items, relevant, exclude, ks, lists=lists)
 
 
-def evaluate_method(method: Method, split: Split, on: str, ks) -> dict[str, float]:
-    return evaluate_method_full(method, split, on, ks).metrics
+def evaluate_method(method: Method, split: Split, on: str, ks, lists=()) -> dict[str, float]:
+    return evaluate_method_full(method, split, on, ks, lists).metrics
 
 
 def protocol_evidence(split: Split, rankings: tuple[type, ...] = ()) -> Callable[[Method], dict[str, Any]]:
     """What the papers' evaluation habits would have seen of a model (issue: protocol effects):
     test Recall/NDCG@50 under our protocol and with training and validation items left in the
-    ranking. Recorded in a record's `protocol_evidence`, apart from everything that selects or
+    ranking, with N*@50 over the hits of the top 50 and of the released codes' longer lists
+    (RELEASED_CODE_LISTS). Recorded in a record's `protocol_evidence`, apart from everything that selects or
     reports a model: the report's protocol-effect table is its only reader.
 
     `rankings`: the classes whose rankings of the trained model the cell records, its own first
@@ -43,8 +44,8 @@ def protocol_evidence(split: Split, rankings: tuple[type, ...] = ()) -> Callable
     the others' evidence goes under "rankings", by name."""
 
     def of(method: Method) -> dict[str, dict[str, float]]:
-        return {"test": evaluate_method(method, split, "test", (50,)),
-                "test_unmasked": evaluate_method(method, split, "test-unmasked", (50,))}
+        return {"test": evaluate_method(method, split, "test", (50,), RELEASED_CODE_LISTS),
+                "test_unmasked": evaluate_method(method, split, "test-unmasked", (50,), RELEASED_CODE_LISTS)}
 
     def evidence(method: Method) -> dict[str, Any]:
         if not rankings:

@@ -152,6 +152,13 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
+def _list_length(table: dict[str, Any], where: str) -> int | None:
+    value = table.get("released_code_ndcg_list")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise HashbenchError(f"{where}: released_code_ndcg_list must be a positive integer, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """What the command line and the report know of a method without importing it."""
@@ -167,6 +174,9 @@ class MethodSpec:
     # the method's released code removes the user's training items from its ranking (methods.md
     # E2): "all the papers' habits" (protocol_effects) then keeps them masked for this row
     released_code_masks_training: bool = False
+    # the length of the list whose hits the released code's NDCG counts in its IDCG (methods.md
+    # E1: BGCH's top 1000, HashGNN's top 100); None: its code has no such IDCG, or none is released
+    released_code_ndcg_list: int | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -174,13 +184,14 @@ class MethodSpec:
 
     @classmethod
     def from_table(cls, name: str, table: dict[str, Any], where: str) -> "MethodSpec":
-        unknown = set(table) - {"description", "hashing", "params", "search", "based_on", "released_code_masks_training"}
+        unknown = set(table) - {"description", "hashing", "params", "search", "based_on", "released_code_masks_training",
+                                "released_code_ndcg_list"}
         if unknown:
             raise HashbenchError(f"{where}: [{name}] has unknown key(s) {', '.join(sorted(unknown))}")
         params = {k: ParamSpec.parse(k, v, f"{where} [{name}]") for k, v in table.get("params", {}).items()}
         return cls(name, table.get("description", ""), bool(table.get("hashing", True)), params,
                    dict(table.get("search", {})), table.get("based_on"),
-                   bool(table.get("released_code_masks_training", False)))
+                   bool(table.get("released_code_masks_training", False)), _list_length(table, f"{where} [{name}]"))
 
     @classmethod
     def from_defaults(cls, name: str, description: str, hashing: bool, defaults: dict[str, Any]) -> "MethodSpec":

@@ -7,7 +7,11 @@ The habits (methods.md E1–E4), each switched on alone and then all together:
 - **unmasked**: training (and validation) items left in the ranking (HashGNN code). From the
   selected model's test metrics with nothing excluded.
 - **hits IDCG** (NDCG only): IDCG over the hits retrieved instead of min(K, |test|) (BGCH,
-  BiGeaR, HashGNN code): `ndcg_retrieved@50` against `ndcg@50`.
+  BiGeaR, HashGNN code), over the hits of the list the row's released code retrieves
+  (`released_code_ndcg_list` in its TOML: BGCH's top 1000, HashGNN's top 100; N*@50 as
+  `ndcg_retrieved_top1000@50`, recorded in the evidence since it existed, "–" for a record
+  made before), or of the top 50 for a row whose code declares none (`ndcg_retrieved@50`: the
+  largest N* any list length gives), against `ndcg@50`.
 - **real-valued**: real-valued scores at query time instead of pure Hamming (BGCH's α
   scales, HashGNN's continuous re-ranking of Hamming candidates): the method's ranking-variant
   row (registered `based_on` it: bgch-scaled, hashgnn-rerank) against the pure-Hamming row,
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from hashbench.errors import HashbenchError
+from hashbench.evaluate import retrieved_key
 from hashbench.registry import method_names, method_spec
 
 METRICS = ("recall@50", "ndcg@50")
@@ -68,20 +73,32 @@ def has_real_valued_ranking(method: str) -> bool:
     return any(based_on(name) == method for name in method_names())
 
 
+def hits_idcg_metric(metric: str, code_list: int | None) -> str:
+    """The N* key of `metric` (ndcg@K) whose IDCG counts the hits of the released code's list."""
+    k = int(metric.split("@")[1])
+    return retrieved_key(k, code_list if code_list and code_list > k else k)
+
+
 def habit_values(rec: dict, metric: str, scaled: dict | None, real_valued_ranking: bool = False,
-                 code_masks_training: bool = False) -> dict[str, float | None]:
+                 code_masks_training: bool = False, code_list: int | None = None) -> dict[str, float | None]:
     """One seed's metric under each habit (None where the record cannot say). `real_valued_ranking`:
     the method has a real-valued ranking row, so "all" needs its record `scaled` of this model;
-    `code_masks_training`: its released code masks training items, so "all" keeps them masked."""
+    `code_masks_training`: its released code masks training items, so "all" keeps them masked;
+    `code_list`: the length of the list whose hits its code's IDCG counts (None: the top K)."""
     final = (rec.get("protocol_evidence") or {}).get("final") or {}
+    star = hits_idcg_metric(metric, code_list) if metric.startswith("ndcg") else metric
+    hits_idcg = None
+    if metric.startswith("ndcg"):
+        hits_idcg = (final.get("test") or {}).get(star)
+        if hits_idcg is None and star == metric.replace("ndcg", "ndcg_retrieved"):
+            hits_idcg = rec["metrics"]["test"].get(star)  # the top-K N* is in every record's metrics
     # a refit's curve is its selection run's: another model than the one `ours` measures
     best_test = None if rec.get("refit") else _at_best_test_epoch(rec, "test")
     values: dict[str, float | None] = {
         "ours": _ours(rec, metric),
         "test-epoch": best_test[metric] if best_test else None,
         "unmasked": final["test_unmasked"][metric] if "test_unmasked" in final else None,
-        "hits IDCG": (rec["metrics"]["test"].get(metric.replace("ndcg", "ndcg_retrieved"))
-                      if metric.startswith("ndcg") else None),
+        "hits IDCG": hits_idcg,
         "real-valued": _ours(scaled, metric) if scaled is not None else None,
     }
     every = None
@@ -91,7 +108,7 @@ def habit_values(rec: dict, metric: str, scaled: dict | None, real_valued_rankin
     if not rec.get("refit") and not partial and (scaled is not None or not real_valued_ranking):
         every = _at_best_test_epoch(scaled if scaled is not None else rec,
                                     "test" if code_masks_training else "test_unmasked")
-    values["all"] = (every or {}).get(metric.replace("ndcg", "ndcg_retrieved") if metric.startswith("ndcg") else metric)
+    values["all"] = (every or {}).get(star)
     return values
 
 
@@ -113,12 +130,12 @@ def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tup
                   if (model := (r.get("extras") or {}).get("model_of"))}
         real_valued = has_real_valued_ranking(method)
         try:
-            masks = method_spec(method).released_code_masks_training
+            masks, code_list = method_spec(method).released_code_masks_training, method_spec(method).released_code_ndcg_list
         except HashbenchError:  # a method no longer registered: its code's habits are not known
-            masks = False
+            masks, code_list = False, None
         row: dict[str, list[float]] = {"ours": []}
         for rec in sorted(recs, key=lambda r: r["seed"]):
-            values = habit_values(rec, metric, ranked.get(rec.get("config_hash")), real_valued, masks)
+            values = habit_values(rec, metric, ranked.get(rec.get("config_hash")), real_valued, masks, code_list)
             if values["ours"] is None:
                 continue
             row["ours"].append(values["ours"])

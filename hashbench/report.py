@@ -234,6 +234,14 @@ PROTOCOL_EFFECTS = ("Table {number}: protocol effects on {metric}: ours (validat
                     "measured), beside the paper's number; –: not measured for this row")
 
 
+def _hits_idcg_text(shown: list[str]) -> str:
+    lists = [f"{m}'s top {method_spec(m).released_code_ndcg_list}" for m in shown
+             if method_spec(m).released_code_ndcg_list and not method_spec(m).based_on]
+    return (", the hits-based IDCG (over the hits of the list the row's released code retrieves: "
+            + ", ".join(lists) + "; of the top 50 for the others, the most any list gives)" if lists else
+            ", the hits-based IDCG (over the hits of the top 50: the most any list gives)")
+
+
 def protocol_effects_title(number: str, metric: str, shown: list[str]) -> str:
     """The caption names only methods among the `shown` rows: a report of what was run mentions nothing else."""
     ndcg = metric.startswith("ndcg")
@@ -242,7 +250,7 @@ def protocol_effects_title(number: str, metric: str, shown: list[str]) -> str:
     masking = [m for m in registered if method_spec(m).released_code_masks_training and not method_spec(m).based_on]
     return PROTOCOL_EFFECTS.format(
         number=number, metric=metric, ndcg=", standard NDCG" if ndcg else "",
-        idcg=", the hits-based IDCG" if ndcg else "",
+        idcg=_hits_idcg_text(registered) if ndcg else "",
         ranking_rows=": " + ", ".join(ranking_rows) if ranking_rows else "",
         masking=f"training items stay masked for {' and '.join(masking)}, whose code masks them; " if masking else "")
 

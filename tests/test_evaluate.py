@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hashbench.errors import HashbenchError
 from hashbench.evaluate import (
     EvalResult, evaluate_codes, evaluate_scores, evaluate_split_codes, evaluate_split_scores,
-    held_out,
+    held_out, retrieved_key,
 )
 from hashbench.splits import Split
 
@@ -391,3 +391,73 @@ def test_float_ranking_rejects_minus_inf_outside_the_top_k():
     scores[0, 299] = -np.inf  # far below the top K: still a candidate with an invalid score
     with pytest.raises(HashbenchError, match="-inf"):
         evaluate_scores(lambda u: scores[u], 1, 300, np.array([[0, 0]]), np.empty((0, 2), np.int64), ks=(5,))
+
+
+# --- N* over the hits of a longer list (the released codes' IDCG, methods.md E1) ----------------
+
+
+def _list_ndcg_reference(score_of, n_users, n_items, relevant, exclude, k, length):
+    """Per user, the mean over every equally likely choice of slots inside each tie group that
+    reaches into the top `length` of DCG@k / IDCG, IDCG over min(hits in the top `length`, k)."""
+    rel_by_user = {}
+    for u, i in relevant:
+        rel_by_user.setdefault(int(u), set()).add(int(i))
+    excl = {(int(u), int(i)) for u, i in exclude}
+    values = []
+    for u in sorted(rel_by_user):
+        rel = rel_by_user[u]
+        groups = _groups({i: score_of(u, i) for i in range(n_items) if (u, i) not in excl})
+        samples = []
+        for ranks in _orders_by_subsets(groups, rel, length):
+            dcg = sum(1 / math.log2(r + 1) for r in ranks if r <= k)
+            found = min(sum(r <= length for r in ranks), k)
+            idcg = sum(1 / math.log2(r + 1) for r in range(1, found + 1))
+            samples.append(dcg / idcg if found else 0.0)
+        values.append(np.mean(samples))
+    return np.array(values)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_items=st.integers(3, 7), bits=st.integers(1, 3))
+def test_hits_of_a_longer_list_match_every_tie_order_on_tiny_cases(seed, n_items, bits):
+    rng = np.random.default_rng(seed)
+    ub, ib, rel, exc = random_case(rng, 4, n_items, bits, rel_per_user=(0, 3), excl_per_user=(0, 2))
+    if len(rel) == 0:
+        return
+    s = pm1_scores(ub, ib)
+    result = evaluate_codes(pack(ub), pack(ib), rel, exc, ks=(1, 2), bits=bits, lists=(2, 3, n_items))
+    for k, length in ((1, 2), (1, 3), (2, 3), (1, n_items), (2, n_items)):
+        expected = _list_ndcg_reference(lambda u, i: s[u, i], 4, n_items, rel, exc, k, length)
+        np.testing.assert_allclose(result.per_user[retrieved_key(k, length)], expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hits_of_a_longer_list_match_the_subset_reference_for_codes_and_scores(seed):
+    rng = np.random.default_rng(200 + seed)
+    ub, ib, rel, exc = random_case(rng, 25, 24, 6)
+    s = pm1_scores(ub, ib)
+    ks, lists = (3, 5), (5, 10, 24)
+    codes = evaluate_codes(pack(ub), pack(ib), rel, exc, ks=ks, bits=6, lists=lists)
+    # a batch of scores ranks exactly only down to max(ks + lists): the list must be asked for
+    scores = evaluate_scores(lambda u: s[u].astype(np.float32), 25, 24, rel, exc, ks=ks, batch_users=7, lists=lists)
+    for k in ks:
+        for length in (n for n in lists if n > k):
+            expected = _list_ndcg_reference(lambda u, i: s[u, i], 25, 24, rel, exc, k, length)
+            for result in (codes, scores):
+                np.testing.assert_allclose(result.per_user[retrieved_key(k, length)], expected, rtol=1e-9)
+                assert result.metrics[retrieved_key(k, length)] == pytest.approx(expected.mean(), rel=1e-9)
+
+
+def test_the_longer_the_list_the_closer_n_star_comes_to_standard_ndcg():
+    # a user with more held-out items than the top K holds: the longer list finds more of them,
+    # its IDCG grows, and N* falls from the top-K upper bound towards standard NDCG
+    rng = np.random.default_rng(3)
+    ub, ib, rel, exc = random_case(rng, 200, 400, 16, rel_per_user=(5, 30), excl_per_user=(0, 20))
+    result = evaluate_codes(pack(ub), pack(ib), rel, exc, ks=(10,), bits=16, lists=(50, 400))
+    top_k, top_50, everything = (result.per_user[retrieved_key(10, n)] for n in (10, 50, 400))
+    standard = result.per_user["ndcg@10"]
+    assert np.all(top_k >= top_50 - 1e-12) and np.all(top_50 >= everything - 1e-12)
+    assert top_k.mean() > top_50.mean() > everything.mean()
+    # with every candidate in the list, the IDCG is over min(K, |relevant|): standard NDCG
+    np.testing.assert_allclose(everything, standard, rtol=1e-12)
+    assert set(result.metrics) >= {"ndcg_retrieved@10", "ndcg_retrieved_top50@10", "ndcg_retrieved_top400@10"}

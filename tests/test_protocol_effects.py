@@ -27,6 +27,10 @@ def test_test_evidence_is_recorded_at_every_validation_but_selects_nothing(split
     rng = np.random.default_rng(0)
     noise = fit_proposed(split, lambda m: {"test": {"recall@50": float(rng.random())}})
     assert [p["epoch"] for p in real.evidence_curve()] == [3, 6, 9]
+    # N*@50 over the hits of the top 50 and of the released codes' lists (HashGNN's 100, BGCH's 1000)
+    for point in real.evidence_curve():
+        for which in ("test", "test_unmasked"):
+            assert {"ndcg_retrieved@50", "ndcg_retrieved_top100@50", "ndcg_retrieved_top1000@50"} <= set(point[which])
     assert real.result.best_epoch == noise.result.best_epoch
     assert all(np.array_equal(a, b) for a, b in zip(real.codes(), noise.codes()))
     # the curve's point at the selected epoch is the selected model's test metric
@@ -244,3 +248,30 @@ def test_the_habits_figure_shows_ours_the_habits_all_at_once_and_the_paper(tmp_p
     assert p.together == pytest.approx(0.205 + sum(changes) / len(changes))
     plot_habits(points, ["d"], ["proposed"], {"proposed": (0.1, 0.2, 0.3)}, tmp_path / HABITS_FILE)
     assert (tmp_path / HABITS_FILE).stat().st_size > 1000
+
+
+def test_hits_idcg_counts_the_hits_of_the_list_the_rows_released_code_retrieves():
+    """HashGNN's code counts the hits of its top 100 (hashgnn.toml), so its hits-IDCG habit and
+    "all" read N*@50 over the top 100; a row whose code declares no list reads the top-50 N*;
+    a record made before the longer lists were evaluated shows "–", never the top-50 bound."""
+    def with_lists(rec, top100):
+        rec["protocol_evidence"]["final"]["test"] = {**rec["metrics"]["test"], "ndcg_retrieved_top100@50": top100,
+                                                     "ndcg_retrieved_top1000@50": top100 / 2}
+        for point in rec["protocol_evidence"]["curve"]:
+            point["test_unmasked"]["ndcg_retrieved_top100@50"] = point["test_unmasked"]["ndcg_retrieved@50"] - 0.01
+        return rec
+
+    hashgnn = [with_lists(record(s, 0.2, [(1, 0.2)], unmasked=0.18, method="hashgnn", retrieved=0.16), 0.13)
+               for s in (0, 1)]
+    # "all" is read from the real-valued ranking of the same model (hashgnn-rerank), unmasked
+    rerank = [with_lists(record(s, 0.3, [(1, 0.3)], unmasked=0.28, method="hashgnn-rerank", model_of=f"hashgnn{s}"),
+                         0.2) for s in (0, 1)]
+    before = [record(0, 0.2, [(1, 0.2)], unmasked=0.18, method="hashgnn", retrieved=0.16)]
+    other = [with_lists(record(0, 0.2, [(1, 0.2)], unmasked=0.18, method="m", retrieved=0.16), 0.13)]
+    row = effects({("hashgnn", "d"): hashgnn, ("hashgnn-rerank", "d"): rerank, ("m", "d"): other}, "ndcg@50")
+    assert row[("hashgnn", "d")]["hits IDCG"] == pytest.approx([0.03, 0.03])  # 0.13 - ours 0.1
+    assert row[("hashgnn", "d")]["together"] == pytest.approx([0.14, 0.14])  # rerank's unmasked top-100 N*
+    assert row[("m", "d")]["hits IDCG"] == pytest.approx([0.06])  # the top-50 N* (0.16)
+    rerank_before = [record(0, 0.3, [(1, 0.3)], unmasked=0.28, method="hashgnn-rerank", model_of="hashgnn0")]
+    old = effects({("hashgnn", "d"): before, ("hashgnn-rerank", "d"): rerank_before}, "ndcg@50")[("hashgnn", "d")]
+    assert "hits IDCG" not in old and "together" not in old
