@@ -181,12 +181,6 @@ def billed_cpu_seconds(rec: dict) -> float:
     return cpu
 
 
-def _cell_seconds(rec: dict) -> float:
-    """Training (summed over resumptions) + final evaluation seconds of one cell."""
-    extras = rec.get("extras") or {}
-    return extras.get("train_seconds", rec.get("train_seconds", 0.0)) + rec.get("eval_seconds", 0.0)
-
-
 def seconds_running(spans: list[tuple]) -> float:
     """The length of the union of (start, finish) datetime spans: the wall time during which at
     least one of them was in flight (the hours between working sessions, when nothing ran, are
@@ -256,10 +250,10 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
         for method in dict.fromkeys(r["method"] for r in recs):
             mine = [r for r in recs if r["method"] == method]
             body.append([name, method, str(len(mine)), stop_reasons(mine),
-                         hours(sum(billed_cpu_seconds(r) for r in mine)), hours(sum(_cell_seconds(r) for r in mine)), "", "",
+                         hours(sum(billed_cpu_seconds(r) for r in mine)), hours(sum(records.wall_seconds(r) for r in mine)), "", "",
                          str(sum(1 for r in mine if on_gpu(r)))])
         stage = {"cells": len(recs), "cpu": sum(billed_cpu_seconds(r) for r in recs),
-                 "summed": sum(_cell_seconds(r) for r in recs), "gpu": sum(1 for r in recs if on_gpu(r))}
+                 "summed": sum(records.wall_seconds(r) for r in recs), "gpu": sum(1 for r in recs if on_gpu(r))}
         body.append([name, "all", str(stage["cells"]), stop_reasons(recs, share=True), hours(stage["cpu"]),
                      hours(stage["summed"]), running_of(times), elapsed_of(times), str(stage["gpu"])])
         total = {k: total[k] + stage[k] for k in total}

@@ -124,3 +124,11 @@ def is_record_file(value: Any) -> bool:
         return True
     except HashbenchError:
         return False
+
+
+def wall_seconds(record: dict[str, Any]) -> float:
+    """A cell's training (every resumed segment, test curves left out) + final evaluation seconds
+    by the clock; the top-level train_seconds (this process's fit, curves included) where the
+    method reports none."""
+    extras = record.get("extras") or {}
+    return float(extras.get("train_seconds") or record.get("train_seconds") or 0.0) + float(record.get("eval_seconds") or 0.0)

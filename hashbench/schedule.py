@@ -62,10 +62,7 @@ def elapsed_seconds(record: dict[str, Any]) -> float:
     """How long a recorded cell took by the clock: the larger of its busy seconds and its
     training (every resumed segment) + evaluation time. A deadline is wall-clock time, and on a
     shared machine a cell takes up to ~3x its busy seconds (both ran at --jobs 2 on 2 cores)."""
-    extras = record.get("extras") or {}
-    wall = float(extras.get("train_seconds") or record.get("train_seconds") or 0.0)
-    wall += float(record.get("eval_seconds") or 0.0)
-    return max(busy_seconds(record), wall)
+    return max(busy_seconds(record), records.wall_seconds(record))
 
 
 def _train_size(record: dict[str, Any]) -> int:
