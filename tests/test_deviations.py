@@ -109,3 +109,22 @@ def test_the_measured_habits_say_how_much_of_the_gap_to_the_paper_they_close(mon
     text = deviations._measured_habits(table({}, ("recall@50",)), "bgch", "gowalla", paper=0.20)
     assert "real-valued +0.0400" in text and "all together 0.1500" in text
     assert "closes 50% of the gap from ours (0.1000) to the paper's (0.2000)" in text
+
+
+def test_the_ndcg_check_also_tries_the_released_codes_longer_lists_where_the_evidence_has_them():
+    from hashbench.deviations import ndcg_definition_check
+
+    close = load_published()[1]["proposed"]["gowalla"]
+    paper_ratio = close["ndcg@50"] / close["recall@50"]
+    main = table({"proposed": {("gowalla", m): Cell([v]) for m, v in close.items()}}, ("recall@50", "ndcg@50"))
+    main.rows["proposed"][("gowalla", "ndcg@50")] = Cell([close["ndcg@50"] * 0.5])
+    star = table({"proposed": {("gowalla", "ndcg_retrieved@50"): Cell([close["ndcg@50"] * 1.6])}},
+                 ("ndcg_retrieved@50",))
+    evidence = {"recall@50": 0.2, "ndcg_retrieved_top100@50": 0.2 * paper_ratio * 1.05,
+                "ndcg_retrieved_top1000@50": 0.2 * paper_ratio * 0.5}
+    main.records[("proposed", "gowalla")] = [{"seed": 0, "protocol_evidence": {"final": {"test": evidence}}}]
+    [line] = ndcg_definition_check(main, star)
+    assert "with N* over the hits of a top-100 list (1 row(s) recorded, within tolerance of the paper)" in line
+    assert "with N* over the hits of a top-1000 list (1 row(s) recorded)" in line
+    main.records[("proposed", "gowalla")] = [{"seed": 0}]  # recorded before the longer lists: nothing said
+    assert "top-100" not in ndcg_definition_check(main, star)[0]
