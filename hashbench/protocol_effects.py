@@ -186,6 +186,36 @@ def effect_rows(by_cell: dict[tuple[str, str], list[dict]], metric: str,
     return header, body
 
 
+TITLE = ("Table {number}: protocol effects on {metric}: ours (validation-selected epoch, training and "
+                    "validation items masked{ndcg}, pure Hamming for the hashing rows) and the change each habit of "
+                    "the papers' code causes on the same trained models, mean ± std over seeds: the epoch with the "
+                    "best test Recall@50, training and validation items left in the ranking{idcg}, real-valued "
+                    "scores (the method's real-valued ranking row{ranking_rows}, ranking the same model); then all "
+                    "the habits of the row's released code together ({masking}mean over the seeds where each is "
+                    "measured), beside the paper's number; –: not measured for this row")
+
+
+def _hits_idcg_text(shown: list[str]) -> str:
+    lists = [f"{m}'s top {method_spec(m).released_code_ndcg_list}" for m in shown
+             if method_spec(m).released_code_ndcg_list and not method_spec(m).based_on]
+    return (", the hits-based IDCG (over the hits of the list the row's released code retrieves: "
+            + ", ".join(lists) + "; of the top 50 for the others, the most any list gives)" if lists else
+            ", the hits-based IDCG (over the hits of the top 50: the most any list gives)")
+
+
+def title(number: str, metric: str, shown: list[str]) -> str:
+    """The caption names only methods among the `shown` rows: a report of what was run mentions nothing else."""
+    ndcg = metric.startswith("ndcg")
+    registered = [m for m in shown if m in method_names()]
+    ranking_rows = [m for m in method_names() if method_spec(m).based_on in registered]
+    masking = [m for m in registered if method_spec(m).released_code_masks_training and not method_spec(m).based_on]
+    return TITLE.format(
+        number=number, metric=metric, ndcg=", standard NDCG" if ndcg else "",
+        idcg=_hits_idcg_text(registered) if ndcg else "",
+        ranking_rows=": " + ", ".join(ranking_rows) if ranking_rows else "",
+        masking=f"training items stay masked for {' and '.join(masking)}, whose code masks them; " if masking else "")
+
+
 def has_evidence(by_cell: dict[tuple[str, str], list[dict]]) -> bool:
     return any(_curve(r) or (r.get("protocol_evidence") or {}).get("final")
                for recs in by_cell.values() for r in recs)

@@ -19,7 +19,6 @@ from tabulate import tabulate
 from hashbench import protocol_effects, records
 from hashbench.deviations import deviation_lines
 from hashbench.errors import HashbenchError
-from hashbench.registry import method_names, method_spec
 from hashbench.splits import DEFAULT_PROTOCOL
 from hashbench.tables import (CAP_NOTE, MAIN_METRICS, ORDER, RETRIEVED_METRICS, Cell, Selection, Table, cap_marker,
                               fits_a_column, latex_table, latex_text, load_published, page_chunks, published_values,
@@ -225,36 +224,6 @@ def table_section(title: str, rows, fmt: str, label: str = "", refs: dict[str, s
 
 LABELS = {"2": "tab:datasets", "3": "tab:tuning", "4": "tab:ablation", "5": "tab:bits-sweep", "6": "tab:compute",
           "7": "tab:protocol-recall", "8": "tab:protocol-ndcg"}
-PROTOCOL_EFFECTS = ("Table {number}: protocol effects on {metric}: ours (validation-selected epoch, training and "
-                    "validation items masked{ndcg}, pure Hamming for the hashing rows) and the change each habit of "
-                    "the papers' code causes on the same trained models, mean ± std over seeds: the epoch with the "
-                    "best test Recall@50, training and validation items left in the ranking{idcg}, real-valued "
-                    "scores (the method's real-valued ranking row{ranking_rows}, ranking the same model); then all "
-                    "the habits of the row's released code together ({masking}mean over the seeds where each is "
-                    "measured), beside the paper's number; –: not measured for this row")
-
-
-def _hits_idcg_text(shown: list[str]) -> str:
-    lists = [f"{m}'s top {method_spec(m).released_code_ndcg_list}" for m in shown
-             if method_spec(m).released_code_ndcg_list and not method_spec(m).based_on]
-    return (", the hits-based IDCG (over the hits of the list the row's released code retrieves: "
-            + ", ".join(lists) + "; of the top 50 for the others, the most any list gives)" if lists else
-            ", the hits-based IDCG (over the hits of the top 50: the most any list gives)")
-
-
-def protocol_effects_title(number: str, metric: str, shown: list[str]) -> str:
-    """The caption names only methods among the `shown` rows: a report of what was run mentions nothing else."""
-    ndcg = metric.startswith("ndcg")
-    registered = [m for m in shown if m in method_names()]
-    ranking_rows = [m for m in method_names() if method_spec(m).based_on in registered]
-    masking = [m for m in registered if method_spec(m).released_code_masks_training and not method_spec(m).based_on]
-    return PROTOCOL_EFFECTS.format(
-        number=number, metric=metric, ndcg=", standard NDCG" if ndcg else "",
-        idcg=_hits_idcg_text(registered) if ndcg else "",
-        ranking_rows=": " + ", ".join(ranking_rows) if ranking_rows else "",
-        masking=f"training items stay masked for {' and '.join(masking)}, whose code masks them; " if masking else "")
-
-
 def latex_refs(main: Table) -> dict[str, str]:
     """Table number in the text -> its \\label: LaTeX numbers the tables, the captions refer by label."""
     first = main.datasets[0]
@@ -310,7 +279,7 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
         # the paper's own N beside "all", which includes the hits-based IDCG
         paper = {m: v for m, v in published_values().items() if m in main.rows} if main.published else {}
         for number, metric in (("7", "recall@50"), ("8", "ndcg@50")):
-            title = protocol_effects_title(number, metric, list(main.rows))
+            title = protocol_effects.title(number, metric, list(main.rows))
             if fmt == "markdown":
                 parts.append(table_section(title, protocol_effects.effect_rows(by_cell, metric, paper), fmt))
                 continue
