@@ -125,6 +125,11 @@ def random_case(rng, n_users, n_items, bits, rel_per_user=(0, 4), excl_per_user=
     return user_bits, item_bits, as_pairs(relevant), as_pairs(exclude)
 
 
+def tiny_case(seed, n_items, bits):
+    """4 users: small enough for every tie order to be enumerated."""
+    return random_case(np.random.default_rng(seed), 4, n_items, bits, rel_per_user=(0, 3), excl_per_user=(0, 2))
+
+
 def pm1_scores(user_bits, item_bits):
     return ((2 * user_bits.astype(np.int64) - 1) @ (2 * item_bits.astype(np.int64) - 1).T)
 
@@ -139,8 +144,7 @@ def pack(b):
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n_items=st.integers(2, 7), bits=st.integers(1, 3))
 def test_codes_match_every_tie_order_on_tiny_cases(seed, n_items, bits):
-    rng = np.random.default_rng(seed)
-    ub, ib, rel, exc = random_case(rng, 4, n_items, bits, rel_per_user=(0, 3), excl_per_user=(0, 2))
+    ub, ib, rel, exc = tiny_case(seed, n_items, bits)
     if len(rel) == 0:
         return
     ks = tuple(sorted({1, 2, n_items}))
@@ -420,8 +424,7 @@ def _list_ndcg_reference(score_of, n_users, n_items, relevant, exclude, k, lengt
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n_items=st.integers(3, 7), bits=st.integers(1, 3))
 def test_hits_of_a_longer_list_match_every_tie_order_on_tiny_cases(seed, n_items, bits):
-    rng = np.random.default_rng(seed)
-    ub, ib, rel, exc = random_case(rng, 4, n_items, bits, rel_per_user=(0, 3), excl_per_user=(0, 2))
+    ub, ib, rel, exc = tiny_case(seed, n_items, bits)
     if len(rel) == 0:
         return
     s = pm1_scores(ub, ib)
