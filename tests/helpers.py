@@ -1,7 +1,8 @@
 """What the test modules share: fit a registered method on a split, the way the runner does;
-run git in a test's folder."""
+run git in a test's folder; compile the LaTeX report in a two-column paper."""
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 
@@ -89,3 +90,26 @@ def commit_everything(folder, message="results"):
     git(folder, "init", "-q")
     git(folder, "add", "-A")
     git(folder, "commit", "-qm", message)
+
+
+# the minimal paper the report's tables must fit: two columns, booktabs, nothing else
+PAPER = "\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{tables}\n" \
+        "\\end{document}\n"
+
+
+def compile_tables(tex: str, where: Path) -> str:
+    """pdflatex's log of PAPER with `tex` as its tables (two passes, so that every \\ref resolves)."""
+    (where / "tables.tex").write_text(tex)
+    (where / "paper.tex").write_text(PAPER)
+    for _ in range(2):  # the second pass resolves \ref
+        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=where,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-3000:]
+    return (where / "paper.log").read_text(errors="replace")
+
+
+def assert_compiles_cleanly(tex: str, where: Path) -> None:
+    log = compile_tables(tex, where)
+    assert "Overfull \\hbox" not in log
+    assert "Float too large" not in log  # a float taller than the page runs off its foot, cut
+    assert "undefined" not in log.lower()  # every \\ref found its \\label

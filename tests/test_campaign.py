@@ -2,6 +2,7 @@
 records, the stages end to end on the synthetic dataset, and the report they regenerate."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -13,7 +14,7 @@ from hashbench.campaign_report import tuning_rows
 from hashbench.cells import Cell
 from hashbench.cli import app
 from hashbench.errors import HashbenchError
-from helpers import commit_everything
+from helpers import assert_compiles_cleanly, commit_everything
 
 SPEC = """
 [campaign]
@@ -304,7 +305,11 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     caption = next(line for line in sixteen.output.splitlines() if line.startswith("### Table 1:"))
     assert sixteen.exit_code == 0 and "16-bit" in caption and "final cells" not in caption
     assert (tmp_path / "results" / "bits_sweep.png").stat().st_size > 1000 and "](bits_sweep.png)" in md
-    assert r"\begin{table*}" in (tmp_path / "results" / "table1.tex").read_text()
+    tex = (tmp_path / "results" / "table1.tex").read_text()
+    assert r"\begin{table*}" in tex
+    if shutil.which("pdflatex"):  # every table of a finished campaign, Tables 4 and 5 full, fits the page
+        (tmp_path / "paper").mkdir()
+        assert_compiles_cleanly(tex, tmp_path / "paper")
     assert "mean" in (tmp_path / "results" / "table1.csv").read_text()
 
 

@@ -5,7 +5,6 @@ it is plain ASCII (Unicode written as LaTeX) and has no paper rows for methods t
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,10 @@ import pytest
 from hashbench.campaign import load_campaign
 from hashbench.report import render_report
 from hashbench.tables import latex_table, latex_text, text_columns
+from helpers import assert_compiles_cleanly, compile_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"  # read only
-DOCUMENT = "\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{tables}\n" \
-           "\\end{document}\n"
 
 
 @pytest.fixture(scope="module")
@@ -25,23 +23,10 @@ def report_tex():
     return render_report(RESULTS, "latex", campaign=load_campaign(ROOT / "campaign.toml"))
 
 
-def compile_tables(tex: str, where: Path) -> str:
-    (where / "tables.tex").write_text(tex)
-    (where / "paper.tex").write_text(DOCUMENT)
-    for _ in range(2):  # the second pass resolves \ref
-        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=where,
-                             capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, run.stdout[-3000:]
-    return (where / "paper.log").read_text(errors="replace")
-
-
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (Debian: texlive-latex-base, "
                                                              "texlive-latex-recommended; .ci/run installs them)")
 def test_every_table_compiles_in_a_two_column_paper_without_overfull_boxes(report_tex, tmp_path):
-    log = compile_tables(report_tex, tmp_path)
-    assert "Overfull \\hbox" not in log
-    assert "Float too large" not in log  # a float taller than the page runs off its foot, cut
-    assert "undefined" not in log.lower()  # every \ref found its \label
+    assert_compiles_cleanly(report_tex, tmp_path)
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
