@@ -181,11 +181,12 @@ def _ndcg_retrieved(row, start, g, dcg, k: int, length: int, disc: np.ndarray, n
 
     Groups wholly inside the top `length` give fixed hits H. The one group that straddles rank
     `length` (g candidates, h relevant, s above it, m = length - s of its slots inside) puts
-    Z ~ Hypergeometric(g, h, m) relevant items in the list. When that group starts below K, the
-    DCG@K it adds is independent of Z, so E[DCG@K | Z] is the expected DCG@K, `dcg`. When it
-    starts above K it also straddles K; given Z its relevant slots among the m are uniform, so
-    its DCG@K is Z/m per slot over ranks s+1..K in place of h/g: E[ratio] = sum_z P(Z=z)
-    (dcg - (h/g - z/m) S) / C[min(H + z, K)], with S the discount mass of those slots.
+    Z ~ Hypergeometric(g, h, m) relevant items in the list. When that group starts at rank K or
+    later (s >= K), the DCG@K of the groups before it does not depend on Z, so E[DCG@K | Z] is
+    the expected DCG@K, `dcg`. When it starts before rank K (s < K) it also straddles K; given Z
+    its relevant slots among its m listed ones are uniform, so its DCG@K is Z/m per slot over
+    ranks s+1..K in place of h/g: E[ratio] = sum_z P(Z=z) (dcg - (h/g - z/m) S) / C[min(H + z, K)],
+    with S the discount mass of ranks s+1..K (0 when s >= K).
     """
     inside = start + g <= length
     fixed = np.bincount(row[inside], minlength=n_rows)
