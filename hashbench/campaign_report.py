@@ -181,6 +181,15 @@ def billed_cpu_seconds(rec: dict) -> float:
     return cpu
 
 
+def billed_seconds(rec: dict) -> float:
+    """A record's own training + evaluation seconds by the clock: a ranking of another cell's model
+    (extras.model_of: bgch-scaled's α-scaled ranking of the bgch cell's model) is billed its
+    evaluation only, as its CPU is; its extras still carry the training time of that model."""
+    if (rec.get("extras") or {}).get("model_of"):
+        return float(rec.get("eval_seconds") or 0.0)
+    return records.wall_seconds(rec)
+
+
 def seconds_running(spans: list[tuple]) -> float:
     """The length of the union of (start, finish) datetime spans: the wall time during which at
     least one of them was in flight (the hours between working sessions, when nothing ran, are
@@ -250,10 +259,10 @@ def compute_rows(c: Campaign, results_dir: Path) -> Rows:
         for method in dict.fromkeys(r["method"] for r in recs):
             mine = [r for r in recs if r["method"] == method]
             body.append([name, method, str(len(mine)), stop_reasons(mine),
-                         hours(sum(billed_cpu_seconds(r) for r in mine)), hours(sum(records.wall_seconds(r) for r in mine)), "", "",
+                         hours(sum(billed_cpu_seconds(r) for r in mine)), hours(sum(billed_seconds(r) for r in mine)), "", "",
                          str(sum(1 for r in mine if on_gpu(r)))])
         stage = {"cells": len(recs), "cpu": sum(billed_cpu_seconds(r) for r in recs),
-                 "summed": sum(records.wall_seconds(r) for r in recs), "gpu": sum(1 for r in recs if on_gpu(r))}
+                 "summed": sum(billed_seconds(r) for r in recs), "gpu": sum(1 for r in recs if on_gpu(r))}
         body.append([name, "all", str(stage["cells"]), stop_reasons(recs, share=True), hours(stage["cpu"]),
                      hours(stage["summed"]), running_of(times), elapsed_of(times), str(stage["gpu"])])
         total = {k: total[k] + stage[k] for k in total}

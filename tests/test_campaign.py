@@ -415,6 +415,15 @@ def test_the_compute_bill_counts_the_cpu_of_killed_and_resumed_segments():
     assert [billed_cpu_seconds(r) for r in (fresh, resumed, old)] == [100.0, 250.0, 480.0]
 
 
+def test_the_compute_bill_charges_a_ranking_of_another_cells_model_its_evaluation_only():
+    from hashbench.campaign_report import billed_seconds
+
+    trained = {"train_seconds": 900.0, "eval_seconds": 10.0, "extras": {"train_seconds": 880.0}}
+    # bgch-scaled ranking the bgch cell's model: its extras are that model's, its work the evaluation
+    ranking = {"train_seconds": 0.0, "eval_seconds": 12.0, "extras": {"train_seconds": 880.0, "model_of": "abc"}}
+    assert billed_seconds(trained) == 890.0 and billed_seconds(ranking) == 12.0
+
+
 def test_the_compute_bill_says_how_many_trained_cells_stopped_on_a_cap():
     """Issue 15 expects at least 90% of the final cells to stop by patience: Table 6 shows the share,
     every kind of budget counted as a cap and untrained rows (lsh, mostpop) left out of it."""
