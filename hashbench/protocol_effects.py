@@ -130,7 +130,8 @@ def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tup
                   if (model := (r.get("extras") or {}).get("model_of"))}
         real_valued = has_real_valued_ranking(method)
         try:
-            masks, code_list = method_spec(method).released_code_masks_training, method_spec(method).released_code_ndcg_list
+            spec = method_spec(method)
+            masks, code_list = spec.released_code_masks_training, spec.released_code_ndcg_list
         except HashbenchError:  # a method no longer registered: its code's habits are not known
             masks, code_list = False, None
         row: dict[str, list[float]] = {"ours": []}
