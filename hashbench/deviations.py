@@ -69,20 +69,16 @@ def ndcg_definition_check(table: Table, retrieved: Table | None, k: int = 50) ->
     lines = []
     for d in table.datasets:
         paper, ours, ours_star = [], [], []
-        for method, values in published_values().items():
+        for method, paper_ratio in _paper_ratios(d, k):
             row, row_star = table.rows.get(method, {}), retrieved.rows.get(method, {})
-            if not all(x in values for x in ((d, recall), (d, ndcg))) or (d, recall) not in row \
-                    or (d, ndcg) not in row or (d, star) not in row_star or not row[(d, recall)].mean > 0:
+            if (d, recall) not in row or (d, ndcg) not in row or (d, star) not in row_star \
+                    or not row[(d, recall)].mean > 0:
                 continue
-            paper.append(values[(d, ndcg)] / values[(d, recall)])
+            paper.append(paper_ratio)
             ours.append(row[(d, ndcg)].mean / row[(d, recall)].mean)
             ours_star.append(row_star[(d, star)].mean / row[(d, recall)].mean)
         if not paper:
             continue
-
-        def span(xs: list[float]) -> str:
-            return f"{min(xs):.2f}–{max(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
-
         p, s, st = (float(np.mean(x)) for x in (paper, ours, ours_star))
         closer = "N*" if abs(st - p) < abs(s - p) else "standard NDCG"
         off = min(abs(st - p), abs(s - p)) / p  # the closer definition's relative distance
@@ -92,33 +88,43 @@ def ndcg_definition_check(table: Table, retrieved: Table | None, k: int = 50) ->
             if fits else
                    f"neither of ours matches (closest: {closer}, {off:.0%} away), so "
                    f"the paper's N on {d} is not comparable with either and its N gaps above are indicative only")
-        lines.append(f"- **NDCG definition, {d}**: N@{k}/R@{k} of the rows with a paper's number is {span(paper)} "
-                     f"in the paper, {span(ours)} in ours with standard NDCG, {span(ours_star)} with N*: {verdict}"
-                     + _longer_lists(table, d, k, span) + ".")
+        lines.append(f"- **NDCG definition, {d}**: N@{k}/R@{k} of the rows with a paper's number is {_span(paper)} "
+                     f"in the paper, {_span(ours)} in ours with standard NDCG, {_span(ours_star)} with N*: {verdict}"
+                     + _longer_lists(table, d, k) + ".")
     return lines
 
 
-def _longer_lists(table: Table, d: str, k: int, span) -> str:
+def _paper_ratios(d: str, k: int):
+    """(method, the paper's N@k/R@k on d) for each method whose paper gives both numbers on d:
+    the rows every ratio comparison is made over."""
+    for method, values in published_values().items():
+        if (d, f"recall@{k}") in values and (d, f"ndcg@{k}") in values:
+            yield method, values[(d, f"ndcg@{k}")] / values[(d, f"recall@{k}")]
+
+
+def _span(xs: list[float]) -> str:
+    return f"{min(xs):.2f}–{max(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+
+def _longer_lists(table: Table, d: str, k: int) -> str:
     """The same ratio with N* over the hits of the released codes' longer lists (HashGNN's top
     100, BGCH's top 1000), from the rows' recorded protocol evidence, where recorded; each
     compared with the paper's ratios of the same rows (mean N* over mean R, as the others)."""
     parts = []
     for length in RELEASED_CODE_LISTS:
         key, paper, ours = retrieved_key(k, length), [], []
-        for method, values in published_values().items():
-            if not all(x in values for x in ((d, f"recall@{k}"), (d, f"ndcg@{k}"))):
-                continue  # as in the paper's ratios: rows with both of its numbers
+        for method, paper_ratio in _paper_ratios(d, k):
             test = [t for r in table.records.get((method, d), [])
                     if key in (t := ((r.get("protocol_evidence") or {}).get("final") or {}).get("test") or {})]
             recall = float(np.mean([t.get(f"recall@{k}", 0.0) for t in test])) if test else 0.0
             if recall > 0:
-                paper.append(values[(d, f"ndcg@{k}")] / values[(d, f"recall@{k}")])
+                paper.append(paper_ratio)
                 ours.append(float(np.mean([t[key] for t in test])) / recall)
         if ours:
             p, o = float(np.mean(paper)), float(np.mean(ours))
             fits = abs(o - p) / p < NDCG_RATIO_TOLERANCE
-            parts.append(f"{span(ours)} with N* over the hits of a top-{length} list ({len(ours)} row(s) recorded, "
-                         f"the paper {span(paper)} for them{': within tolerance' if fits else ''})")
+            parts.append(f"{_span(ours)} with N* over the hits of a top-{length} list ({len(ours)} row(s) recorded, "
+                         f"the paper {_span(paper)} for them{': within tolerance' if fits else ''})")
     return "; " + ", ".join(parts) if parts else ""
 
 
