@@ -138,12 +138,14 @@ def study_seed(c: Campaign, method: str, dataset: str) -> int:
 
 def study_trials(c: Campaign, method: str, dataset: str, latest: dict[str, dict]) -> list[tuple[Cell, dict | None]]:
     """One study's recorded trials and the next one to run, as (cell, record or None)."""
-    from hashbench.tuning import TrialTag, plan_study
+    from hashbench.tuning import TrialTag, plan_study, pruner_args_for
 
     name = study_name(method, dataset)
+    min_epochs = {**method_spec(method).defaults, **c.budget_for(method)}.get("min_epochs", 0)
+    pruner_args = pruner_args_for(c.pruner, c.pruner_args, min_epochs)
 
     def tag(number: int, history: tuple) -> TrialTag:
-        return TrialTag(name, number, c.pruner, c.pruner_args, c.monitor, history)
+        return TrialTag(name, number, c.pruner, pruner_args, c.monitor, history)
 
     def cell_for(params: dict[str, Any], trial: TrialTag) -> Cell:
         return Cell(method, dataset, c.bits, c.tune_seed, params={**c.budget_for(method), **params}, trial=trial)

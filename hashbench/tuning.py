@@ -16,7 +16,8 @@ studies run side by side.
 Pruning happens inside a trial's training: after every validation the driver asks
 `pruner_for(tag)` whether the curve so far is hopeless against the earlier trials' curves at
 the same epochs (tag.history); a pruned cell is recorded with extras.stopped = "pruned" and
-told to the sampler as pruned.
+told to the sampler as pruned. It judges no trial before its method's min_epochs, the epoch
+patience waits for (`pruner_args_for`).
 
 A search space entry is one of
     lr = { low = 1e-4, high = 1e-2, log = true }      # a float (int if the parameter is int)
@@ -132,6 +133,22 @@ def make_pruner(name: str, args: dict[str, Any]):
     if name == "none":
         return optuna.pruners.NopPruner()
     raise HashbenchError(f"unknown pruner {name!r} (one of {', '.join(PRUNERS)})")
+
+
+# each pruner's own knob for "judge no trial before this step (epoch)"
+WARMUP_ARG = {"median": "n_warmup_steps", "hyperband": "min_resource"}
+
+
+def pruner_args_for(pruner: str, args: tuple[tuple[str, Any], ...], min_epochs: int) -> tuple[tuple[str, Any], ...]:
+    """The pruner's arguments for a method whose patience waits for `min_epochs` (the schedule
+    its reference always runs: HashGNN's 20 epochs, HashRec's 100-epoch β continuation): no
+    trial is judged before then either, since a curve mid-schedule says little about where it
+    ends (of HashGNN's four complete Gowalla trials, the one leading at epoch 1 ended last).
+    Unchanged for a method without one, so its trials keep their configuration hashes."""
+    key = WARMUP_ARG.get(pruner)
+    if key is None or min_epochs <= dict(args).get(key, 0):
+        return args
+    return tuple(sorted({**dict(args), key: int(min_epochs)}.items()))
 
 
 def _study(name: str, sampler, pruner):

@@ -506,6 +506,15 @@ def test_a_finished_tuning_runs_no_trial_again_not_even_a_failed_one(tmp_path):
     assert cells == [] and more() == []
 
 
+def test_a_trial_of_a_method_with_a_schedule_is_not_pruned_before_it_ends(tmp_path):
+    """HashRec patience waits for its 100-epoch β continuation; so does its trials' pruner. The
+    other methods' trials keep the spec's pruner arguments (and their configuration hashes)."""
+    spec = write_spec(tmp_path, SPEC.replace('pruner = "median"', 'pruner = "median"\npruner_args = { n_warmup_steps = 0 }'))
+    tags = {cell.method: cell.trial for cell in tune_cells(load_campaign(spec), tmp_path / "results")}
+    assert dict(tags["hashrec"].pruner_args)["n_warmup_steps"] == 100  # hashrec.toml's min_epochs
+    assert dict(tags["proposed"].pruner_args) == dict(tags["dcf"].pruner_args) == {"n_warmup_steps": 0}
+
+
 def test_a_ranking_variants_trial_trained_again_is_never_pruned():
     """bgch-scaled's seed-0 final cell is bgch's winning trial ranked its way; trained again (the
     trial predates ranking variants computed beside it), a pruned copy would stand as that cell."""

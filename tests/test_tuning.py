@@ -11,7 +11,7 @@ from hashbench.core.training import TrainConfig, run_training
 from hashbench.errors import HashbenchError
 from hashbench.params import MethodSpec
 from hashbench.registry import method_names, method_spec
-from hashbench.tuning import TrialTag, check_space, outcome, pruner_for
+from hashbench.tuning import TrialTag, check_space, outcome, pruner_args_for, pruner_for
 from helpers import CountingTrainer
 
 TRAINED_HASHING = ("proposed", "bgch", "hashgnn", "hashrec", "ccsr", "dcf")
@@ -44,6 +44,20 @@ def test_the_median_pruner_stops_a_curve_below_the_earlier_trials():
     # fewer earlier trials than the pruner's startup: never pruned
     young = TrialTag("m/d", 1, "median", (("n_startup_trials", 3),), history=history(0.5))
     assert not pruner_for(young)([(1, 0.0), (2, 0.0)])
+
+
+def test_the_pruner_judges_no_trial_before_its_methods_min_epochs():
+    """A method whose reference always runs a schedule (HashRec's 100-epoch β continuation) is
+    not cut mid-schedule: the pruner waits for the epoch patience waits for."""
+    args = (("n_startup_trials", 3), ("n_warmup_steps", 0))
+    waiting = pruner_args_for("median", args, min_epochs=3)
+    assert dict(waiting) == {"n_startup_trials": 3, "n_warmup_steps": 3}
+    prune = pruner_for(TrialTag("m/d", 3, "median", waiting, history=history(0.4, 0.5, 0.6)))
+    assert not prune([(1, 0.01), (2, 0.02)])  # far below the median, but mid-schedule
+    assert prune([(1, 0.01), (2, 0.02), (3, 0.03)])  # the schedule is over: judged as any trial
+    # a method without a schedule keeps the campaign's arguments, so its recorded trials stand
+    assert pruner_args_for("median", args, min_epochs=0) == args
+    assert pruner_args_for("none", (), min_epochs=100) == ()
 
 
 def test_the_driver_stops_a_pruned_trial_and_says_so():
