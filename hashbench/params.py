@@ -177,6 +177,9 @@ class MethodSpec:
     # the length of the list whose hits the released code's NDCG counts in its IDCG (methods.md
     # E1: BGCH's top 1000, HashGNN's top 100); None: its code has no such IDCG, or none is released
     released_code_ndcg_list: int | None = None
+    # the released code's NDCG is the standard one (IDCG over min(K, |test|): LightGCN-PyTorch's
+    # NDCGatK_r), so "all the habits" keeps the standard NDCG for this row
+    released_code_standard_ndcg: bool = False
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -185,13 +188,14 @@ class MethodSpec:
     @classmethod
     def from_table(cls, name: str, table: dict[str, Any], where: str) -> "MethodSpec":
         unknown = set(table) - {"description", "hashing", "params", "search", "based_on", "released_code_masks_training",
-                                "released_code_ndcg_list"}
+                                "released_code_ndcg_list", "released_code_standard_ndcg"}
         if unknown:
             raise HashbenchError(f"{where}: [{name}] has unknown key(s) {', '.join(sorted(unknown))}")
         params = {k: ParamSpec.parse(k, v, f"{where} [{name}]") for k, v in table.get("params", {}).items()}
         return cls(name, table.get("description", ""), bool(table.get("hashing", True)), params,
                    dict(table.get("search", {})), table.get("based_on"),
-                   bool(table.get("released_code_masks_training", False)), _list_length(table, f"{where} [{name}]"))
+                   bool(table.get("released_code_masks_training", False)), _list_length(table, f"{where} [{name}]"),
+                   bool(table.get("released_code_standard_ndcg", False)))
 
     @classmethod
     def from_defaults(cls, name: str, description: str, hashing: bool, defaults: dict[str, Any]) -> "MethodSpec":

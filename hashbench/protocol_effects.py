@@ -16,10 +16,13 @@ The habits (methods.md E1–E4), each switched on alone and then all together:
   scales, HashGNN's continuous re-ranking of Hamming candidates): the method's ranking-variant
   row (registered `based_on` it: bgch-scaled, hashgnn-rerank) against the pure-Hamming row,
   paired by seed.
-- **all**: every habit of the row's released code at once (the variant row's unmasked test
-  curve at its best epoch, with the hits IDCG for NDCG; its masked curve for a method whose
-  code masks training items: BGCH's, CIGAR's, `released_code_masks_training` in its TOML),
-  beside the paper's published number.
+- **all**: every habit at once (the variant row's unmasked test curve at its best epoch, with
+  the hits IDCG for NDCG), less those the row's released code is known not to have: its masked
+  curve where the code masks training items (BGCH's, CIGAR's, LightGCN's:
+  `released_code_masks_training` in its TOML), the standard NDCG where its code's is
+  (LightGCN's: `released_code_standard_ndcg`); beside the paper's published number. For a row
+  with no released code (Proposed's abstract, CCSR) every habit stays in: what an evaluation
+  with all of them would add, not what its authors are known to have done.
 
 All of it comes from the records' `protocol_evidence`, which training writes and never reads
 (method_eval.protocol_evidence); records made before it existed show "–". Differences are
@@ -38,7 +41,9 @@ import numpy as np
 
 from hashbench.errors import HashbenchError
 from hashbench.evaluate import retrieved_key
+from hashbench.params import MethodSpec
 from hashbench.registry import method_names, method_spec
+from hashbench.tables import cap_marker
 
 METRICS = ("recall@50", "ndcg@50")
 
@@ -80,11 +85,13 @@ def hits_idcg_metric(metric: str, code_list: int | None) -> str:
 
 
 def habit_values(rec: dict, metric: str, scaled: dict | None, real_valued_ranking: bool = False,
-                 code_masks_training: bool = False, code_list: int | None = None) -> dict[str, float | None]:
+                 code: MethodSpec | None = None) -> dict[str, float | None]:
     """One seed's metric under each habit (None where the record cannot say). `real_valued_ranking`:
     the method has a real-valued ranking row, so "all" needs its record `scaled` of this model;
-    `code_masks_training`: its released code masks training items, so "all" keeps them masked;
-    `code_list`: the length of the list whose hits its code's IDCG counts (None: the top K)."""
+    `code`: the row's spec, whose released_code_* fields say which habits its code is known not to
+    have (it masks training items, or its NDCG is the standard one: "all" leaves those out) and
+    the list whose hits its code's IDCG counts (None, or no spec: the top K)."""
+    code_list = code.released_code_ndcg_list if code else None
     final = (rec.get("protocol_evidence") or {}).get("final") or {}
     star = hits_idcg_metric(metric, code_list) if metric.startswith("ndcg") else metric
     hits_idcg = None
@@ -107,8 +114,8 @@ def habit_values(rec: dict, metric: str, scaled: dict | None, real_valued_rankin
     partial = scaled is not None and {p["epoch"] for p in _curve(scaled)} < {p["epoch"] for p in _curve(rec)}
     if not rec.get("refit") and not partial and (scaled is not None or not real_valued_ranking):
         every = _at_best_test_epoch(scaled if scaled is not None else rec,
-                                    "test" if code_masks_training else "test_unmasked")
-    values["all"] = (every or {}).get(star)
+                                    "test" if code and code.released_code_masks_training else "test_unmasked")
+    values["all"] = (every or {}).get(metric if code and code.released_code_standard_ndcg else star)
     return values
 
 
@@ -130,13 +137,12 @@ def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tup
                   if (model := (r.get("extras") or {}).get("model_of"))}
         real_valued = has_real_valued_ranking(method)
         try:
-            spec = method_spec(method)
-            masks, code_list = spec.released_code_masks_training, spec.released_code_ndcg_list
+            code = method_spec(method)
         except HashbenchError:  # a method no longer registered: its code's habits are not known
-            masks, code_list = False, None
+            code = None
         row: dict[str, list[float]] = {"ours": []}
         for rec in sorted(recs, key=lambda r: r["seed"]):
-            values = habit_values(rec, metric, ranked.get(rec.get("config_hash")), real_valued, masks, code_list)
+            values = habit_values(rec, metric, ranked.get(rec.get("config_hash")), real_valued, code)
             if values["ours"] is None:
                 continue
             row["ours"].append(values["ours"])
@@ -155,15 +161,22 @@ def together(row: dict[str, list[float]]) -> float | None:
     return float(np.mean(row["together"])) if row.get("together") else None
 
 
-def _mean_std(values: list[float] | None, signed: bool) -> str:
-    """Absolute values to 4 decimals; changes to 3 (with the seeds' spread), so the table fits a page."""
+def _mean_std(values: list[float] | None, signed: bool, seeds: int | None = None) -> str:
+    """Absolute values to 4 decimals; changes to 3 (with the seeds' spread), so the table fits a
+    page; FEWER_SEEDS where a change is measured on fewer of the row's `seeds` than ours (a
+    count would widen the table past a page; the CSV gives it)."""
     if not values:
         return "–"
     mean = float(np.mean(values))
     text = f"{mean:+.3f}" if signed else f"{mean:.4f}"
     if len(values) > 1:
         text += f" ± {float(np.std(values, ddof=1)):.{3 if signed else 4}f}"
+    if seeds is not None and len(values) < seeds:
+        text += FEWER_SEEDS
     return text
+
+
+FEWER_SEEDS = "*"
 
 
 def effect_rows(by_cell: dict[tuple[str, str], list[dict]], metric: str,
@@ -180,10 +193,13 @@ def effect_rows(by_cell: dict[tuple[str, str], list[dict]], metric: str,
         if dataset is not None and d != dataset:
             continue
         paper = published.get(method, {}).get((d, metric))
-        every = together(row)
-        body.append([method, *([d] if dataset is None else []), _mean_std(row["ours"], False),
-                     *[_mean_std(row.get(h), True) for h in habits if h != "all"],
-                     "–" if every is None else f"{every:.4f}", "–" if paper is None else f"{paper:.4f}"])
+        every, seeds = together(row), len(row["ours"])
+        # Table 1's cap marks: a seed stopped on a cap is no converged number here either
+        ours = _mean_std(row["ours"], False) + cap_marker(by_cell[(method, d)])
+        body.append([method, *([d] if dataset is None else []), ours,
+                     *[_mean_std(row.get(h), True, seeds) for h in habits if h != "all"],
+                     "–" if every is None else f"{every:.4f}" + (FEWER_SEEDS if len(row["together"]) < seeds else ""),
+                     "–" if paper is None else f"{paper:.4f}"])
     return header, body
 
 
@@ -192,8 +208,10 @@ TITLE = ("Table {number}: protocol effects on {metric}: ours (validation-selecte
                     "the papers' code causes on the same trained models, mean ± std over seeds: the epoch with the "
                     "best test Recall@50, training and validation items left in the ranking{idcg}, real-valued "
                     "scores (the method's real-valued ranking row{ranking_rows}, ranking the same model); then all "
-                    "the habits of the row's released code together ({masking}mean over the seeds where each is "
-                    "measured), beside the paper's number; –: not measured for this row")
+                    "the habits together, less those the row's released code is known not to have ({masking}{standard}"
+                    "every habit for a row without released code; mean over the seeds where each is measured), "
+                    "beside the paper's number; –: not measured for this row; *: measured on fewer of the row's seeds than "
+                    "ours (the CSV's seeds column says how many); † and ‡ as in Table 1")
 
 
 def _hits_idcg_text(shown: list[str]) -> str:
@@ -210,11 +228,13 @@ def title(number: str, metric: str, shown: list[str]) -> str:
     registered = [m for m in shown if m in method_names()]
     ranking_rows = [m for m in method_names() if method_spec(m).based_on in registered]
     masking = [m for m in registered if method_spec(m).released_code_masks_training and not method_spec(m).based_on]
+    standard = [m for m in registered if method_spec(m).released_code_standard_ndcg and not method_spec(m).based_on]
     return TITLE.format(
         number=number, metric=metric, ndcg=", standard NDCG" if ndcg else "",
         idcg=_hits_idcg_text(registered) if ndcg else "",
         ranking_rows=": " + ", ".join(ranking_rows) if ranking_rows else "",
-        masking=f"training items stay masked for {' and '.join(masking)}, whose code masks them; " if masking else "")
+        masking=f"training items stay masked for {' and '.join(masking)}, whose code masks them; " if masking else "",
+        standard=f"standard NDCG for {' and '.join(standard)}; " if standard and ndcg else "")
 
 
 def has_evidence(by_cell: dict[tuple[str, str], list[dict]]) -> bool:

@@ -275,3 +275,27 @@ def test_hits_idcg_counts_the_hits_of_the_list_the_rows_released_code_retrieves(
     rerank_before = [record(0, 0.3, [(1, 0.3)], unmasked=0.28, method="hashgnn-rerank", model_of="hashgnn0")]
     old = effects({("hashgnn", "d"): before, ("hashgnn-rerank", "d"): rerank_before}, "ndcg@50")[("hashgnn", "d")]
     assert "hits IDCG" not in old and "together" not in old
+
+
+def test_lightgcns_all_habits_keep_what_its_released_code_does_masking_and_the_standard_ndcg():
+    """LightGCN-PyTorch masks training items and its NDCG is the standard one (lightgcn.toml):
+    its "all" is the best masked test point, with the standard NDCG, not unmasked N*."""
+    rec = record(0, 0.30, [(1, 0.25), (2, 0.32)], unmasked=0.2, method="lightgcn")  # unmasked curve 0.15, 0.22
+    by_cell = {("lightgcn", "d"): [rec]}
+    assert effects(by_cell, "recall@50")[("lightgcn", "d")]["together"] == pytest.approx([0.32])
+    assert effects(by_cell, "ndcg@50")[("lightgcn", "d")]["together"] == pytest.approx([0.16])
+    # a row without released code keeps every habit: unmasked, and N* for NDCG
+    assert effects({("m", "d"): [rec]}, "recall@50")[("m", "d")]["together"] == pytest.approx([0.22])
+
+
+def test_a_change_measured_on_fewer_seeds_and_a_row_stopped_on_a_cap_are_marked():
+    """A reader must not take a change paired over 2 seeds for one over the row's 3, nor a capped
+    row's number for a converged one (Table 1's †)."""
+    pure = [record(s, 0.20, unmasked=0.15, method="bgch") for s in range(3)]
+    pure[2]["extras"] = {"stopped": "time"}
+    scaled = [record(s, 0.25, method="bgch-scaled", model_of=f"bgch{s}") for s in (0, 1)]
+    header, body = effect_rows({("bgch", "d"): pure, ("bgch-scaled", "d"): scaled}, "recall@50", {})
+    [row] = body
+    assert row[header.index("recall@50")] == "0.2000 ± 0.0000†"
+    assert row[header.index("Δ real-valued")] == "+0.050 ± 0.000*"  # seeds 0 and 1 of 3
+    assert row[header.index("Δ unmasked")] == "-0.050 ± 0.000"  # every seed: no mark
