@@ -13,8 +13,8 @@ from pathlib import Path
 
 
 from hashbench import records
-from hashbench.campaign import (STAGES, Campaign, ablation_cells, ablation_reference, describe, stage_cells,
-                                sweep_cells)
+from hashbench.campaign import (STAGES, Campaign, ablation_cells, ablation_reference, best_baselines, describe,
+                                stage_cells, sweep_cells)
 from hashbench.errors import HashbenchError
 from hashbench.files import save_figure
 from hashbench.registry import method_spec
@@ -101,6 +101,18 @@ def significance_rows(table: Table, dataset: str | None = None) -> Rows:
                          _p(t.p_adjusted) + ("" if t.significant else " (n.s.)"))
         body.append([method] + cells)
     return header, body
+
+
+def sweep_methods(c: Campaign, results_dir: Path) -> str:
+    """Which methods Table 5 has, for its caption: the baselines once they are chosen."""
+    best = (f"the baseline{'' if c.sweep_baselines == 1 else 's'} with the best mean validation {short(c.monitor)} "
+            "in the final stage")
+    try:
+        chosen = best_baselines(c, results_dir)
+    except HashbenchError:  # the sweep dataset's final stage is still running
+        return f"{c.ablation_method}; {best} join{'s' if c.sweep_baselines == 1 else ''} once it is finished on " \
+               f"{c.sweep_dataset}"
+    return f"{c.ablation_method} and {best}: {', '.join(chosen)}"
 
 
 def sweep_rows(c: Campaign, results_dir: Path) -> tuple[Rows, dict[str, list[tuple[int, float]]]]:

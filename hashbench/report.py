@@ -217,7 +217,7 @@ def table_section(title: str, rows, fmt: str, label: str = "", refs: dict[str, s
     tables = []
     for i, chunk in enumerate(chunks):  # a float taller than a page runs off its foot: one float per page
         text = latex_text(caption, refs) if i == 0 else rf"As Table~\ref{{{label}}}, continued ({i + 1} of {len(chunks)})."
-        tables.append(latex_table(header_tex, [[latex_text(c) for c in row] for row in chunk], text,
+        tables.append(latex_table(header_tex, [[latex_text(c, refs) for c in row] for row in chunk], text,
                                   label if i == 0 else f"{label}-{i + 1}", align, wide=wide))
     return "\n\n".join(tables)
 
@@ -271,7 +271,7 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
         if fmt == "markdown":
             parts.append(f"### {title}\n\n" + "\n".join(lines))
         else:
-            items = "\n".join(r"\item " + latex_text(l[2:].replace("**", "")) for l in lines)
+            items = "\n".join(r"\item " + latex_text(l[2:].replace("**", ""), refs) for l in lines)
             parts.append("\n".join([rf"\paragraph{{{latex_text(title)}}}", r"\begin{itemize}", items,
                                     r"\end{itemize}"]))
     if protocol_effects.has_evidence(main.records):
@@ -303,8 +303,8 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
     for number, title, make in (
             ("4", f"Table 4: gradient-estimator ablation, {campaign.ablation_method} on {campaign.ablation_dataset}, "
                   f"{campaign.bits} bits, seed 0", lambda: cr.ablation_rows(campaign, results_dir)),
-            ("5", f"Table 5: bits sweep on {campaign.sweep_dataset}, seed 0 (Proposed and the two baselines with "
-                  "the best validation Recall@50)", lambda: _sweep(cr, campaign, results_dir, plot)),
+            ("5", f"Table 5: bits sweep on {campaign.sweep_dataset}, seed 0 ({cr.sweep_methods(campaign, results_dir)})",
+             lambda: _sweep(cr, campaign, results_dir, plot)),
             ("6", "Table 6: what the campaign cost on this machine, per stage and method, and why its cells "
                   "stopped (patience: validation stopped improving; pruned: the tuning pruner ended a trial below "
                   "its study's median; cap: the epoch, time or iteration budget; the stage's share of trained "

@@ -295,6 +295,10 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     chosen = next(line for line in md.splitlines() if line.startswith("| chosen (Table 3): "))
     assert "estimator=signswish" in chosen and chosen.split("|")[2].strip() not in ("", "not run")
     assert "Every row is the converged campaign's final cells" in md  # Table 1's caption: no interim row
+    # Table 5's caption names the baseline the sweep chose (the spec's 1), as its rows show it
+    sweep_caption = next(line for line in md.splitlines() if line.startswith("### Table 5:"))
+    [baseline] = [m for m in ("hashrec", "dcf") if sweep_caption.endswith(f"in the final stage: {m})")]
+    assert f"| {baseline} " in md.split("### Table 5:")[1].split("###")[0]
     # --no-campaign leaves out the campaign's tables, not its choice of Table 1's rows
     plain = runner.invoke(app, ["report", "--results", "results", "--bits", "32", "--no-campaign"])
     assert plain.exit_code == 0 and "Table 3:" not in plain.output
@@ -307,6 +311,7 @@ def test_campaign_end_to_end_then_report_write(tmp_path, monkeypatch):
     assert (tmp_path / "results" / "bits_sweep.png").stat().st_size > 1000 and "](bits_sweep.png)" in md
     tex = (tmp_path / "results" / "table1.tex").read_text()
     assert r"\begin{table*}" in tex
+    assert r"chosen (Table~\ref{tab:tuning})" in tex  # a table named in a cell is a \ref: LaTeX numbers them
     if shutil.which("pdflatex"):  # every table of a finished campaign, Tables 4 and 5 full, fits the page
         (tmp_path / "paper").mkdir()
         assert_compiles_cleanly(tex, tmp_path / "paper")
