@@ -104,15 +104,17 @@ def significance_rows(table: Table, dataset: str | None = None) -> Rows:
 
 
 def sweep_methods(c: Campaign, results_dir: Path) -> str:
-    """Which methods Table 5 has, for its caption: the baselines once they are chosen."""
+    """Which methods Table 5 has, for its caption: the swept method once its tuning is finished,
+    the baselines once they are chosen."""
     best = (f"the baseline{'' if c.sweep_baselines == 1 else 's'} with the best mean validation {short(c.monitor)} "
             "in the final stage")
+    tuned = any(cell.method == c.ablation_method for cell in sweep_cells(c, results_dir, ready_only=True))
+    ours = c.ablation_method if tuned else f"{c.ablation_method} once its tuning on {c.sweep_dataset} is finished"
     try:
         chosen = best_baselines(c, results_dir)
     except HashbenchError:  # the sweep dataset's final stage is still running
-        return f"{c.ablation_method}; {best} join{'s' if c.sweep_baselines == 1 else ''} once it is finished on " \
-               f"{c.sweep_dataset}"
-    return f"{c.ablation_method} and {best}: {', '.join(chosen)}"
+        return f"{ours}; {best} join{'s' if c.sweep_baselines == 1 else ''} once it is finished on {c.sweep_dataset}"
+    return f"{ours} and {best}: {', '.join(chosen)}" if chosen else ours
 
 
 def sweep_rows(c: Campaign, results_dir: Path) -> tuple[Rows, dict[str, list[tuple[int, float]]]]:

@@ -195,7 +195,8 @@ def effect_rows(by_cell: dict[tuple[str, str], list[dict]], metric: str,
         paper = published.get(method, {}).get((d, metric))
         every, seeds = together(row), len(row["ours"])
         # Table 1's cap marks: a seed stopped on a cap is no converged number here either
-        ours = _mean_std(row["ours"], False) + cap_marker(by_cell[(method, d)])
+        counted = [r for r in by_cell[(method, d)] if _ours(r, metric) is not None]
+        ours = _mean_std(row["ours"], False) + cap_marker(counted)
         body.append([method, *([d] if dataset is None else []), ours,
                      *[_mean_std(row.get(h), True, seeds) for h in habits if h != "all"],
                      "–" if every is None else f"{every:.4f}" + (FEWER_SEEDS if len(row["together"]) < seeds else ""),
@@ -209,7 +210,7 @@ TITLE = ("Table {number}: protocol effects on {metric}: ours (validation-selecte
                     "best test Recall@50, training and validation items left in the ranking{idcg}, real-valued "
                     "scores (the method's real-valued ranking row{ranking_rows}, ranking the same model); then all "
                     "the habits together, less those the row's released code is known not to have ({masking}{standard}"
-                    "every habit for a row without released code; mean over the seeds where each is measured), "
+                    "every habit for a row whose code is not known to differ; mean over the seeds where each is measured), "
                     "beside the paper's number; –: not measured for this row; *: measured on fewer of the row's seeds than "
                     "ours (the CSV's seeds column says how many); † and ‡ as in Table 1")
 

@@ -89,8 +89,8 @@ def latex_text(text: str, refs: dict[str, str] | None = None) -> str:
     """Plain text as LaTeX: specials escaped, Unicode as commands; `Table 1c` as a \\ref when known."""
     out = "".join(_LATEX.get(ch, ch if ch.isascii() else _ascii(ch)) for ch in text)
     if refs:
-        out = _TABLE_REF.sub(lambda m: rf"Table~\ref{{{refs[m.group(1)]}}}" if m.group(1) in refs else m.group(0),
-                             out)
+        out = _TABLE_REF.sub(lambda m: rf"{m.group(0).split()[0]}~\ref{{{refs[m.group(1)]}}}" if m.group(1) in refs
+                             else m.group(0), out)
     return out
 
 

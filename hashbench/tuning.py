@@ -1,5 +1,5 @@
 """Tuning, the same way for every method: Optuna's TPE sampler over the search space declared
-beside each method (`[name.search]` in its TOML file), a median or Hyperband pruner on the
+beside each method (`[name.search]` in its TOML file), a median pruner on the
 validation curves, the method's defaults as the first trial.
 
 Trials are ordinary cells. Nothing is stored besides the records: a study is rebuilt from
@@ -36,7 +36,10 @@ from hashbench.errors import HashbenchError
 from hashbench.params import MethodSpec
 
 SAMPLERS = ("tpe",)
-PRUNERS = ("median", "hyperband", "none")
+# Hyperband is not offered: a study is rebuilt from the records for every pruning check, and
+# Optuna's Hyperband keeps its rung scores in trial attributes that a rebuilt study lacks, so it
+# would compare a trial with itself only and never prune (found in review, 2026-12-03)
+PRUNERS = ("median", "none")
 REPEATS_PER_TRIAL = 50  # proposals per trial before a study says its space is too small
 Curve = tuple[tuple[int, float], ...]  # (epoch, validation value) after every evaluation
 
@@ -128,15 +131,13 @@ def make_pruner(name: str, args: dict[str, Any]):
     optuna = _optuna()
     if name == "median":
         return optuna.pruners.MedianPruner(**args)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(**args)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise HashbenchError(f"unknown pruner {name!r} (one of {', '.join(PRUNERS)})")
 
 
 # each pruner's own knob for "judge no trial before this step (epoch)"
-WARMUP_ARG = {"median": "n_warmup_steps", "hyperband": "min_resource"}
+WARMUP_ARG = {"median": "n_warmup_steps"}
 
 
 def pruner_args_for(pruner: str, args: tuple[tuple[str, Any], ...], min_epochs: int) -> tuple[tuple[str, Any], ...]:

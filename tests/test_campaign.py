@@ -518,6 +518,11 @@ def test_a_trial_of_a_method_with_a_schedule_is_not_pruned_before_it_ends(tmp_pa
     tags = {cell.method: cell.trial for cell in tune_cells(load_campaign(spec), tmp_path / "results")}
     assert dict(tags["hashrec"].pruner_args)["n_warmup_steps"] == 100  # hashrec.toml's min_epochs
     assert dict(tags["proposed"].pruner_args) == dict(tags["dcf"].pruner_args) == {"n_warmup_steps": 0}
+    # a campaign's budget for the method sets the epoch patience waits for: the pruner follows it
+    shorter = write_spec(tmp_path, SPEC.replace("hashrec = { epochs = 3, eval_every = 1 }",
+                                                "hashrec = { epochs = 3, eval_every = 1, min_epochs = 2 }"))
+    [tag] = [cell.trial for cell in tune_cells(load_campaign(shorter), tmp_path / "results") if cell.method == "hashrec"]
+    assert dict(tag.pruner_args)["n_warmup_steps"] == 2
 
 
 def test_a_ranking_variants_trial_trained_again_is_never_pruned():
@@ -688,3 +693,14 @@ def test_a_stages_running_hours_leave_out_the_time_between_sessions_when_nothing
     hour = timedelta(hours=1)
     spans = [(t0 + 10 * hour, t0 + 11 * hour), (t0, t0 + hour), (t0 + hour / 2, t0 + 2 * hour)]  # any order
     assert seconds_running(spans) == 3 * 3600  # 9:00-11:00 (two cells overlapping) and 19:00-20:00
+
+
+def test_table_5s_caption_names_only_the_methods_it_can_have_yet(tmp_path):
+    """Before the sweep method's tuning and the final stage are done, the caption says what the
+    table will hold and when, instead of promising rows that are not there."""
+    from hashbench.campaign_report import sweep_methods
+
+    c = load_campaign(write_spec(tmp_path))
+    assert sweep_methods(c, tmp_path / "results") == (
+        "proposed once its tuning on synthetic is finished; the baseline with the best mean validation R@50 "
+        "in the final stage joins once it is finished on synthetic")
