@@ -382,32 +382,6 @@ def ready_cells(c: Campaign, results_dir: Path) -> list[Cell]:
     return list(cells.values())
 
 
-def progress(c: Campaign, results_dir: Path) -> list[tuple[str, int, int]]:
-    """(stage, cells recorded, cells the stage will have) for each stage, from the spec and the
-    records: a study's trials count once recorded (a failed or pruned one too: the study has
-    moved on), the other stages' cells once recorded ok. The totals count cells not known yet
-    (the final cells of a study still running, the sweep's baselines), so they say how much of
-    the whole campaign is done; a sweep cell that is also a final cell counts in both."""
-    latest = records.latest_by_cell(results_dir)
-    trials = sum(rec is not None for d in c.tune_datasets for m in c.tune_methods
-                 for _, rec in study_trials(c, m, d, latest))
-
-    def ok(cells) -> int:
-        return sum((latest.get(cell.config_hash()) or {}).get("status") == "ok" for cell in cells)
-
-    return [("tune", trials, len(c.tune_datasets) * len(c.tune_methods) * c.trials),
-            ("final", ok(final_cells(c, results_dir, ready_only=True)), len(c.datasets) * len(c.methods) * c.seeds),
-            ("sweep", ok(sweep_cells(c, results_dir, ready_only=True)), (1 + c.sweep_baselines) * len(c.sweep_bits)),
-            ("ablation", ok(cell for _, cell in ablation_cells(c, results_dir, ready_only=True)), len(c.variants))]
-
-
-def describe_progress(c: Campaign, results_dir: Path) -> str:
-    """One line: 'recorded so far: tune 35/96 trials, final 13/66, sweep 1/12, ablation 0/7'."""
-    parts = [f"{stage} {done}/{total}{' trials' if stage == 'tune' else ''}"
-             for stage, done, total in progress(c, results_dir)]
-    return "recorded so far: " + ", ".join(parts)
-
-
 def describe(params: dict[str, Any], budget: dict[str, Any]) -> str:
     """The part of a cell's parameters that is not the budget, numbers to 3 significant digits,
     for tables and listings: 'lr=0.00857, beta=5.42' or 'defaults'."""

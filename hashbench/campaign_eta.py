@@ -1,7 +1,8 @@
-"""How much of a whole campaign is left: the cells not recorded yet, those not planned yet
-included (a running study's final cells, the sweep's baselines, the ablation before its study
-ends), each costed from what its method's recorded cells cost on its dataset. `hashbench
-campaign` prints it beside what is recorded, so a user can tell how many sessions remain."""
+"""How much of a whole campaign is recorded (`describe_progress`) and how much is left: the
+cells not recorded yet, those not planned yet included (a running study's final cells, the
+sweep's baselines, the ablation before its study ends), each costed from what its method's
+recorded cells cost on its dataset. `hashbench campaign` prints both, so a user can tell how
+many sessions remain."""
 
 from __future__ import annotations
 
@@ -106,3 +107,29 @@ def describe_time_left(c: cp.Campaign, results_dir: Path, jobs: int) -> str:
         text += (f"; not counted: {len(unknown)} cells with no complete run of their method to go by "
                  f"({', '.join(sorted(set(unknown)))})")
     return text
+
+
+def progress(c: cp.Campaign, results_dir: Path) -> list[tuple[str, int, int]]:
+    """(stage, cells recorded, cells the stage will have) for each stage, from the spec and the
+    records: a study's trials count once recorded (a failed or pruned one too: the study has
+    moved on), the other stages' cells once recorded ok. The totals count cells not known yet
+    (the final cells of a study still running, the sweep's baselines), so they say how much of
+    the whole campaign is done; a sweep cell that is also a final cell counts in both."""
+    latest = records.latest_by_cell(results_dir)
+    trials = sum(rec is not None for d in c.tune_datasets for m in c.tune_methods
+                 for _, rec in cp.study_trials(c, m, d, latest))
+
+    def ok(cells) -> int:
+        return sum((latest.get(cell.config_hash()) or {}).get("status") == "ok" for cell in cells)
+
+    return [("tune", trials, len(c.tune_datasets) * len(c.tune_methods) * c.trials),
+            ("final", ok(cp.final_cells(c, results_dir, ready_only=True)), len(c.datasets) * len(c.methods) * c.seeds),
+            ("sweep", ok(cp.sweep_cells(c, results_dir, ready_only=True)), (1 + c.sweep_baselines) * len(c.sweep_bits)),
+            ("ablation", ok(cell for _, cell in cp.ablation_cells(c, results_dir, ready_only=True)), len(c.variants))]
+
+
+def describe_progress(c: cp.Campaign, results_dir: Path) -> str:
+    """One line: 'recorded so far: tune 35/96 trials, final 13/66, sweep 1/12, ablation 0/7'."""
+    parts = [f"{stage} {done}/{total}{' trials' if stage == 'tune' else ''}"
+             for stage, done, total in progress(c, results_dir)]
+    return "recorded so far: " + ", ".join(parts)

@@ -51,10 +51,10 @@ def campaign_command(
     With --finish-by the campaign stops starting cells that would not end in time, so a
     booked machine or a session can be left with nothing half-trained.
     """
-    from hashbench.campaign import STAGES, describe, describe_progress, load_campaign, stage_cells
+    from hashbench.campaign import STAGES, describe, load_campaign, stage_cells
     from hashbench.campaign_queue import longest_chain_first, stage_queue
     from hashbench.records import latest_by_cell
-    from hashbench.campaign_eta import describe_time_left
+    from hashbench.campaign_eta import describe_progress, describe_time_left
 
     from hashbench.checks import check_results_dir
     from hashbench.commands.run import DEVICES, check_choice
