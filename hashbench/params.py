@@ -175,7 +175,8 @@ class MethodSpec:
     # E2): "all the papers' habits" (protocol_effects) then keeps them masked for this row
     released_code_masks_training: bool = False
     # the length of the list whose hits the released code's NDCG counts in its IDCG (methods.md
-    # E1: BGCH's top 1000, HashGNN's top 100); None: its code has no such IDCG, or none is released
+    # E1: BGCH's top 1000, HashGNN's top 100); None: not declared, so the hits-IDCG habit counts
+    # the top K's hits (the most any list gives); a code with the standard NDCG says so below
     released_code_ndcg_list: int | None = None
     # the released code's NDCG is the standard one (IDCG over min(K, |test|): LightGCN-PyTorch's
     # NDCGatK_r), so "all the habits" keeps the standard NDCG for this row
