@@ -141,7 +141,7 @@ def study_trials(c: Campaign, method: str, dataset: str, latest: dict[str, dict]
     from hashbench.tuning import TrialTag, plan_study, pruner_args_for
 
     name = study_name(method, dataset)
-    min_epochs = {**method_spec(method).defaults, **c.budget_for(method)}.get("min_epochs", 0)
+    min_epochs = method_spec(method).with_defaults(c.budget_for(method)).get("min_epochs", 0)
     pruner_args = pruner_args_for(c.pruner, c.pruner_args, min_epochs)
 
     def tag(number: int, history: tuple) -> TrialTag:

@@ -38,7 +38,7 @@ class Cell:
     def config(self) -> dict[str, Any]:
         config = {
             "method": self.method, "dataset": self.dataset, "bits": self.bits, "seed": self.seed,
-            "protocol": self.protocol, "ks": list(self.ks), "params": {**method_spec(self.method).defaults, **self.params},
+            "protocol": self.protocol, "ks": list(self.ks), "params": method_spec(self.method).with_defaults(self.params),
         }
         if self.trial is not None:  # a pruned trial is not the same result as a full run of its params
             config["tuning"] = self.trial.config()

@@ -186,6 +186,10 @@ class MethodSpec:
     def defaults(self) -> dict[str, Any]:
         return {k: p.default for k, p in self.params.items()}
 
+    def with_defaults(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """The parameters a run of `overrides` trains with: every default, then the overrides."""
+        return {**self.defaults, **overrides}
+
     @classmethod
     def from_table(cls, name: str, table: dict[str, Any], where: str) -> "MethodSpec":
         unknown = set(table) - {"description", "hashing", "params", "search", "based_on", "released_code_masks_training",

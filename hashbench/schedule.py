@@ -75,7 +75,7 @@ def _epochs_run(record: dict[str, Any]) -> int:
 
 def _expected_epochs(cell: Cell, runs: list[dict], latest: dict[str, dict]) -> int | None:
     """Epochs the cell is expected to train; None for a method not trained in epochs (mostpop)."""
-    budget = {**method_spec(cell.method).defaults, **cell.params}.get("epochs")
+    budget = method_spec(cell.method).with_defaults(cell.params).get("epochs")
     if not isinstance(budget, int):
         return None
     if cell.fixed_epochs:

@@ -274,7 +274,7 @@ def estimate_seconds(cell, recorded: list[dict], refit_epochs: int | None = None
         return None
     scale = cell.bits / 64
     per_epoch = [r["extras"]["seconds_per_epoch"] for r in same if (r.get("extras") or {}).get("seconds_per_epoch")]
-    epochs = refit_epochs or {**method_spec(cell.method).defaults, **cell.params}.get("epochs")
+    epochs = refit_epochs or method_spec(cell.method).with_defaults(cell.params).get("epochs")
     evaluation = float(np.median([r.get("eval_seconds", 0.0) for r in same]))
     if per_epoch and isinstance(epochs, int):
         return float(np.median(per_epoch)) * epochs * max(scale, 0.5) + evaluation
