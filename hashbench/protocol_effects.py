@@ -119,6 +119,11 @@ def habit_values(rec: dict, metric: str, scaled: dict | None, real_valued_rankin
     return values
 
 
+def measured(recs: list[dict], metric: str) -> list[dict]:
+    """The records a row's "ours" counts: those that measured `metric` (their cap marks are the row's)."""
+    return [r for r in recs if _ours(r, metric) is not None]
+
+
 HABITS = ("test-epoch", "unmasked", "hits IDCG", "real-valued", "all")
 
 
@@ -141,10 +146,8 @@ def effects(by_cell: dict[tuple[str, str], list[dict]], metric: str) -> dict[tup
         except HashbenchError:  # a method no longer registered: its code's habits are not known
             code = None
         row: dict[str, list[float]] = {"ours": []}
-        for rec in sorted(recs, key=lambda r: r["seed"]):
+        for rec in sorted(measured(recs, metric), key=lambda r: r["seed"]):
             values = habit_values(rec, metric, ranked.get(rec.get("config_hash")), real_valued, code)
-            if values["ours"] is None:
-                continue
             row["ours"].append(values["ours"])
             for habit in HABITS:
                 if values[habit] is not None:
@@ -195,8 +198,7 @@ def effect_rows(by_cell: dict[tuple[str, str], list[dict]], metric: str,
         paper = published.get(method, {}).get((d, metric))
         every, seeds = together(row), len(row["ours"])
         # Table 1's cap marks: a seed stopped on a cap is no converged number here either
-        counted = [r for r in by_cell[(method, d)] if _ours(r, metric) is not None]
-        ours = _mean_std(row["ours"], False) + cap_marker(counted)
+        ours = _mean_std(row["ours"], False) + cap_marker(measured(by_cell[(method, d)], metric))
         body.append([method, *([d] if dataset is None else []), ours,
                      *[_mean_std(row.get(h), True, seeds) for h in habits if h != "all"],
                      "–" if every is None else f"{every:.4f}" + (FEWER_SEEDS if len(row["together"]) < seeds else ""),
