@@ -314,7 +314,9 @@ def campaign_sections(results_dir: Path, main: Table, alt: Table, fmt: str, camp
                   "time during which at least one of the stage's cells was in flight, from each cell's start (a resumed "
                   "cell's last start: a lower bound) to its finish, so the hours between working sessions are left "
                   "out; elapsed h: first start to "
-                  "last finish, which counts them, and records reused from the first campaign)",
+                  "last finish, which counts them, and records reused from the first campaign; a cell of two "
+                  "stages is billed to the first: a study's winning trial is also its row's seed-0 final cell, "
+                  "so the final stage counts one cell fewer for each tuned row and dataset)",
              lambda: cr.compute_rows(campaign, results_dir))):
         try:
             parts.append(table_section(title, make(), fmt, LABELS[number], refs))
