@@ -55,6 +55,11 @@ Decisions and deviations (also in `extras()["deviations"]`), with reasons:
    larger batch buys a better gradient per step, and a larger lr makes up for part of the
    fewer steps (on Gowalla validation, lr 1e-2 diverged, 1e-3 learned slowest, 3e-3 best).
    The regulariser keeps the code's /B normalisation with the actual batch size.
+   What the width costs, measured (Gowalla seed 0, the tuned winner's settings, con_dim 256,
+   record f2013ef4): the pure-Hamming row is no better (valid R@50 0.1096 at epoch 8 against
+   the winner's 0.1164; test 0.1128 against 0.1146), so validation keeps 64; but the α-scaled
+   ranking of that model (bgch-scaled) reaches test 0.1776 against 0.150–0.154 at 64: the real
+   scales carry more at the reference's width. An epoch cost ≈ 2.5× as much.
 5. Dispersion at inference (codes()) uses a fixed generator (seeded from the run seed), so
    the codes are a function of the trained parameters; the reference draws fresh noise in
    every scoring pass. Training draws come from the shared loop's torch RNG (checkpointed).
