@@ -361,6 +361,30 @@ def trials_of(results):
     return out
 
 
+def test_methods_runs_only_the_named_methods_cells_and_the_rest_later(tmp_path, monkeypatch):
+    """--methods points a machine at some methods (a borrowed GPU at Proposed) while another
+    runs the rest: only their cells run, across stages, and a plain run then finishes the others."""
+    monkeypatch.chdir(tmp_path)
+    write_spec(tmp_path)
+    cli = CliRunner()
+    unknown = cli.invoke(app, ["campaign", "--results", "results", "--methods", "proposed,nosuch"])
+    assert unknown.exit_code == 1 and "unknown nosuch" in unknown.output and not (tmp_path / "results" / "runs.jsonl").exists()
+    listed = cli.invoke(app, ["campaign", "--results", "results", "--dry-run", "-m", "mostpop"])
+    rows = [line.split() for line in listed.output.splitlines() if line.startswith("  to run")]
+    assert rows and {row[2] for row in rows} == {"mostpop"}
+    result = cli.invoke(app, ["campaign", "--results", "results", "--methods", "proposed"])
+    assert result.exit_code == 0, result.output
+    recs = [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in recs} == {"proposed"}
+    # its study, its final seeds, its sweep bits and the ablation: every stage, not just tuning
+    assert {"tuning" in r for r in recs} == {True, False} and {r["bits"] for r in recs} == {16, 32}
+    assert any(r["params"].get("estimator") == "ste" for r in recs)
+    rest = cli.invoke(app, ["campaign", "--results", "results"])
+    assert rest.exit_code == 0, rest.output
+    after = cli.invoke(app, ["campaign", "--results", "results", "--dry-run"])
+    assert "recorded so far: tune 6/6 trials, final 8/8, sweep 4/4, ablation 2/2" in after.output, after.output
+
+
 def test_a_tuning_stage_runs_per_dataset_and_resumes_after_a_kill(tmp_path, monkeypatch, two_datasets):
     from hashbench import runner as runner_module
 

@@ -30,6 +30,11 @@ def campaign_command(
     mirror: Mirror = None,
     cache_dir: CacheDir = None,
     finish_by: FinishBy = None,
+    methods: Annotated[Optional[str], typer.Option(
+        "--methods", "-m", help="Only these methods' cells (comma-separated, e.g. proposed): to point a borrowed "
+                                "GPU at the methods it speeds up most while this machine runs the others "
+                                "(--methods for the rest). The rest wait for a run without it.",
+        show_default=False)] = None,
     prune: Annotated[bool, typer.Option(
         "--prune", help="Delete the codes and per-user files no table reads, then exit: the tuning trials that "
                         "are not their study's leader (one that is not now never wins), and runs at the campaign's code length that are neither shown "
@@ -72,6 +77,7 @@ def campaign_command(
         deadline = parse_finish_by(finish_by)  # once: a duration counts from now, not from each stage
     check_results_dir(results, write=not dry_run)
     campaign = load_campaign(spec, budget_scale)
+    only = only_methods(campaign, methods)
     if prune:
         from hashbench.campaign_report import in_git_history, unshown_files
 
@@ -92,7 +98,7 @@ def campaign_command(
     if stage == "all" and not dry_run:
         # one queue for the whole campaign: a final, sweep or ablation cell starts as soon as
         # the tuning it needs is recorded, instead of after the last study's last trial
-        first, more = stage_queue(campaign, "all", results)
+        first, more = only(*stage_queue(campaign, "all", results))
         counts = execute_cells(first, results, "failed", device, mirror, cache_dir, jobs=jobs, more=more,
                                deadline=deadline, order=longest_chain_first(campaign, results),
                                methods=(*campaign.methods, *campaign.tune_methods))
@@ -104,7 +110,7 @@ def campaign_command(
     for name in stages:
         try:
             # the whole campaign's dry run lists each stage's cells whose inputs are recorded
-            cells = stage_cells(campaign, name, results, ready_only=stage == "all")
+            cells, _ = only(stage_cells(campaign, name, results, ready_only=stage == "all"), None)
         except HashbenchError as exc:
             if not dry_run:
                 raise
@@ -125,7 +131,7 @@ def campaign_command(
                               f"{describe(cell.params, campaign.budget_for(cell.method))}", highlight=False)
             continue
         # tuning: a study's next trial is queued as soon as its previous one is recorded
-        first, more = stage_queue(campaign, name, results)
+        first, more = only(*stage_queue(campaign, name, results))
         counts = execute_cells(first, results, "failed", device, mirror, cache_dir, jobs=jobs, more=more,
                                deadline=deadline, order=longest_chain_first(campaign, results),
                                methods=(*campaign.methods, *campaign.tune_methods))
@@ -136,3 +142,20 @@ def campaign_command(
             break
     if failed:
         raise typer.Exit(1)
+
+
+def only_methods(campaign, methods: str | None):
+    """What --methods leaves of a queue: a function of (cells, more) that keeps the named methods'
+    cells, in both the first list and every later call of `more`. Unknown names fail at once."""
+    if methods is None:
+        return lambda cells, more: (cells, more)
+    names = {m.strip() for m in methods.split(",") if m.strip()}
+    known = {*campaign.methods, *campaign.tune_methods}
+    if not names or names - known:
+        raise HashbenchError(f"--methods: unknown {', '.join(sorted(names - known)) or 'empty list'}; "
+                             f"the campaign's methods are {', '.join(sorted(known))}")
+
+    def keep(cells):
+        return [cell for cell in cells if cell.method in names]
+
+    return lambda cells, more: (keep(cells), None if more is None else (lambda: keep(more())))
