@@ -31,9 +31,9 @@ def campaign_command(
     cache_dir: CacheDir = None,
     finish_by: FinishBy = None,
     methods: Annotated[Optional[str], typer.Option(
-        "--methods", "-m", help="Only these methods' cells (comma-separated, e.g. proposed): to point a borrowed "
-                                "GPU at the methods it speeds up most while this machine runs the others "
-                                "(--methods for the rest). The rest wait for a run without it.",
+        "--methods", "-m", help="Only these methods' cells, in every stage (comma-separated, e.g. proposed): "
+                                "to point a borrowed GPU at the methods it speeds up most while this machine "
+                                "runs the others, named the same way. Other methods' cells wait for a later run.",
         show_default=False)] = None,
     prune: Annotated[bool, typer.Option(
         "--prune", help="Delete the codes and per-user files no table reads, then exit: the tuning trials that "
