@@ -368,7 +368,7 @@ def test_methods_runs_only_the_named_methods_cells_and_the_rest_later(tmp_path, 
     write_spec(tmp_path)
     cli = CliRunner()
     unknown = cli.invoke(app, ["campaign", "--results", "results", "--methods", "proposed,nosuch"])
-    assert unknown.exit_code == 1 and "unknown nosuch" in unknown.output and not (tmp_path / "results" / "runs.jsonl").exists()
+    assert unknown.exit_code == 1 and "unknown method 'nosuch'" in unknown.output and not (tmp_path / "results" / "runs.jsonl").exists()
     listed = cli.invoke(app, ["campaign", "--results", "results", "--dry-run", "-m", "mostpop"])
     rows = [line.split() for line in listed.output.splitlines() if line.startswith("  to run")]
     assert rows and {row[2] for row in rows} == {"mostpop"}

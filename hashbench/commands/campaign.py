@@ -146,14 +146,13 @@ def campaign_command(
 
 def only_methods(campaign, methods: str | None):
     """What --methods leaves of a queue: a function of (cells, more) that keeps the named methods'
-    cells, in both the first list and every later call of `more`. Unknown names fail at once."""
+    cells, in both the first list and every later call of `more`. Unknown names fail at once
+    (run's parser and message: the campaign's methods are the valid ones)."""
+    from hashbench.commands.run import _names
+
     if methods is None:
         return lambda cells, more: (cells, more)
-    names = {m.strip() for m in methods.split(",") if m.strip()}
-    known = {*campaign.methods, *campaign.tune_methods}
-    if not names or names - known:
-        raise HashbenchError(f"--methods: unknown {', '.join(sorted(names - known)) or 'empty list'}; "
-                             f"the campaign's methods are {', '.join(sorted(known))}")
+    names = set(_names(methods, sorted({*campaign.methods, *campaign.tune_methods}), "method"))
 
     def keep(cells):
         return [cell for cell in cells if cell.method in names]
