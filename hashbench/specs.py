@@ -171,6 +171,18 @@ def unknown_name_error(kind: str, name: str, valid: list[str]) -> HashbenchError
     return HashbenchError(f"unknown {kind} {name!r}{hint} Valid {kind}s: {', '.join(sorted(valid))}")
 
 
+def parse_name_list(text: str, valid: list[str], kind: str) -> list[str]:
+    """A --methods/--datasets value: 'all' or a comma list, each name checked against `valid`
+    (a one-line did-you-mean error otherwise); duplicates dropped, order kept."""
+    names = valid if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise HashbenchError(f"no {kind} given")
+    for n in names:
+        if n not in valid:
+            raise unknown_name_error(kind, n, valid)
+    return list(dict.fromkeys(names))
+
+
 def get_dataset_spec(name: str) -> DatasetSpec:
     registry = load_registry()
     if name not in registry:

@@ -148,11 +148,11 @@ def only_methods(campaign, methods: str | None):
     """What --methods leaves of a queue: a function of (cells, more) that keeps the named methods'
     cells, in both the first list and every later call of `more`. Unknown names fail at once
     (run's parser and message: the campaign's methods are the valid ones)."""
-    from hashbench.commands.run import _names
+    from hashbench.specs import parse_name_list
 
     if methods is None:
         return lambda cells, more: (cells, more)
-    names = set(_names(methods, sorted({*campaign.methods, *campaign.tune_methods}), "method"))
+    names = set(parse_name_list(methods, sorted({*campaign.methods, *campaign.tune_methods}), "method"))
 
     def keep(cells):
         return [cell for cell in cells if cell.method in names]

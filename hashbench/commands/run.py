@@ -22,18 +22,6 @@ PAPER_DATASETS = ("gowalla", "yelp2018")  # `run` without --datasets: the paper'
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _names(text: str, valid: list[str], kind: str) -> list[str]:
-    from hashbench.specs import unknown_name_error
-
-    names = valid if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise HashbenchError(f"no {kind} given")
-    for n in names:
-        if n not in valid:
-            raise unknown_name_error(kind, n, valid)
-    return list(dict.fromkeys(names))
-
-
 def _ints(text: str, flag: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
@@ -144,12 +132,12 @@ def run_command(
     from hashbench.cells import EXECUTORS, OVERWRITE, parse_param, plan_cells
     from hashbench.checks import check_results_dir
     from hashbench.registry import method_names
-    from hashbench.specs import load_registry
+    from hashbench.specs import load_registry, parse_name_list
     from hashbench.splits import PROTOCOLS
 
-    method_list = _names(methods, method_names(), "method")
+    method_list = parse_name_list(methods, method_names(), "method")
     dataset_list = (list(PAPER_DATASETS) if datasets is None
-                    else _names(datasets, list(load_registry()), "dataset"))
+                    else parse_name_list(datasets, list(load_registry()), "dataset"))
     if seeds < 1:
         raise HashbenchError(f"--seeds must be at least 1, got {seeds}")
     if first_seed < 0:
