@@ -6,6 +6,7 @@ and the report recomputes their config hashes, from the methods' declared specs 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,30 @@ def plan_cells(methods: list[str], datasets: list[str], bits: int, seeds_: list[
             raise HashbenchError(f"--param {key}: no selected method has a parameter {key!r}")
     return [Cell(m, d, check_bits(bits), s, protocol, params_for(m, overrides), ks, refit=refit)
             for d in datasets for m in methods for s in seeds_]
+
+
+def as_recorded(cells: list[Cell], results_dir: Path) -> list[Cell]:
+    """Each cell in the form a record already has, where the two differ only in how a whole
+    number is written: `-p l2=0` trains exactly what a recorded `l2 = 0.0` trained, but the
+    config hash (of the JSON) tells them apart, so without this a printed command with `0`
+    would train a recorded `0.0` cell again under a second hash. A cell with no such record is
+    left as written (old records keep their hashes either way)."""
+    latest = records.latest_by_cell(results_dir) if (Path(results_dir) / records.RUNS_FILE).exists() else {}
+    return [_as_recorded(cell, latest) for cell in cells]
+
+
+def _as_recorded(cell: Cell, latest: dict[str, dict]) -> Cell:
+    if not latest or cell.config_hash() in latest:
+        return cell
+    whole = [k for k, v in cell.params.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()]
+    if not whole or len(whole) > 10:  # 2^k spellings to try; a command line has a handful
+        return cell
+    for spelling in itertools.product(*[(int(cell.params[k]), float(cell.params[k])) for k in whole]):
+        candidate = replace(cell, params={**cell.params, **dict(zip(whole, spelling))})
+        if candidate.config_hash() in latest:
+            return candidate
+    return cell
 
 
 def checkpoint_dir_for(results_dir: Path, cell: Cell) -> Path:

@@ -94,6 +94,18 @@ def test_rerun_skips_finished_cells(sweep):
     assert len((results / "runs.jsonl").read_text().splitlines()) == 4
 
 
+def test_a_whole_number_written_as_int_or_float_names_the_same_recorded_cell(tmp_path):
+    # a record's params say l2 = 0.0; copying its command with l2=0 must find it, not train it again
+    args = ("run", "-m", "proposed", "-d", "synthetic", "-p", "epochs=2", "-p", "eval_every=1", "--results", tmp_path)
+    first = invoke(*args, "-p", "l2=0.0")
+    assert first.exit_code == 0 and "1 run, 0 skipped" in first.output
+    again = invoke(*args, "-p", "l2=0")
+    assert again.exit_code == 0 and "0 run, 1 skipped" in again.output
+    other = invoke(*args, "-p", "l2=1")  # a different value is a different cell
+    assert other.exit_code == 0 and "1 run, 0 skipped" in other.output
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
+
+
 @pytest.mark.parametrize("fmt, marker", [("markdown", "| method"), ("latex", r"\toprule"), ("csv", "source,method")])
 def test_report_formats(sweep, fmt, marker):
     results, _ = sweep

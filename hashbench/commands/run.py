@@ -91,7 +91,8 @@ def run_command(
     ks: Annotated[str, typer.Option("--ks", help="Cut-offs K for Recall@K / NDCG@K.")] = "50,100",
     param: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", metavar="[METHOD.]KEY=VALUE", help="Override a method parameter: KEY=VALUE (every selected method that has KEY) "
-                              "or METHOD.KEY=VALUE. Repeatable.")] = None,
+                              "or METHOD.KEY=VALUE. Repeatable. A whole number finds its recorded cell "
+                              "whether written 180 or 180.0.")] = None,
     refit: Annotated[bool, typer.Option("--refit", help="Choose the number of epochs on validation (from the "
                                         "plain run's record when there is one), then retrain on train + valid "
                                         "for that many epochs and evaluate test once (DaisyRec's practice; "
@@ -129,7 +130,7 @@ def run_command(
     `--executor ray` on a Ray cluster; either way this process alone writes the results.
     """
     # every argument is checked here, before anything is fetched, trained or written
-    from hashbench.cells import EXECUTORS, OVERWRITE, parse_param, plan_cells
+    from hashbench.cells import EXECUTORS, OVERWRITE, as_recorded, parse_param, plan_cells
     from hashbench.checks import check_results_dir
     from hashbench.registry import method_names
     from hashbench.specs import load_registry, parse_name_list
@@ -165,6 +166,7 @@ def run_command(
     cells = plan_cells(method_list, dataset_list, bits, list(range(first_seed, first_seed + seeds)), protocol,
                        [parse_param(p) for p in param or []], check_ks(_ints(ks, "--ks"), dataset_list), refit)
     check_results_dir(results)
+    cells = as_recorded(cells, results)
     if device == "cuda" and executor == "local":
         from hashbench.environment import resolve_device
 
