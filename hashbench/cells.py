@@ -110,7 +110,7 @@ def as_recorded(cells: list[Cell], results_dir: Path) -> list[Cell]:
     config hash (of the JSON) tells them apart, so without this a printed command with `0`
     would train a recorded `0.0` cell again under a second hash. A cell with no such record is
     left as written (old records keep their hashes either way)."""
-    latest = records.latest_by_cell(results_dir) if (Path(results_dir) / records.RUNS_FILE).exists() else {}
+    latest = records.latest_by_cell(results_dir)  # {} when there is no runs.jsonl yet
     return [_as_recorded(cell, latest) for cell in cells]
 
 
